@@ -1,0 +1,1 @@
+"""Reading recordings and explaining them: attribution, KV-sizing inference, diff, reports."""

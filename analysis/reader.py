@@ -1,0 +1,74 @@
+"""Opens a recording, validates it, and hands it out as a lazy polars frame plus its metadata."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from uvmtrace.recording.errors import RecordingError
+from uvmtrace.recording.schema import METADATA_KEY, SCHEMA_VERSION
+
+PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    metadata: dict[str, Any]
+    num_rows: int
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.path)
+
+    @property
+    def streams(self) -> set[str]:
+        return set(
+            self.scan().select(pl.col("stream").unique()).collect().get_column("stream").to_list()
+        )
+
+
+def open_recording(path: str | Path) -> Recording:
+    """Validate `path` and return it; any problem becomes one RecordingError line."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file")
+    if not path.is_file():
+        raise RecordingError(f"{path}: not a file")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(4)
+        f.seek(max(size - 4, 0))
+        tail = f.read(4)
+    if head != PARQUET_MAGIC:
+        raise RecordingError(f"{path}: not a Parquet file (so not a uvmtrace recording)")
+    if size < 12 or tail != PARQUET_MAGIC:
+        raise RecordingError(
+            f"{path}: truncated Parquet file (no footer); if a spool survives, "
+            "run `uvmtrace recover`"
+        )
+    try:
+        meta_pq = pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise RecordingError(f"{path}: corrupt Parquet footer ({exc})") from None
+    raw = (meta_pq.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise RecordingError(f"{path}: a Parquet file, but not a uvmtrace recording")
+    try:
+        metadata = json.loads(raw)
+    except ValueError:
+        raise RecordingError(f"{path}: recording metadata is not valid JSON") from None
+    version = metadata.get("schema_version")
+    if not isinstance(version, int):
+        raise RecordingError(f"{path}: recording metadata has no schema version")
+    if version > SCHEMA_VERSION:
+        raise RecordingError(
+            f"{path}: recorded with schema version {version}, this uvmtrace reads up to "
+            f"{SCHEMA_VERSION}; upgrade uvmtrace"
+        )
+    return Recording(path=path, metadata=metadata, num_rows=meta_pq.num_rows)

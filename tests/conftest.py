@@ -1,0 +1,65 @@
+"""Shared fixtures and the capability gates: skip without root/BPF/Docker/GPU, except that in CI
+(CI=true) a missing BPF or Docker is a failure, not a skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _need(ok: bool, why: str, *, ci_must_have: bool) -> None:
+    if ok:
+        return
+    if IN_CI and ci_must_have:
+        pytest.fail(f"CI=true but {why}", pytrace=False)
+    pytest.skip(why)
+
+
+def has_bpf() -> bool:
+    if os.geteuid() != 0:
+        return False
+    try:
+        from uvmtrace.probes.bccfind import import_bcc
+    except ImportError:
+        return False
+    try:
+        import_bcc()
+    except Exception:
+        return False
+    return os.path.isdir("/sys/kernel/tracing/events")
+
+
+def docker_ok() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    r = subprocess.run(["docker", "info"], capture_output=True, timeout=30)
+    return r.returncode == 0
+
+
+@pytest.fixture
+def need_root() -> None:
+    _need(os.geteuid() == 0, "needs root", ci_must_have=True)
+
+
+@pytest.fixture
+def need_bpf() -> None:
+    _need(has_bpf(), "needs root, BCC and tracefs (run scripts/setup-host)", ci_must_have=True)
+
+
+@pytest.fixture
+def need_docker() -> None:
+    _need(docker_ok(), "needs a running Docker daemon", ci_must_have=True)
+
+
+@pytest.fixture
+def need_gpu() -> None:
+    _need(
+        shutil.which("nvidia-smi") is not None and os.path.exists("/dev/nvidiactl"),
+        "needs an NVIDIA GPU (GPU checks run on the device machine; see docs/validation.md)",
+        ci_must_have=False,
+    )

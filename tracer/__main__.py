@@ -1,0 +1,3 @@
+from uvmtrace.tracer.cli import main
+
+main()
