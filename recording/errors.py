@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """Something we can explain in one line (bad input, missing capability); carries the exit code."""
+    """A problem we can explain in one line (bad input, missing capability); has an exit code."""
 
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)

@@ -19,8 +19,8 @@ METADATA_KEY = b"uvmtrace"  # file-level key-value metadata: JSON object
 STREAMS = ("kernel", "cuda", "sample", "proc", "log")
 
 
-def _dict(index: pa.DataType = pa.int32()) -> pa.DataType:
-    return pa.dictionary(index, pa.string())
+def _dict(index: pa.DataType | None = None) -> pa.DataType:
+    return pa.dictionary(index or pa.int32(), pa.string())
 
 
 # Order matters only for readability of `SELECT *`; readers select by name.
