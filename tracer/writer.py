@@ -89,6 +89,12 @@ class RecordingWriter:
             self.spool.remove()
         return self.path
 
+    def discard(self) -> None:
+        """Stop and delete everything, spool included (nothing worth keeping was recorded)."""
+        self.abort()
+        if self.spool:
+            self.spool.remove()
+
     def abort(self) -> None:
         """Stop without producing the file; the spool stays for `uvmtrace recover`."""
         try:

@@ -1,16 +1,80 @@
-"""`uvmtrace record` (not built yet)."""
+"""`uvmtrace record`: run a command under the probes and the shim; write one recording."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from uvmtrace.recording.errors import UserError
+from uvmtrace.tracer.session import Options, record
+
+HELP = """Run CMD while tracing its memory; write one Parquet recording.
+
+The exit code is the command's. Ctrl-C goes to the command; the file is still complete.
+
+\b
+Examples:
+  sudo uvmtrace record -o native.parquet -- python serve.py
+  sudo uvmtrace record -o docker.parquet -- docker run --rm --memory=8g img python serve.py
+"""
 
 
-@click.command(
-    "record",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    help="Run CMD while tracing its memory; write one Parquet recording.\n\n\b\nExample:\n  uvmtrace record -o run.parquet -- python serve.py",
+@click.command("record", help=HELP)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=Path("uvmtrace.parquet"),
+    show_default=True, help="Recording to write.",
+)  # fmt: skip
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.01, 60),
+    default=0.1,
+    show_default=True,
+    help="Seconds between samples of /proc/meminfo, memory.stat and NVML.",
 )
-def command() -> None:
-    raise UserError("'uvmtrace record' is not built yet", exit_code=3)
+@click.option("--raw", is_flag=True, help="Keep every fault and charge event (no aggregation).")
+@click.option("--no-shim", is_flag=True, help="Do not preload the CUDA/NVML/libc shim.")
+@click.option(
+    "--inject/--no-inject",
+    default=None,
+    help="Preload the shim inside a `docker run`/`podman run` container (default: on).",
+)
+@click.option("--as-root", is_flag=True, help="Under sudo, run the command as root, not as you.")
+@click.option(
+    "--no-cgroup",
+    is_flag=True,
+    help="Leave the command in uvmtrace's memory cgroup instead of a fresh child one.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No live status line.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def command(
+    output: Path,
+    interval: float,
+    raw: bool,
+    no_shim: bool,
+    inject: bool | None,
+    as_root: bool,
+    no_cgroup: bool,
+    quiet: bool,
+    command: tuple[str, ...],
+) -> int:
+    outcome = record(
+        Options(
+            output=output,
+            command=list(command),
+            interval_s=interval,
+            raw=raw,
+            shim=not no_shim,
+            inject=inject,
+            as_root=as_root,
+            quiet=quiet,
+            own_cgroup=not no_cgroup,
+        )
+    )
+    if not quiet:
+        lost = sum(outcome.lost.values())
+        click.echo(
+            f"uvmtrace: wrote {outcome.path} ({outcome.rows:,} events, "
+            f"{lost:,} lost); command exited {outcome.exit_code}",
+            err=True,
+        )
+    return outcome.exit_code

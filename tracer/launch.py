@@ -1,0 +1,142 @@
+"""Starting the traced command: held at a gate until the probes know its pid, placed in its own
+memory cgroup, run as the user who invoked sudo, its output passed through line by line."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from uvmtrace.recording.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunAs:
+    uid: int
+    gid: int
+    user: str
+    home: str
+
+
+def invoking_user() -> RunAs | None:
+    """The user behind `sudo`, or None when not started through sudo (or sudo from root)."""
+    uid = os.environ.get("SUDO_UID")
+    if os.geteuid() != 0 or not uid or int(uid) == 0:
+        return None
+    try:
+        pw = pwd.getpwuid(int(uid))
+    except KeyError:
+        return RunAs(int(uid), int(os.environ.get("SUDO_GID", uid)), str(uid), "/")
+    return RunAs(pw.pw_uid, pw.pw_gid, pw.pw_name, pw.pw_dir)
+
+
+def resolve_command(argv: list[str], env: dict[str, str]) -> str:
+    """The executable, or a one-line error with exit code 127 (as a shell would)."""
+    exe = argv[0]
+    if "/" in exe:
+        if not os.path.exists(exe):
+            raise UserError(f"cannot run {exe}: no such file", exit_code=127)
+        if not os.access(exe, os.X_OK) or os.path.isdir(exe):
+            raise UserError(f"cannot run {exe}: not executable", exit_code=126)
+        return exe
+    found = shutil.which(exe, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise UserError(f"cannot run {exe}: command not found", exit_code=127)
+    return found
+
+
+@dataclass
+class Launched:
+    pid: int
+    stdout_fd: int | None  # read ends of the command's output, when captured
+    stderr_fd: int | None
+    _gate: int
+    _exec_err: int  # CLOEXEC pipe: closed silently by a successful exec, else carries errno+why
+
+    def release(self) -> None:
+        """Let the command exec (after its pid is being traced)."""
+        os.write(self._gate, b"x")
+        os.close(self._gate)
+
+
+def launch(
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    run_as: RunAs | None,
+    cgroup_procs: Path | None,
+    capture_output: bool,
+) -> Launched:
+    """Fork the command, stopped before exec until `release()`; exec errors raise UserError."""
+    exe = resolve_command(argv, env)
+    gate_r, gate_w = os.pipe()
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    out = os.pipe() if capture_output else None
+    errp = os.pipe() if capture_output else None
+    if run_as is not None:
+        env = {**env, "HOME": run_as.home, "USER": run_as.user, "LOGNAME": run_as.user}
+    pid = os.fork()
+    if pid == 0:  # child: only async-signal-safe-ish work, then exec
+        try:
+            os.close(gate_w)
+            os.close(err_r)
+            os.setpgid(0, 0)  # own process group: our Ctrl-C handling decides what it gets
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.read(gate_r, 1)
+            os.close(gate_r)
+            if cgroup_procs is not None:
+                with open(cgroup_procs, "w") as f:
+                    f.write("0")
+            if out is not None and errp is not None:
+                os.dup2(out[1], 1)
+                os.dup2(errp[1], 2)
+                for fd in (*out, *errp):
+                    os.close(fd)
+            if run_as is not None:
+                os.initgroups(run_as.user, run_as.gid)
+                os.setgid(run_as.gid)
+                os.setuid(run_as.uid)
+            os.execve(exe, argv, env)
+        except BaseException as exc:  # report why exec failed, then die like a shell would
+            code = getattr(exc, "errno", 0) or 0
+            msg = str(getattr(exc, "strerror", None) or exc).encode()[:400]
+            try:
+                os.write(err_w, struct.pack("i", code) + msg)
+            finally:
+                os._exit(127)
+    os.close(gate_r)
+    os.close(err_w)
+    launched = Launched(
+        pid=pid,
+        stdout_fd=out[0] if out else None,
+        stderr_fd=errp[0] if errp else None,
+        _gate=gate_w,
+        _exec_err=err_r,
+    )
+    if out and errp:
+        os.close(out[1])
+        os.close(errp[1])
+    return launched
+
+
+def exec_error(launched: Launched) -> str | None:
+    """After release: None once the command exec'd, else why it could not start."""
+    fd = launched._exec_err
+    data = os.read(fd, 512)
+    os.close(fd)
+    if not data:
+        return None
+    return data[4:].decode(errors="replace")
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)

@@ -1,0 +1,452 @@
+"""One recording session: probes + shim + samplers around one command, into one Parquet file.
+
+Order matters: the probes are attached before the command exists; the command is forked and held
+at a gate until its pid is in the probes' target map; only then does it exec. Everything the
+sources produce goes through one writer (spooled), so a crash or Ctrl-C loses nothing recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uvmtrace.recording.errors import UserError
+from uvmtrace.recording.schema import make_batch
+from uvmtrace.tracer import __version__, cgroups, containers
+from uvmtrace.tracer.hostinfo import gpu_info, host_info
+from uvmtrace.tracer.launch import RunAs, exec_error, exit_code, invoking_user, launch
+from uvmtrace.tracer.logs import LogScanner
+from uvmtrace.tracer.safefs import check_writable_target, make_private_dir
+from uvmtrace.tracer.samplers import Nvml, Sampler, monotonic_ns
+from uvmtrace.tracer.status import StatusLine
+from uvmtrace.tracer.writer import RecordingWriter
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+@dataclass
+class Options:
+    output: Path
+    command: list[str]
+    interval_s: float = 0.1
+    raw: bool = False
+    shim: bool = True
+    inject: bool | None = None  # None: on for docker/podman run
+    as_root: bool = False
+    quiet: bool = False
+    own_cgroup: bool = True
+    ringbuf_pages: int = 256
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    path: Path
+    rows: int
+    lost: dict[str, int] = field(default_factory=dict)
+
+
+def record(opts: Options) -> Outcome:
+    if not opts.command:
+        raise UserError("no command given; usage: uvmtrace record -o run.parquet -- CMD ARGS...")
+    if os.geteuid() != 0:
+        raise UserError(
+            "uvmtrace record needs root for eBPF; run it with sudo (the command still runs as you)"
+        )
+    check_writable_target(opts.output)
+    return Session(opts).run()
+
+
+class Session:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.run_as: RunAs | None = None if opts.as_root else invoking_user()
+        self.owner = (self.run_as.uid, self.run_as.gid) if self.run_as else None
+        self.hierarchy = cgroups.memory_hierarchy()
+        self.not_traced: list[dict[str, str]] = []
+        self.signals_seen: list[int] = []
+        self.container: containers.ContainerRun | None = None
+        self.command = list(opts.command)
+        self.env = dict(os.environ)
+        for var in ("SUDO_COMMAND", "SUDO_USER", "SUDO_UID", "SUDO_GID"):
+            if self.run_as is None:
+                break
+            self.env.pop(var, None)
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _work_dir(self) -> Path:
+        # Next to the output: same filesystem as the spool, no shared /tmp involved.
+        return make_private_dir(self.opts.output.with_name(f".{self.opts.output.name}.uvmtrace"))
+
+    def _start_shim(self, work: Path) -> tuple[Any, Path | None, Path | None]:
+        if not self.opts.shim:
+            self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": "--no-shim"})
+            return None, None, None
+        try:
+            from uvmtrace.shim.build import build_shim
+            from uvmtrace.shim.decode import ShimDecoder
+            from uvmtrace.shim.session import make_run_dir, shim_env
+        except ImportError as exc:
+            self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": f"shim: {exc}"})
+            return None, None, None
+        try:
+            lib = build_shim()
+        except UserError as exc:
+            self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": str(exc)})
+            return None, None, None
+        run_dir = make_run_dir(work)
+        self.env = shim_env(run_dir, self.env, lib)
+        return ShimDecoder(run_dir, host_pid=resolve_host_pid), lib, run_dir
+
+    def _start_probes(self) -> Any:
+        try:
+            from uvmtrace.probes.session import KernelTracer
+        except ImportError as exc:
+            self.not_traced.append({"what": "kernel events", "why": f"probes: {exc}"})
+            return None
+        tracer = KernelTracer(raw=self.opts.raw, ringbuf_pages=self.opts.ringbuf_pages)
+        tracer.start()
+        tracer.watch_new_cgroups(True)
+        return tracer
+
+    # ---- the run ------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        opts = self.opts
+        anchor = {"monotonic_ns": monotonic_ns(), "wall_ns": time.time_ns()}
+        writer = RecordingWriter(opts.output, owner=self.owner)
+        work = self._work_dir()
+        meta: dict[str, Any] = {
+            "uvmtrace_version": __version__,
+            "command": list(opts.command),
+            "anchor": anchor,
+            **host_info(),
+            "cgroup_version": cgroups.cgroup_version(),
+            "interval_s": opts.interval_s,
+            "raw": opts.raw,
+            "run_as": self.run_as.user if self.run_as else "root",
+        }
+        writer.update_metadata(**meta)
+        status = StatusLine(enabled=not opts.quiet)
+        tracer = shim = run_cg = sampler = None
+        targets: dict[int, Path] = {}
+        code = 1
+        try:
+            shim, lib, shim_dir = self._start_shim(work)
+            inject = opts.inject if opts.inject is not None else True
+            rewritten = containers.rewrite(
+                self.command,
+                work,
+                shim_lib=lib if inject else None,
+                shim_run_dir=shim_dir if inject else None,
+            )
+            if rewritten is not None:
+                self.command, self.container = rewritten
+                if self.command != opts.command:
+                    meta["command_rewritten"] = self.command
+                    status.note("running: " + " ".join(self.command))
+            tracer = self._start_probes()
+            gpu = gpu_info()
+            meta["gpu"] = gpu
+            if not gpu.get("available"):
+                self.not_traced.append({"what": "GPU", "why": gpu.get("why", "no GPU")})
+            nvml = Nvml()
+            sampler = Sampler(self.hierarchy, nvml)
+            if self.hierarchy and opts.own_cgroup:
+                run_cg = cgroups.make_run_cgroup(self.hierarchy, f"uvmtrace-{os.getpid()}")
+            target_cg = run_cg or (
+                cgroups.own_memory_cgroup(self.hierarchy) if self.hierarchy else None
+            )
+            if target_cg is not None:
+                targets[cgroups.cgroup_id(target_cg)] = target_cg
+            for cgid, path in targets.items():
+                sampler.add_cgroup(cgid, path)
+                if tracer is not None:
+                    tracer.add_cgroup(cgid)
+            writer.write(sampler.sample())  # the baseline before the command starts
+            scanner = LogScanner()
+            launched = launch(
+                self.command,
+                self.env,
+                run_as=self.run_as,
+                cgroup_procs=(run_cg / "cgroup.procs") if run_cg else None,
+                capture_output=True,
+            )
+            pid = launched.pid
+            sampler.pids.add(pid)
+            if tracer is not None:
+                tracer.add_pid(pid)
+            self._install_signal_forwarding(pid)
+            launched.release()
+            why = exec_error(launched)
+            if why is not None:
+                os.waitpid(pid, 0)
+                raise UserError(f"cannot run {self.command[0]}: {why}", exit_code=127)
+            writer.write(
+                make_batch(
+                    {
+                        "ts_ns": monotonic_ns(),
+                        "stream": "proc",
+                        "event": "exec",
+                        "pid": pid,
+                        "text": " ".join(self.command),
+                    }  # fmt: skip
+                )
+            )
+            code = self._follow(launched, writer, tracer, shim, sampler, scanner, status, targets)
+        except UserError:
+            status.clear()
+            self._finish(writer, tracer, shim, meta, None, targets)
+            writer.discard()  # the command never ran: nothing worth keeping
+            raise
+        except BaseException as exc:
+            # A bug of ours: still hand over everything recorded so far, as a valid file.
+            status.clear()
+            meta["error"] = repr(exc)
+            self._finish(writer, tracer, shim, meta, sampler, targets)
+            writer.close()
+            raise
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for sig in FORWARDED_SIGNALS[1:]:
+                signal.signal(sig, signal.SIG_DFL)
+            if run_cg is not None and not cgroups.remove_cgroup(run_cg):
+                self.not_traced.append({"what": "cleanup", "why": f"{run_cg} still has tasks"})
+            _remove_tree(work)
+        status.clear()
+        meta["exit_code"] = code
+        lost = self._finish(writer, tracer, shim, meta, sampler, targets)
+        path = writer.close()
+        return Outcome(exit_code=code, path=path, rows=writer.rows, lost=lost)
+
+    def _install_signal_forwarding(self, pid: int) -> None:
+        def forward(signum: int, _frame: Any) -> None:
+            self.signals_seen.append(signum)
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, forward)
+
+    def _follow(
+        self,
+        launched: Any,
+        writer: RecordingWriter,
+        tracer: Any,
+        shim: Any,
+        sampler: Sampler,
+        scanner: LogScanner,
+        status: StatusLine,
+        targets: dict[int, Path],
+    ) -> int:
+        pid = launched.pid
+        fds = {launched.stdout_fd: sys.stdout.buffer, launched.stderr_fd: sys.stderr.buffer}
+        partial: dict[int, bytes] = {fd: b"" for fd in fds}
+        next_sample = next_shim = time.monotonic()
+        started = time.monotonic()
+        status_due = started
+        while True:
+            readable: list[int] = []
+            if fds:
+                try:
+                    readable, _, _ = select.select(list(fds), [], [], 0.05)
+                except InterruptedError:
+                    readable = []
+            else:
+                time.sleep(0.05)
+            for fd in readable:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self._flush_lines(partial.pop(fd), fd, fds, scanner, writer, status, True)
+                    os.close(fd)
+                    del fds[fd]
+                    continue
+                partial[fd] = self._flush_lines(
+                    partial[fd] + chunk, fd, fds, scanner, writer, status, False
+                )
+            if tracer is not None:
+                for batch in tracer.poll(0):
+                    writer.write(batch)
+            now = time.monotonic()
+            if now >= next_sample:
+                next_sample = now + self.opts.interval_s
+                self._watch_container(tracer, sampler, targets)
+                writer.write(sampler.sample())
+            if shim is not None and now >= next_shim:
+                next_shim = now + 0.25
+                for batch in shim.poll():
+                    writer.write(batch)
+            if now >= status_due:
+                status_due = now + 0.5
+                status.update(now - started, writer.rows, self._charged(sampler, targets))
+            try:
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                info = None
+            if info is not None:
+                break
+        # The command has exited but is not reaped: its /proc/PID/stat still holds its counters.
+        sampler.pids.add(pid)
+        writer.write(sampler.sample())
+        _, status_word = os.waitpid(pid, 0)
+        for fd in list(fds):  # output still buffered in pipes held by surviving children
+            rest = _drain(fd)
+            self._flush_lines(partial[fd] + rest, fd, fds, scanner, writer, status, True)
+            os.close(fd)
+        code = exit_code(status_word)
+        writer.write(
+            make_batch(
+                {
+                    "ts_ns": monotonic_ns(),
+                    "stream": "proc",
+                    "event": "exit",
+                    "pid": pid,
+                    "result": code,
+                }  # fmt: skip
+            )
+        )
+        return code
+
+    def _flush_lines(self, data, fd, fds, scanner, writer, status, final) -> bytes:
+        *lines, rest = data.split(b"\n")
+        if final and rest:
+            lines.append(rest)
+            rest = b""
+        if lines:
+            status.clear()
+            out = fds.get(fd) or (sys.stdout.buffer if fd is None else sys.stderr.buffer)
+            out.write(b"".join(line + b"\n" for line in lines))
+            out.flush()
+            batch = scanner.scan(lines, monotonic_ns())
+            if batch is not None:
+                writer.write(batch)
+        return rest
+
+    def _watch_container(self, tracer: Any, sampler: Sampler, targets: dict[int, Path]) -> None:
+        run = self.container
+        if run is None or run.host_pid or self.hierarchy is None:
+            return
+        if not containers.resolve(run):
+            return
+        try:
+            path = cgroups.own_memory_cgroup(self.hierarchy, run.host_pid)
+            cgid = cgroups.cgroup_id(path)
+        except OSError:
+            return
+        targets[cgid] = path
+        sampler.add_cgroup(cgid, path)
+        sampler.pids.add(run.host_pid)
+        if tracer is not None:
+            tracer.add_cgroup(cgid)
+            tracer.add_pid(run.host_pid)
+        run.extra["cgroup_id"] = cgid
+        run.extra["cgroup_path"] = "/" + str(path.relative_to(self.hierarchy.mount))
+
+    def _charged(self, sampler: Sampler, targets: dict[int, Path]) -> int | None:
+        if not targets or self.hierarchy is None:
+            return None
+        return sum(cgroups.read_int(p / self.hierarchy.usage_file) or 0 for p in targets.values())
+
+    def _finish(self, writer, tracer, shim, meta, sampler, targets) -> dict[str, int]:
+        """Drain every source and complete the metadata; safe to call on the error path."""
+        lost: dict[str, int] = {}
+        if tracer is not None:
+            try:
+                for batch in tracer.stop():
+                    writer.write(batch)
+                tmeta = tracer.metadata()
+                lost.update(tmeta.get("lost", {}))
+                meta.update({k: v for k, v in tmeta.items() if k != "cgroups"})
+                meta["cgroups"] = {str(k): v for k, v in tmeta.get("cgroups", {}).items()}
+            except Exception as exc:  # never lose the file to a probe problem
+                self.not_traced.append({"what": "kernel events (final drain)", "why": str(exc)})
+        if shim is not None:
+            try:
+                for batch in shim.close():
+                    writer.write(batch)
+                stats = shim.stats()
+                meta["shim"] = stats
+                if stats.get("torn"):
+                    lost["shim_torn_records"] = stats["torn"]
+            except Exception as exc:
+                self.not_traced.append({"what": "CUDA calls (final decode)", "why": str(exc)})
+        if sampler is not None:
+            writer.write(sampler.fault_batch())
+            if sampler.nvml is not None and sampler.nvml.notes:
+                meta["nvml_notes"] = sampler.nvml.notes
+        cg_meta = meta.setdefault("cgroups", {})
+        if self.hierarchy is not None:
+            for cgid, path in targets.items():
+                entry = cg_meta.setdefault(str(cgid), {})
+                entry.setdefault("path", "/" + str(path.relative_to(self.hierarchy.mount)))
+                entry.setdefault("hierarchy", f"v{self.hierarchy.version}")
+        if self.container is not None:
+            run = self.container
+            meta["container"] = {
+                "runtime": run.runtime,
+                "id": run.container_id,
+                "name": run.name,
+                **run.extra,
+            }
+            cgid = run.extra.get("cgroup_id")
+            if cgid is not None:
+                cg_meta.setdefault(str(cgid), {}).update(
+                    container_id=run.container_id, container_name=run.name
+                )
+        meta["target_cgroups"] = sorted(targets)
+        meta["lost"] = lost
+        meta["not_traced"] = self.not_traced
+        if self.signals_seen:
+            meta["signals_forwarded"] = [signal.Signals(s).name for s in self.signals_seen]
+        writer.update_metadata(**meta)
+        return lost
+
+
+def _drain(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(chunks)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+_ns_cache: dict[tuple[int, int], int] = {}
+
+
+def resolve_host_pid(pid_ns: int, ns_pid: int) -> int | None:
+    """Map a pid seen inside a pid namespace to the host pid (the NSpid line of /proc/PID/status)."""
+    key = (pid_ns, ns_pid)
+    if key in _ns_cache:
+        return _ns_cache[key]
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/pid").st_ino != pid_ns:
+                continue
+            with open(f"/proc/{entry.name}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        if int(line.split()[-1]) == ns_pid:
+                            _ns_cache[key] = int(entry.name)
+                            return int(entry.name)
+                        break
+        except (OSError, ValueError):
+            continue
+    return None
