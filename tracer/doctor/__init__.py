@@ -1,0 +1,76 @@
+"""`uvmtrace doctor`: what this host can trace, what is missing, and how to fix it.
+
+`run_doctor()` runs every check and decides whether a recording is possible: that needs root, the
+bpf() syscall, tracefs, a BCC that compiles, and some way to see memcg charges. Everything else
+(kprobes, fentry, Docker, GPU) widens what is traced but is not required.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from uvmtrace.tracer.doctor import bcc_check, gpu, kernel, plan, tools
+from uvmtrace.tracer.doctor.result import Check, Status
+
+__all__ = ["Check", "DoctorReport", "Status", "run_doctor"]
+
+# The checks a recording cannot do without.
+REQUIRED = ("root", "bpf() syscall", "tracefs", "BCC", "BCC compiles", "memcg variant")
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: list[Check]
+
+    @property
+    def blockers(self) -> list[Check]:
+        return [c for c in self.checks if c.name in REQUIRED and not c.ok]
+
+    @property
+    def can_record(self) -> bool:
+        return not self.blockers
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "can_record": self.can_record,
+            "blockers": [c.name for c in self.blockers],
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+
+def run_doctor() -> DoctorReport:
+    tracefs = kernel.find_tracefs()
+    tracepoint_checks = kernel.check_tracepoints(tracefs)
+    kprobes = kernel.check_kprobes(tracefs)
+    cgroups = kernel.check_cgroups()
+    bcc_import, bcc_imported = bcc_check.check_bcc_import()
+    probe_plan, why_no_plan = plan.load_probe_plan()
+
+    checks = [
+        kernel.check_root(),
+        kernel.check_bpf_syscall(),
+        kernel.check_tracefs(),
+        *tracepoint_checks,
+        kprobes,
+        kernel.check_fentry(),
+        kernel.check_btf(),
+        kernel.check_kernel_headers(),
+        bcc_import,
+        bcc_check.check_bcc_compiles()
+        if bcc_imported
+        else Check("BCC compiles", "missing", "BCC is not importable", bcc_check.INSTALL),
+        cgroups,
+        plan.memcg_variant(
+            probe_plan,
+            {c.name.removeprefix("tracepoint "): c for c in tracepoint_checks},
+            kprobes,
+            cgroups,
+        ),
+        *plan.plan_checks(probe_plan, why_no_plan),
+        tools.check_c_compiler(),
+        tools.check_docker(),
+        tools.check_podman(),
+        *gpu.check_cuda(),
+        gpu.check_nvml(),
+    ]
+    return DoctorReport([c for c in checks if c is not None])

@@ -127,7 +127,9 @@ def load_program(
         fd = _bpf(BPF_PROG_LOAD, attr)
     except OSError as exc:
         text = log.value.decode(errors="replace").strip()
-        raise OSError(exc.errno, exc.strerror + (f": {text.splitlines()[-1]}" if text else ""))
+        raise OSError(
+            exc.errno, exc.strerror + (f": {text.splitlines()[-1]}" if text else "")
+        ) from None
     return fd, log.value.decode(errors="replace")
 
 
