@@ -1,0 +1,185 @@
+"""`uvmtrace record -- CMD`: one complete recording per run, whatever happens to the command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from uvmtrace.analysis.reader import open_recording
+
+MiB = 1 << 20
+UVMTRACE = [sys.executable, "-m", "uvmtrace.tracer"]
+
+# Reads /proc/meminfo before and after the work: the probes record those opens, which bracket
+# the charges that the work caused (the interpreter's own start-up charges fall outside).
+WORKLOAD = textwrap.dedent(
+    """
+    import mmap, os, sys, time
+    def mark():
+        with open("/proc/meminfo") as f:
+            f.read()
+    mark()
+    anon = mmap.mmap(-1, 200 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for off in range(0, 200 << 20, 4096):
+        anon[off] = 1
+    with open(sys.argv[1], "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            pass
+    mark()
+    time.sleep(0.5)  # let the samplers see the peak
+    """
+)
+
+
+def uvmtrace(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*UVMTRACE, *args], capture_output=True, text=True, **kw)
+
+
+def cold_file(path: Path, size: int) -> Path:
+    """A file of `size` bytes that is not in the page cache."""
+    with open(path, "wb") as f:
+        f.write(os.urandom(MiB) * (size // MiB))
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return path
+
+
+def events(path: Path) -> pl.DataFrame:
+    return open_recording(path).scan().collect()
+
+
+def charged_between_marks(df: pl.DataFrame, cgroup_id: int, item: str) -> int:
+    marks = df.filter(
+        (pl.col("event") == "openat") & (pl.col("path") == "/proc/meminfo")
+    ).get_column("ts_ns")
+    assert marks.len() >= 2, "the workload's two /proc/meminfo reads were not traced"
+    lo, hi = marks.min(), marks.max()
+    return int(
+        df.filter(
+            (pl.col("event") == "memcg_charge")
+            & (pl.col("cgroup_id") == cgroup_id)
+            & (pl.col("item") == item)
+            & pl.col("ts_ns").is_between(lo, hi)
+        )
+        .get_column("bytes")
+        .sum()
+    )
+
+
+@pytest.mark.usefixtures("need_bpf")
+def test_a_python_workload_is_charged_its_anon_and_file_bytes(tmp_path: Path) -> None:
+    data = cold_file(tmp_path / "data.bin", 100 * MiB)
+    out = tmp_path / "x.parquet"
+    r = uvmtrace("record", "-q", "-o", str(out), "--", sys.executable, "-c", WORKLOAD, str(data))
+    assert r.returncode == 0, r.stderr
+    rec = open_recording(out)
+    df = rec.scan().collect()
+    assert {"kernel", "sample", "proc"} <= set(df.get_column("stream").unique().to_list())
+    (target,) = rec.metadata["target_cgroups"]
+    anon = charged_between_marks(df, target, "NR_ANON_MAPPED")
+    file = charged_between_marks(df, target, "NR_FILE_PAGES")
+    assert anon == pytest.approx(200 * MiB, rel=0.05)
+    assert file == pytest.approx(100 * MiB, rel=0.05)
+    # The samples of the command's cgroup show the rise too (v1: rss/cache; v2: anon/file).
+    stat = df.filter((pl.col("event") == "memory.stat") & (pl.col("cgroup_id") == target))
+    rise = stat.group_by("item").agg((pl.col("bytes").max() - pl.col("bytes").first()).alias("d"))
+    rises = dict(zip(rise.get_column("item").to_list(), rise.get_column("d").to_list()))
+    assert rises.get("rss", rises.get("anon", 0)) >= 190 * MiB
+    assert rises.get("cache", rises.get("file", 0)) >= 95 * MiB
+
+
+def test_the_exit_code_is_the_commands(tmp_path: Path) -> None:
+    r = uvmtrace("record", "-q", "-o", str(tmp_path / "a.parquet"), "--", "sh", "-c", "exit 7")
+    assert r.returncode == 7
+    assert open_recording(tmp_path / "a.parquet").metadata["exit_code"] == 7
+
+
+def test_a_command_killed_by_a_signal_leaves_a_complete_file(tmp_path: Path) -> None:
+    out = tmp_path / "k.parquet"
+    r = uvmtrace("record", "-q", "-o", str(out), "--", "sh", "-c", "kill -KILL $$")
+    assert r.returncode == 128 + signal.SIGKILL
+    rec = open_recording(out)
+    assert rec.metadata["exit_code"] == 137
+    df = rec.scan().collect()
+    assert df.filter(pl.col("event") == "exit").get_column("result").to_list() == [137]
+    assert df.filter(pl.col("event") == "meminfo").height > 0
+
+
+def test_ctrl_c_goes_to_the_command_and_the_file_is_complete(tmp_path: Path) -> None:
+    out = tmp_path / "c.parquet"
+    script = (
+        "import time\ntry:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n    raise SystemExit(42)"
+    )
+    proc = subprocess.Popen([*UVMTRACE, "record", "-q", "-o", str(out), "--",
+                             sys.executable, "-c", script])  # fmt: skip
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 42  # the command's own answer to Ctrl-C
+    rec = open_recording(out)
+    assert rec.metadata["exit_code"] == 42
+    assert rec.metadata["signals_forwarded"] == ["SIGINT"]
+
+
+def test_sigterm_to_uvmtrace_reaches_the_command(tmp_path: Path) -> None:
+    out = tmp_path / "t.parquet"
+    proc = subprocess.Popen([*UVMTRACE, "record", "-q", "-o", str(out), "--", "sleep", "30"])
+    time.sleep(2)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert open_recording(out).metadata["exit_code"] == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--", "no-such-command-xyz"], 127, "command not found"),
+        ([], 2, "no command given"),
+        (["-o", "/nonexistent/dir/x.parquet", "--", "true"], 2, "does not exist"),
+    ],
+)
+def test_bad_invocations_get_one_line(tmp_path: Path, args, code: int, message: str) -> None:
+    if "-o" not in args:
+        args = ["-o", str(tmp_path / "x.parquet"), *args]
+    r = uvmtrace("record", "-q", *args, cwd=tmp_path)
+    assert r.returncode == code
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.spool"))
+
+
+def test_not_root_gets_one_line_that_says_what_to_do(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        r = uvmtrace("record", "-o", str(tmp_path / "x.parquet"), "--", "true")
+    else:  # drop to nobody after the imports (the package lives under root-only paths)
+        code = (
+            "import os, sys, difflib, click._textwrap\nfrom uvmtrace.tracer.cli import main\n"
+            "os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n"
+            f"main(['record', '-o', '{tmp_path}/x.parquet', '--', 'true'])"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "needs root" in r.stderr and "sudo" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_under_sudo_the_command_runs_as_the_invoking_user(tmp_path: Path, need_root) -> None:
+    out = tmp_path / "u.parquet"
+    env = {**os.environ, "SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
+    os.chmod(tmp_path, 0o777)
+    r = subprocess.run(
+        [*UVMTRACE, "record", "-q", "-o", str(out), "--", "sh", "-c", "id -u > id.txt"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "id.txt").read_text().strip() == "65534"
+    assert out.stat().st_uid == 65534  # the recording belongs to the user, not to root
+    assert open_recording(out).metadata["run_as"] == "nobody"
