@@ -1,0 +1,200 @@
+"""What this host can trace, and which variant of each probe the loader would use (and why).
+
+Pure inspection of tracefs, kallsyms, BTF and cgroupfs: nothing is compiled or attached, so
+`uvmtrace doctor` can call `probe_plan()` cheaply, with or without root.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One BPF program and where it attaches: `target` is `category:event` or a kernel symbol."""
+
+    fn: str
+    target: str
+    kind: str = "tracepoint"  # or "kprobe"
+    optional: bool = False  # the probe still works without it
+
+
+MEMCG_TRACEPOINTS = (
+    Attachment("tp_memcg_state", "memcg:mod_memcg_state"),
+    Attachment("tp_memcg_lruvec", "memcg:mod_memcg_lruvec_state"),
+    Attachment("tp_memcg_events", "memcg:count_memcg_events", optional=True),
+)
+MEMCG_KPROBES = (
+    Attachment("kp_memcg_state", "__mod_memcg_state", "kprobe"),
+    Attachment("kp_memcg_lruvec", "__mod_memcg_lruvec_state", "kprobe"),
+    Attachment("kp_memcg_events", "__count_memcg_events", "kprobe", optional=True),
+)
+
+# probe name -> (BPF source file, attachments); memcg picks its attachments by variant.
+PROBES: dict[str, tuple[str, tuple[Attachment, ...]]] = {
+    "proc": (
+        "scope.bpf.c",
+        (
+            Attachment("tp_task_newtask", "task:task_newtask"),
+            Attachment("tp_process_exit", "sched:sched_process_exit"),
+            Attachment("tp_process_exec", "sched:sched_process_exec", optional=True),
+            Attachment("tp_exit_group", "syscalls:sys_enter_exit_group", optional=True),
+            Attachment("tp_cgroup_mkdir", "cgroup:cgroup_mkdir", optional=True),
+        ),
+    ),
+    "memcg": ("memcg_tp.bpf.c", MEMCG_TRACEPOINTS),
+    "page_fault": (
+        "faults.bpf.c",
+        (
+            Attachment("tp_fault_user", "exceptions:page_fault_user"),
+            Attachment("tp_fault_kernel", "exceptions:page_fault_kernel", optional=True),
+        ),
+    ),
+    "mappings": (
+        "mappings.bpf.c",
+        (
+            Attachment("tp_mmap_enter", "syscalls:sys_enter_mmap"),
+            Attachment("tp_mapping_exit", "syscalls:sys_exit_mmap"),
+            Attachment("tp_munmap_enter", "syscalls:sys_enter_munmap"),
+            Attachment("tp_mapping_exit", "syscalls:sys_exit_munmap"),
+            Attachment("tp_mremap_enter", "syscalls:sys_enter_mremap", optional=True),
+            Attachment("tp_mapping_exit", "syscalls:sys_exit_mremap", optional=True),
+            Attachment("tp_brk_enter", "syscalls:sys_enter_brk", optional=True),
+            Attachment("tp_mapping_exit", "syscalls:sys_exit_brk", optional=True),
+            Attachment("tp_madvise_enter", "syscalls:sys_enter_madvise", optional=True),
+            Attachment("tp_mapping_exit", "syscalls:sys_exit_madvise", optional=True),
+        ),
+    ),
+    "filemap": (
+        "filemap.bpf.c",
+        (
+            Attachment("tp_filemap_add", "filemap:mm_filemap_add_to_page_cache"),
+            Attachment("tp_filemap_delete", "filemap:mm_filemap_delete_from_page_cache"),
+        ),
+    ),
+    "queries": (
+        "queries.bpf.c",
+        (
+            Attachment("tp_sysinfo_enter", "syscalls:sys_enter_sysinfo"),
+            Attachment("tp_sysinfo_exit", "syscalls:sys_exit_sysinfo"),
+            Attachment("tp_openat_enter", "syscalls:sys_enter_openat", optional=True),
+            Attachment("tp_openat_exit", "syscalls:sys_exit_openat", optional=True),
+        ),
+    ),
+}
+ALL_PROBES = frozenset(PROBES)
+
+
+def tracefs() -> str | None:
+    for d in TRACEFS_DIRS:
+        if os.path.isdir(os.path.join(d, "events")):
+            return d
+    return None
+
+
+def tracepoint_exists(target: str) -> bool:
+    root = tracefs()
+    category, _, event = target.partition(":")
+    return root is not None and os.path.isdir(os.path.join(root, "events", category, event))
+
+
+def kprobes_available() -> bool:
+    """CONFIG_KPROBE_EVENTS leaves `kprobe_events` in tracefs; without it BPF kprobes fail too."""
+    root = tracefs()
+    return root is not None and os.path.exists(os.path.join(root, "kprobe_events"))
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_symbols() -> frozenset[str]:
+    try:
+        with open("/proc/kallsyms") as f:
+            return frozenset(line.split()[2] for line in f)
+    except OSError:
+        return frozenset()
+
+
+def attachment_missing(att: Attachment) -> str | None:
+    """Why `att` cannot attach here, or None."""
+    if att.kind == "tracepoint":
+        return None if tracepoint_exists(att.target) else f"no tracepoint {att.target}"
+    if not kprobes_available():
+        return "kernel has no kprobes (CONFIG_KPROBES / CONFIG_KPROBE_EVENTS off)"
+    if att.target not in kernel_symbols():
+        return f"no kernel symbol {att.target}"
+    return None
+
+
+def memcg_variant() -> tuple[str, str]:
+    """(`tracepoint` | `kprobe` | `sampling`, why)."""
+    missing = [w for a in MEMCG_TRACEPOINTS if not a.optional if (w := attachment_missing(a))]
+    if not missing:
+        return "tracepoint", "memcg tracepoints present (kernel >= 6.14)"
+    kp_missing = [w for a in MEMCG_KPROBES if not a.optional if (w := attachment_missing(a))]
+    if not kp_missing:
+        return "kprobe", f"{missing[0]}; kprobes on the memcg stat functions instead"
+    return "sampling", f"{missing[0]}; {kp_missing[0]}: memory.stat is sampled instead"
+
+
+def memcg_attachments(variant: str) -> tuple[str, tuple[Attachment, ...]]:
+    if variant == "kprobe":
+        return "memcg_kprobe.bpf.c", MEMCG_KPROBES
+    return "memcg_tp.bpf.c", MEMCG_TRACEPOINTS
+
+
+def memory_hierarchy_id() -> int:
+    """Hierarchy id of the memory controller (0: cgroup v2), as cgroup:cgroup_mkdir's `root`."""
+    try:
+        with open("/proc/cgroups") as f:
+            for line in f:
+                fields = line.split()
+                if fields and fields[0] == "memory":
+                    return int(fields[1])
+    except OSError:
+        pass
+    return 0
+
+
+def probe_plan() -> dict:
+    """Which variant of each probe would be used, and why; for `uvmtrace doctor`.
+
+    {"bcc": {"ok", "why"}, "btf": {"ok", "why"}, "tracefs": path|None, "kernel_headers": path|None,
+     "memcg_variant": ..., "probes": {name: {"variant", "available", "why", "missing_optional"}}}
+    """
+    from uvmtrace.probes import btf
+    from uvmtrace.probes.bccfind import import_bcc, kernel_headers_dir
+    from uvmtrace.recording.errors import UserError
+
+    plan: dict = {"tracefs": tracefs(), "kernel_headers": kernel_headers_dir(), "root": False}
+    plan["root"] = os.geteuid() == 0
+    try:
+        import_bcc()
+        plan["bcc"] = {"ok": True, "why": ""}
+    except UserError as exc:
+        plan["bcc"] = {"ok": False, "why": str(exc)}
+    try:
+        btf.item_names()
+        plan["btf"] = {"ok": True, "why": btf.VMLINUX_BTF}
+    except UserError as exc:
+        plan["btf"] = {"ok": False, "why": str(exc)}
+    variant, variant_why = memcg_variant()
+    plan["memcg_variant"] = variant
+    probes: dict[str, dict] = {}
+    for name, (_src, atts) in PROBES.items():
+        entry: dict = {"variant": "tracepoint"}
+        if name == "memcg":
+            entry["variant"] = variant
+            atts = memcg_attachments(variant)[1] if variant != "sampling" else ()
+        required = [w for a in atts if not a.optional if (w := attachment_missing(a))]
+        entry["missing_optional"] = [w for a in atts if a.optional if (w := attachment_missing(a))]
+        entry["available"] = not required and (name != "memcg" or variant != "sampling")
+        entry["why"] = variant_why if name == "memcg" else "; ".join(required)
+        if name == "page_fault" and required:
+            # arm64 (GH200, GB10) has no exceptions:* tracepoints.
+            entry["why"] += " (x86-only tracepoints)"
+        probes[name] = entry
+    plan["probes"] = probes
+    return plan

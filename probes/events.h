@@ -1,0 +1,134 @@
+/* Event layouts shared by the BPF programs and the Python decoder (probes/layouts.py).
+ * tests/test_probes_layout.py compiles this header with the system C compiler and checks every
+ * offset and size against the decoder's numpy dtypes, so the two sides cannot drift.
+ * Fixed-size records only: one ring buffer carries one record type, so user space can view a
+ * ring's contents as a strided numpy array. */
+#ifndef UVMTRACE_EVENTS_H
+#define UVMTRACE_EVENTS_H
+
+#include <linux/types.h>
+
+#define UVM_COMM_LEN 16
+#define UVM_PATH_LEN 128
+
+/* memcg update source: which tracepoint (or kprobe) produced it */
+enum uvm_memcg_kind { UVM_MEMCG_STATE = 0, UVM_MEMCG_LRUVEC = 1, UVM_MEMCG_EVENT = 2 };
+
+/* loss counters, one slot per probe (BPF_PERCPU_ARRAY `lost`) */
+enum uvm_lost {
+	UVM_LOST_MEMCG = 0,
+	UVM_LOST_FAULT = 1,
+	UVM_LOST_MAPPING = 2,
+	UVM_LOST_FILEMAP = 3,
+	UVM_LOST_QUERY = 4,
+	UVM_LOST_PROC = 5,
+	UVM_LOST_SCOPE = 6, /* pid or cgroup target map full */
+	UVM_LOST_SLOTS = 7,
+};
+
+enum uvm_proc_kind { UVM_PROC_FORK = 0, UVM_PROC_EXEC = 1, UVM_PROC_EXIT = 2, UVM_PROC_MKDIR = 3 };
+enum uvm_query_kind { UVM_QUERY_SYSINFO = 0, UVM_QUERY_OPENAT = 1 };
+enum uvm_mapping_call {
+	UVM_MMAP = 0, UVM_MUNMAP = 1, UVM_MREMAP = 2, UVM_BRK = 3, UVM_MADVISE = 4,
+};
+enum uvm_filemap_kind { UVM_FILEMAP_ADD = 0, UVM_FILEMAP_DELETE = 1 };
+
+/* Value of every aggregation map: increments are atomic adds on an entry created empty. */
+struct agg_val {
+	__s64 sum; /* sum of the tracepoint's val (pages, bytes, KiB or counts) */
+	__u64 count; /* updates folded in */
+	__u32 tid; /* the thread that created the entry */
+	__u32 pad;
+	char comm[UVM_COMM_LEN];
+};
+
+struct memcg_key {
+	__u64 bucket; /* bucket start, ns */
+	__u64 cgroup_id;
+	__u32 pid;
+	__s32 item;
+	__u32 kind; /* enum uvm_memcg_kind */
+	__u32 pad;
+};
+
+struct memcg_rec {
+	__u64 ts;
+	__u64 cgroup_id;
+	__s64 val;
+	__u32 pid;
+	__u32 tid;
+	__s32 item;
+	__u32 kind;
+	char comm[UVM_COMM_LEN];
+};
+
+struct fault_key {
+	__u64 bucket;
+	__u32 pid;
+	__u32 code; /* x86 error code, low 5 bits: present, write, user, reserved, fetch */
+};
+
+struct fault_rec {
+	__u64 ts;
+	__u64 addr;
+	__u64 ip;
+	__u64 code;
+	__u32 pid;
+	__u32 tid;
+};
+
+struct mapping_rec {
+	__u64 ts;
+	__u64 addr;
+	__u64 len;
+	__u64 arg; /* mmap: offset; mremap: new length */
+	__s64 ret;
+	__u32 pid;
+	__u32 tid;
+	__s32 fd;
+	__u32 prot;
+	__u32 flags; /* mmap/mremap flags, madvise advice */
+	__u32 call; /* enum uvm_mapping_call */
+	char comm[UVM_COMM_LEN];
+};
+
+struct filemap_key {
+	__u64 bucket;
+	__u64 ino;
+	__u32 dev;
+	__u32 pid;
+	__u32 kind; /* enum uvm_filemap_kind */
+	__u32 pad;
+};
+
+struct query_rec {
+	__u64 ts;
+	__u64 total; /* sysinfo: totalram x mem_unit */
+	__u64 free; /* sysinfo: freeram x mem_unit */
+	__s64 ret;
+	__u32 pid;
+	__u32 tid;
+	__u32 kind; /* enum uvm_query_kind */
+	__u32 pad;
+	char comm[UVM_COMM_LEN];
+	char path[UVM_PATH_LEN];
+};
+
+struct proc_rec {
+	__u64 ts;
+	__u64 cgroup_id; /* cgroup_mkdir */
+	__u32 pid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 kind; /* enum uvm_proc_kind */
+	__s32 code; /* exit: exit_group status, UVM_NO_CODE when unknown */
+	__s32 level; /* cgroup_mkdir */
+	__s32 root; /* cgroup_mkdir: hierarchy id */
+	__u32 pad;
+	char comm[UVM_COMM_LEN];
+	char text[UVM_PATH_LEN]; /* exec: filename; cgroup_mkdir: path */
+};
+
+#define UVM_NO_CODE (-2147483647 - 1)
+
+#endif

@@ -1,0 +1,124 @@
+"""numpy dtypes of the records in events.h (the test compiles events.h and compares offsets)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+COMM = "S16"
+PATH = "S128"
+
+
+def _struct(*fields: tuple[str, str]) -> np.dtype:
+    return np.dtype(list(fields), align=True)
+
+
+AGG_VAL = _struct(("sum", "<i8"), ("count", "<u8"), ("tid", "<u4"), ("pad", "<u4"), ("comm", COMM))
+MEMCG_KEY = _struct(
+    ("bucket", "<u8"),
+    ("cgroup_id", "<u8"),
+    ("pid", "<u4"),
+    ("item", "<i4"),
+    ("kind", "<u4"),
+    ("pad", "<u4"),
+)
+MEMCG_REC = _struct(
+    ("ts", "<u8"),
+    ("cgroup_id", "<u8"),
+    ("val", "<i8"),
+    ("pid", "<u4"),
+    ("tid", "<u4"),
+    ("item", "<i4"),
+    ("kind", "<u4"),
+    ("comm", COMM),
+)
+FAULT_KEY = _struct(("bucket", "<u8"), ("pid", "<u4"), ("code", "<u4"))
+FAULT_REC = _struct(
+    ("ts", "<u8"), ("addr", "<u8"), ("ip", "<u8"), ("code", "<u8"), ("pid", "<u4"), ("tid", "<u4")
+)
+MAPPING_REC = _struct(
+    ("ts", "<u8"),
+    ("addr", "<u8"),
+    ("len", "<u8"),
+    ("arg", "<u8"),
+    ("ret", "<i8"),
+    ("pid", "<u4"),
+    ("tid", "<u4"),
+    ("fd", "<i4"),
+    ("prot", "<u4"),
+    ("flags", "<u4"),
+    ("call", "<u4"),
+    ("comm", COMM),
+)
+FILEMAP_KEY = _struct(
+    ("bucket", "<u8"),
+    ("ino", "<u8"),
+    ("dev", "<u4"),
+    ("pid", "<u4"),
+    ("kind", "<u4"),
+    ("pad", "<u4"),
+)
+QUERY_REC = _struct(
+    ("ts", "<u8"),
+    ("total", "<u8"),
+    ("free", "<u8"),
+    ("ret", "<i8"),
+    ("pid", "<u4"),
+    ("tid", "<u4"),
+    ("kind", "<u4"),
+    ("pad", "<u4"),
+    ("comm", COMM),
+    ("path", PATH),
+)
+PROC_REC = _struct(
+    ("ts", "<u8"),
+    ("cgroup_id", "<u8"),
+    ("pid", "<u4"),
+    ("tid", "<u4"),
+    ("ppid", "<u4"),
+    ("kind", "<u4"),
+    ("code", "<i4"),
+    ("level", "<i4"),
+    ("root", "<i4"),
+    ("pad", "<u4"),
+    ("comm", COMM),
+    ("text", PATH),
+)
+
+# C struct name -> dtype, for the layout test.
+C_STRUCTS: dict[str, np.dtype] = {
+    "agg_val": AGG_VAL,
+    "memcg_key": MEMCG_KEY,
+    "memcg_rec": MEMCG_REC,
+    "fault_key": FAULT_KEY,
+    "fault_rec": FAULT_REC,
+    "mapping_rec": MAPPING_REC,
+    "filemap_key": FILEMAP_KEY,
+    "query_rec": QUERY_REC,
+    "proc_rec": PROC_REC,
+}
+
+# enums of events.h that the decoder relies on (checked by the layout test too)
+MEMCG_STATE, MEMCG_LRUVEC, MEMCG_EVENT = 0, 1, 2
+PROC_FORK, PROC_EXEC, PROC_EXIT, PROC_MKDIR = 0, 1, 2, 3
+QUERY_SYSINFO, QUERY_OPENAT = 0, 1
+MAPPING_CALLS = ("mmap", "munmap", "mremap", "brk", "madvise")
+FILEMAP_EVENTS = ("filemap_add", "filemap_delete")
+LOST_SLOTS = ("memcg", "page_fault", "mappings", "filemap", "queries", "proc", "scope")
+NO_CODE = -(2**31)
+C_ENUMS: dict[str, int] = {
+    "UVM_MEMCG_STATE": MEMCG_STATE,
+    "UVM_MEMCG_LRUVEC": MEMCG_LRUVEC,
+    "UVM_MEMCG_EVENT": MEMCG_EVENT,
+    "UVM_PROC_FORK": PROC_FORK,
+    "UVM_PROC_EXEC": PROC_EXEC,
+    "UVM_PROC_EXIT": PROC_EXIT,
+    "UVM_PROC_MKDIR": PROC_MKDIR,
+    "UVM_QUERY_SYSINFO": QUERY_SYSINFO,
+    "UVM_QUERY_OPENAT": QUERY_OPENAT,
+    "UVM_MMAP": 0,
+    "UVM_MADVISE": MAPPING_CALLS.index("madvise"),
+    "UVM_FILEMAP_DELETE": FILEMAP_EVENTS.index("filemap_delete"),
+    "UVM_LOST_SCOPE": LOST_SLOTS.index("scope"),
+    "UVM_LOST_SLOTS": len(LOST_SLOTS),
+    "UVM_NO_CODE": NO_CODE,
+}
