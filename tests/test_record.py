@@ -92,7 +92,7 @@ def test_a_python_workload_is_charged_its_anon_and_file_bytes(tmp_path: Path) ->
     # The samples of the command's cgroup show the rise too (v1: rss/cache; v2: anon/file).
     stat = df.filter((pl.col("event") == "memory.stat") & (pl.col("cgroup_id") == target))
     rise = stat.group_by("item").agg((pl.col("bytes").max() - pl.col("bytes").first()).alias("d"))
-    rises = dict(zip(rise.get_column("item").to_list(), rise.get_column("d").to_list()))
+    rises = dict(rise.iter_rows())
     assert rises.get("rss", rises.get("anon", 0)) >= 190 * MiB
     assert rises.get("cache", rises.get("file", 0)) >= 95 * MiB
 
@@ -162,7 +162,7 @@ def test_not_root_gets_one_line_that_says_what_to_do(tmp_path: Path) -> None:
     else:  # drop to nobody after the imports (the package lives under root-only paths)
         code = (
             "import os, sys, difflib, click._textwrap\nfrom uvmtrace.tracer.cli import main\n"
-            "os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n"
+            "os.setgroups([]); os.setresgid(*[65534] * 3); os.setresuid(*[65534] * 3)\n"
             f"main(['record', '-o', '{tmp_path}/x.parquet', '--', 'true'])"
         )
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -83,7 +83,9 @@ class Nvml:
 
 def _append(rows: dict[str, list], event, item, free, total, used, pid) -> None:
     for key, value in zip(
-        ("event", "item", "free", "total", "bytes", "pid"), (event, item, free, total, used, pid)
+        ("event", "item", "free", "total", "bytes", "pid"),
+        (event, item, free, total, used, pid),
+        strict=True,
     ):
         rows[key].append(value)
 

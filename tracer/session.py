@@ -7,6 +7,7 @@ sources produce goes through one writer (spooled), so a crash or Ctrl-C loses no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -227,10 +228,8 @@ class Session:
     def _install_signal_forwarding(self, pid: int) -> None:
         def forward(signum: int, _frame: Any) -> None:
             self.signals_seen.append(signum)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, forward)
@@ -430,7 +429,7 @@ _ns_cache: dict[tuple[int, int], int] = {}
 
 
 def resolve_host_pid(pid_ns: int, ns_pid: int) -> int | None:
-    """Map a pid seen inside a pid namespace to the host pid (the NSpid line of /proc/PID/status)."""
+    """Map a pid inside a pid namespace to the host pid (NSpid line of /proc/PID/status)."""
     key = (pid_ns, ns_pid)
     if key in _ns_cache:
         return _ns_cache[key]

@@ -21,7 +21,8 @@ Examples:
 
 @click.command("record", help=HELP)
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False, readable=False), default=Path("uvmtrace.parquet"),
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False, readable=False),
+    default=Path("uvmtrace.parquet"),
     show_default=True, help="Recording to write.",
 )  # fmt: skip
 @click.option(
