@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("uvmtrace: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every other error: what was wrong and where the help is.
+        where = exc.ctx.command_path if exc.ctx else "uvmtrace"
+        message = exc.format_message().rstrip(".")
+        click.echo(f"uvmtrace: error: {message} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
