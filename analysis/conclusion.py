@@ -1,0 +1,142 @@
+"""The first lines of every report: what happened, in plain words, with the numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvmtrace.analysis.items import KIND_LABEL
+from uvmtrace.analysis.units import fmt_bytes, fmt_s
+
+
+def report_conclusion(rep: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    sizing = rep["sizing"]
+    kv = sizing["kv"]
+    if kv:
+        line = (
+            f"The KV cache ({fmt_bytes(kv['bytes'])}, {kv['event']} by pid {kv['pid']} at "
+            f"{fmt_s(kv['t_s'])}) was sized by {kv['signal']}: {kv['fraction']:g} x "
+            f"{fmt_bytes(kv['query_free_bytes'])} free at {fmt_s(kv['query_t_s'])}"
+        )
+        if kv.get("also_fits"):
+            line += f" (equally consistent: {', '.join(kv['also_fits'])})"
+        lines.append(line + ".")
+        ctx = []
+        if kv["headroom_bytes"] is not None:
+            ctx.append(
+                f"the real headroom of {kv['cgroup']} was {fmt_bytes(kv['headroom_bytes'])} "
+                f"({fmt_bytes(kv['query_free_bytes'] - kv['headroom_bytes'], signed=True)} "
+                "in the signal)"
+            )
+        if kv["mem_available_bytes"] is not None:
+            ctx.append(f"host MemAvailable was {fmt_bytes(kv['mem_available_bytes'])}")
+        if ctx:
+            lines.append("At that instant " + "; ".join(ctx) + ".")
+    elif sizing["allocations"]:
+        lines.append(
+            f"No memory query explains any of the {len(sizing['allocations'])} large "
+            f"allocation(s) (>= {fmt_bytes(sizing['min_alloc_bytes'])}): none is a known "
+            "fraction of a free-memory answer the process got before it."
+        )
+    else:
+        lines.append(
+            f"No large allocation (>= {fmt_bytes(sizing['min_alloc_bytes'])}) was traced, so "
+            "nothing to explain about KV sizing."
+        )
+    unexplained = [a for a in sizing["allocations"] if not a["explained"]]
+    if kv and unexplained:
+        lines.append(
+            f"{len(unexplained)} other large allocation(s) are not explained by any query."
+        )
+    if sizing.get("log_kv") and kv:
+        lk = sizing["log_kv"]
+        lines.append(
+            f"The framework's own log says {fmt_bytes(lk['bytes'])} of KV cache "
+            f"({fmt_bytes(lk['bytes'] - kv['bytes'], signed=True)} vs the traced allocation)."
+        )
+    att = rep["attribution"]
+    if att["by_cgroup"]:
+        top = att["by_cgroup"][0]
+        kinds = sorted(top["end_by_kind"].items(), key=lambda kv_: -abs(kv_[1]))
+        kind_txt = ", ".join(f"{KIND_LABEL.get(k, k)} {fmt_bytes(v)}" for k, v in kinds[:3])
+        line = (
+            f"Most memory was charged to {top['name']}: peak {fmt_bytes(top['peak'])} at "
+            f"{fmt_s(top['peak_t_s'])}, {fmt_bytes(top['end'])} at the end ({kind_txt})"
+        )
+        if att["by_file"] and att["by_file"][0]["peak"] > 0:
+            f = att["by_file"][0]
+            line += f"; biggest file in page cache: {f['path']} {fmt_bytes(f['peak'])}"
+        lines.append(line + ".")
+    for m in rep["run"]["missing"]:
+        lines.append(f"Missing: {m}.")
+    lines.append(rep["reconciliation"]["summary"]["line"])
+    return lines
+
+
+def diff_conclusion(d: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    dec = d["decomposition"]
+    sig = d["signal"]
+    if sig is not None:
+        name = sig["b_signal"] if sig["same_signal"] else f"{sig['a_signal']}/{sig['b_signal']}"
+        delta = sig["difference_bytes"]
+        word = "lower" if delta >= 0 else "higher"
+        head = (
+            f"B's {name} free at the KV-sizing call was {fmt_bytes(abs(delta))} {word} "
+            f"({fmt_bytes(sig['a_free_bytes'])} in A, {fmt_bytes(sig['b_free_bytes'])} in B)"
+        )
+        parts = []
+        if sig["device_memory"]:
+            parts.append(
+                f"{fmt_bytes(dec['cuda_device_bytes'])} of it is CUDA device memory B held"
+            )
+        else:
+            files = [f for f in dec["by_file"] if f["difference"] > 0]
+            rest = dec["charged_difference_bytes"]
+            if files:
+                f = files[0]
+                where = f" charged to {f['b_cgroup']}" if f["b_cgroup"] else ""
+                if f["b_cgroup_path"] and f["b_cgroup_path"] not in (f["b_cgroup"] or ""):
+                    where += f" ({f['b_cgroup_path'][:24]}...)"
+                when = (
+                    f" between {fmt_s(f['b_first_t_s'])} and {fmt_s(f['b_last_t_s'])}"
+                    if f["b_first_t_s"] is not None else ""
+                )
+                parts.append(f"{fmt_bytes(f['difference'])} of it is page cache of {f['key']}{where}{when}")
+                rest -= f["difference"]
+            others = [k for k in dec["by_kind"] if k["difference"] != 0]
+            if rest:
+                detail = ", ".join(
+                    f"{k['label']} {fmt_bytes(k['difference'] - (files[0]['difference'] if files and k['key'] == 'file' else 0), signed=True)}"
+                    for k in others
+                    if k["difference"] - (files[0]["difference"] if files and k["key"] == "file" else 0)
+                )
+                parts.append(f"{fmt_bytes(rest, signed=True)} other charges ({detail})")
+            if dec["baseline_bytes"]:
+                parts.append(
+                    f"{fmt_bytes(dec['baseline_bytes'], signed=True)} less free memory "
+                    "before the recordings started"
+                )
+        parts.append(f"{fmt_bytes(dec['unexplained_bytes'])} unexplained")
+        lines.append(head + "; " + "; ".join(parts) + ".")
+    else:
+        lines.append(
+            "No KV-sizing query was found in "
+            + ("both runs" if d["kv"]["a_bytes"] is None and d["kv"]["b_bytes"] is None
+               else ("A" if d["kv"]["a_bytes"] is None else "B"))
+            + f"; charged memory compared at the end instead: B has "
+            f"{fmt_bytes(dec['charged_difference_bytes'], signed=True)} vs A."
+        )
+    kv = d["kv"]
+    if kv["a_bytes"] is not None and kv["b_bytes"] is not None:
+        lines.append(
+            f"KV cache: A {fmt_bytes(kv['a_bytes'])}, B {fmt_bytes(kv['b_bytes'])} "
+            f"({fmt_bytes(kv['difference_bytes'], signed=True)})."
+        )
+    if d["unmatched_phases"]:
+        lines.append(
+            "Phases that could not be matched: " + ", ".join(d["unmatched_phases"]) + "."
+        )
+    lines.append("A " + d["trust"]["a"][0].lower() + d["trust"]["a"][1:])
+    lines.append("B " + d["trust"]["b"][0].lower() + d["trust"]["b"][1:])
+    return lines

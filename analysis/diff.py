@@ -1,0 +1,205 @@
+"""Diff of two runs: why B's sizing signal was smaller than A's.
+
+Both runs are aligned by phase; the instant compared is each run's KV-sizing query (or, when a run
+has none, its end). The signal difference (A - B) is split into:
+
+  baseline     host MemFree at the first sample, A - B: memory that was already gone before
+               either recording started (system-memory signals only);
+  charges      bytes charged since the start, B - A, by the non-overlapping kinds of items.py
+               (page cache, anon, shmem, kernel, sock) -- the same total split by cgroup, by
+               process (comm) and, for page cache, by file;
+  CUDA device  device allocations live at that instant, B - A (device-memory signals only,
+               i.e. cuMemGetInfo/NVML on a discrete GPU: those pages are never charged);
+  unexplained  the rest: memory taken outside the traced cgroups, untraced kernel memory, ...
+
+Each part counts bytes once: kinds do not overlap, and cgroups/processes/files are other views of
+the same charges, never added to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from uvmtrace.analysis.attribution import file_deltas, kind_charges
+from uvmtrace.analysis.cuda_memory import device_bytes_at
+from uvmtrace.analysis.items import DEVICE_SIGNALS, KIND_LABEL
+from uvmtrace.analysis.levels import level_at
+from uvmtrace.analysis.load import RunData
+from uvmtrace.analysis.phases import ALIGNABLE
+
+
+def _by(
+    a: pl.DataFrame, b: pl.DataFrame, key: str
+) -> list[dict[str, Any]]:
+    """Outer join of two per-key levels; rows ranked by |B - A|."""
+    joined = (
+        a.rename({"level": "a_bytes"})
+        .join(b.rename({"level": "b_bytes"}), on=key, how="full", coalesce=True)
+        .with_columns(pl.col("a_bytes").fill_null(0), pl.col("b_bytes").fill_null(0))
+        .with_columns((pl.col("b_bytes") - pl.col("a_bytes")).alias("difference"))
+        .filter(pl.col("difference") != 0)
+        .sort(pl.col("difference").abs(), descending=True)
+    )
+    return joined.rename({key: "key"}).to_dicts()
+
+
+def _named(levels: pl.DataFrame, run: RunData) -> pl.DataFrame:
+    """Per-cgroup levels keyed by name: the two runs' cgroup ids never match, names may."""
+    names = [run.cgroup_name(int(c)) for c in levels["cgroup_id"]]
+    return (
+        levels.with_columns(pl.Series("cgroup", names, dtype=pl.String))
+        .group_by("cgroup")
+        .agg(pl.col("level").sum())
+    )
+
+
+def _first_memfree(run: RunData) -> int | None:
+    s = run.samples.filter((pl.col("event") == "meminfo") & (pl.col("item") == "MemFree"))
+    return None if s.is_empty() else int(s.sort("ts_ns")["bytes"][0])
+
+
+def _device_signal(signal: str | None, run: RunData) -> bool:
+    unified = (run.metadata.get("gpu") or {}).get("unified_memory")
+    return signal in DEVICE_SIGNALS and unified is False
+
+
+def align(pa: list[dict[str, Any]], pb: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    a = {p["name"]: p for p in pa}
+    b = {p["name"]: p for p in pb}
+    return [
+        {
+            "name": name,
+            "a_t_s": a[name]["t_s"] if name in a else None,
+            "b_t_s": b[name]["t_s"] if name in b else None,
+            "matched": name in a and name in b,
+        }
+        for name in ALIGNABLE
+    ]
+
+
+def diff_runs(a: RunData, b: RunData, rep_a: dict[str, Any], rep_b: dict[str, Any]) -> dict[str, Any]:
+    kv_a, kv_b = rep_a["sizing"]["kv"], rep_b["sizing"]["kv"]
+    phases = align(rep_a["phases"], rep_b["phases"])
+    at_sizing = kv_a is not None and kv_b is not None
+    ta = kv_a["query_ts_ns"] if at_sizing else a.t_end_ns
+    tb = kv_b["query_ts_ns"] if at_sizing else b.t_end_ns
+
+    ca, cb = kind_charges(a), kind_charges(b)
+    by_kind = _by(level_at(ca, ["kind"], ta), level_at(cb, ["kind"], tb), "kind")
+    for r in by_kind:
+        r["label"] = KIND_LABEL.get(r["key"], r["key"])
+    by_cgroup = _by(
+        _named(level_at(ca, ["cgroup_id"], ta), a), _named(level_at(cb, ["cgroup_id"], tb), b),
+        "cgroup",
+    )
+    by_process = _by(level_at(ca, ["comm"], ta), level_at(cb, ["comm"], tb), "comm")
+    fa, fb = file_deltas(a), file_deltas(b)
+    by_file = _by(level_at(fa, ["path"], ta), level_at(fb, ["path"], tb), "path")
+    # where and when B's pages of each file were charged (for the conclusion)
+    b_spans = (
+        fb.filter((pl.col("ts_ns") <= tb) & (pl.col("bytes") > 0))
+        .group_by("path")
+        .agg(
+            pl.col("cgroup_id").mode().first(),
+            pl.col("ts_ns").min().alias("t_first"),
+            pl.col("ts_ns").max().alias("t_last"),
+        )
+    )
+    spans = {r["path"]: r for r in b_spans.to_dicts()}
+    for r in by_file:
+        s = spans.get(r["key"])
+        r["b_cgroup"] = b.cgroup_name(s["cgroup_id"]) if s else None
+        r["b_cgroup_path"] = b.cgroup_path(s["cgroup_id"]) if s else None
+        r["b_first_t_s"] = b.rel_s(s["t_first"]) if s else None
+        r["b_last_t_s"] = b.rel_s(s["t_last"]) if s else None
+
+    charged = sum(r["difference"] for r in by_kind)
+    signal = None
+    decomposition: dict[str, Any] = {
+        "at": "sizing_query" if at_sizing else "end",
+        "a_t_s": a.rel_s(ta),
+        "b_t_s": b.rel_s(tb),
+        "by_kind": by_kind,
+        "by_cgroup": by_cgroup,
+        "by_process": by_process,
+        "by_file": by_file,
+        "charged_difference_bytes": charged,
+    }
+    if at_sizing:
+        sig_a, sig_b = kv_a["signal"], kv_b["signal"]
+        delta = kv_a["query_free_bytes"] - kv_b["query_free_bytes"]
+        device = _device_signal(sig_b, b) or _device_signal(sig_a, a)
+        baseline = None
+        cuda_dev = None
+        if device:
+            cuda_dev = device_bytes_at(b, tb) - device_bytes_at(a, ta)
+            explained = cuda_dev
+        else:
+            fa0, fb0 = _first_memfree(a), _first_memfree(b)
+            baseline = fa0 - fb0 if fa0 is not None and fb0 is not None else None
+            explained = charged + (baseline or 0)
+        signal = {
+            "a_signal": sig_a,
+            "b_signal": sig_b,
+            "same_signal": sig_a == sig_b,
+            "a_free_bytes": kv_a["query_free_bytes"],
+            "b_free_bytes": kv_b["query_free_bytes"],
+            "difference_bytes": delta,
+            "device_memory": device,
+        }
+        decomposition.update(
+            {
+                "signal_difference_bytes": delta,
+                "baseline_bytes": baseline,
+                "cuda_device_bytes": cuda_dev,
+                "explained_bytes": explained,
+                "unexplained_bytes": delta - explained,
+            }
+        )
+    else:
+        decomposition.update(
+            {"signal_difference_bytes": None, "baseline_bytes": None, "cuda_device_bytes": None,
+             "explained_bytes": None, "unexplained_bytes": None}
+        )
+
+    return {
+        "phases": phases,
+        "unmatched_phases": [p["name"] for p in phases if not p["matched"]],
+        "signal": signal,
+        "decomposition": decomposition,
+        "peak_end": _peak_end(rep_a["attribution"], rep_b["attribution"]),
+        "kv": _kv(rep_a["sizing"], rep_b["sizing"]),
+    }
+
+
+def _peak_end(att_a: dict[str, Any], att_b: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    ta, tb = att_a.get("total") or {}, att_b.get("total") or {}
+    rows.append(_pe("all charged memory", ta, tb))
+    ka = {r["kind"]: r for r in att_a["by_kind"]}
+    kb = {r["kind"]: r for r in att_b["by_kind"]}
+    for kind in [k for k in KIND_LABEL if k in ka or k in kb]:
+        rows.append(_pe(KIND_LABEL[kind], ka.get(kind, {}), kb.get(kind, {})))
+    return rows
+
+
+def _pe(what: str, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    pa, pb, ea, eb = (a.get("peak", 0), b.get("peak", 0), a.get("end", 0), b.get("end", 0))
+    return {"what": what, "a_peak": pa, "b_peak": pb, "peak_difference": pb - pa,
+            "a_end": ea, "b_end": eb, "end_difference": eb - ea}
+
+
+def _kv(sa: dict[str, Any], sb: dict[str, Any]) -> dict[str, Any]:
+    ka, kb = sa["kv"], sb["kv"]
+    la, lb = sa.get("log_kv"), sb.get("log_kv")
+    return {
+        "a_bytes": ka["bytes"] if ka else None,
+        "b_bytes": kb["bytes"] if kb else None,
+        "difference_bytes": kb["bytes"] - ka["bytes"] if ka and kb else None,
+        "a_fraction": ka["fraction"] if ka else None,
+        "b_fraction": kb["fraction"] if kb else None,
+        "a_log_bytes": la["bytes"] if la else None,
+        "b_log_bytes": lb["bytes"] if lb else None,
+    }

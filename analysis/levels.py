@@ -1,0 +1,88 @@
+"""Signed byte deltas -> levels: cumulative sums per key, their peak, end, and value at an instant.
+
+Every charge-like row (`memcg_charge`, `filemap_add`/`_delete`) is a signed delta since the
+recording started, so a level is "bytes charged since the start", never an absolute figure.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def rel_s(ts_col: str, t0_ns: int) -> pl.Expr:
+    """Seconds since the recording's start, to the microsecond."""
+    return ((pl.col(ts_col) - t0_ns) / 1e9).round(6)
+
+
+def peak_end(deltas: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per key: `peak` (highest level, at least the starting 0), `peak_ts_ns`, `end`, `first_ts_ns`,
+    `last_ts_ns`. `deltas` has ts_ns, bytes and the key columns."""
+    schema = {
+        **{k: deltas.schema[k] for k in keys},
+        "peak": pl.Int64,
+        "peak_ts_ns": pl.Int64,
+        "end": pl.Int64,
+        "first_ts_ns": pl.Int64,
+        "last_ts_ns": pl.Int64,
+    }
+    if deltas.is_empty():
+        return pl.DataFrame(schema=schema)
+    levels = (
+        # rows that share a timestamp (one kernel bucket) are one step of the level
+        deltas.group_by([*keys, "ts_ns"])
+        .agg(pl.col("bytes").sum())
+        .sort([*keys, "ts_ns"])
+        .with_columns(pl.col("bytes").cum_sum().over(keys).alias("level"))
+    )
+    return (
+        levels.group_by(keys)
+        .agg(
+            pl.col("level").max().clip(lower_bound=0).alias("peak"),
+            pl.col("ts_ns").get(pl.col("level").arg_max()).alias("peak_ts_ns"),
+            pl.col("level").last().alias("end"),
+            pl.col("ts_ns").first().alias("first_ts_ns"),
+            pl.col("ts_ns").last().alias("last_ts_ns"),
+        )
+        .with_columns(
+            # a level that never rose above the start has no peak instant
+            pl.when(pl.col("peak") > 0).then(pl.col("peak_ts_ns")).alias("peak_ts_ns")
+        )
+        .select(list(schema))
+        .cast(schema)
+    )
+
+
+def level_at(deltas: pl.DataFrame, keys: list[str], ts_ns: int) -> pl.DataFrame:
+    """Per key: bytes charged from the start up to and including `ts_ns`."""
+    return (
+        deltas.filter(pl.col("ts_ns") <= ts_ns)
+        .group_by(keys)
+        .agg(pl.col("bytes").sum().alias("level"))
+    )
+
+
+def bucket_levels(
+    deltas: pl.DataFrame, key: str, t0_ns: int, t1_ns: int, buckets: int
+) -> tuple[list[float], dict[str, list[int]]]:
+    """Levels per key at the end of each of `buckets` equal time slices (for charts)."""
+    width = max((t1_ns - t0_ns) // buckets + 1, 1)
+    t_s = [((i + 1) * width) / 1e9 for i in range(buckets)]
+    if deltas.is_empty():
+        return t_s, {}
+    sums = (
+        deltas.with_columns(((pl.col("ts_ns") - t0_ns) // width).clip(0, buckets - 1).alias("b"))
+        .group_by([key, "b"])
+        .agg(pl.col("bytes").sum())
+    )
+    grid = sums.select(pl.col(key).unique()).join(
+        pl.DataFrame({"b": list(range(buckets))}, schema={"b": sums.schema["b"]}), how="cross"
+    )
+    dense = (
+        grid.join(sums, on=[key, "b"], how="left")
+        .with_columns(pl.col("bytes").fill_null(0))
+        .sort([key, "b"])
+        .with_columns(pl.col("bytes").cum_sum().over(key).alias("level"))
+        .group_by(key, maintain_order=True)
+        .agg(pl.col("level"))
+    )
+    return t_s, {str(k): list(v) for k, v in zip(dense[key], dense["level"], strict=True)}

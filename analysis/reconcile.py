@@ -1,0 +1,219 @@
+"""Reconciliation: does the trace account for what the kernel's own counters say?
+
+- memcg: integrated `memcg_charge` per cgroup and item vs the change of the cgroup's `memory.stat`
+  between its first and last sample. v1 keys (`cache`, `rss`, ...) are the cgroup's own pages,
+  so only its own charges count; v2 keys (`file`, `anon`, ...) include descendants, so the charges
+  of every known cgroup below it (by path, from the metadata) count too. `total_*` keys are skipped.
+- page faults: `page_fault` counts per pid vs `/proc/PID/stat` minflt+majflt (`proc_faults`).
+- CUDA vs NVML: device memory allocated minus freed vs NVML's used-memory change.
+- lost events and probes that did not attach, from the metadata.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from uvmtrace.analysis.cuda_memory import device_deltas
+from uvmtrace.analysis.items import KIND_PARTS, STAT_KEY_ITEM, V2_ONLY_KEYS
+from uvmtrace.analysis.load import RunData
+from uvmtrace.analysis.units import fmt_pct
+
+_STAT_KEYS = pl.DataFrame(
+    {"key": list(STAT_KEY_ITEM), "item": list(STAT_KEY_ITEM.values())}
+)
+
+
+def _members(run: RunData, sampled: list[int], hierarchical: dict[int, bool]) -> pl.DataFrame:
+    """(cgroup_id sampled, member cgroup whose charges count toward its memory.stat)."""
+    paths = {
+        int(k): v.get("path") for k, v in (run.metadata.get("cgroups") or {}).items()
+        if isinstance(v, dict)
+    }
+    pairs = []
+    for cg in sampled:
+        pairs.append((cg, cg))
+        base = paths.get(cg)
+        if hierarchical.get(cg) and base:
+            prefix = base.rstrip("/") + "/"
+            pairs += [(cg, other) for other, p in paths.items() if p and p.startswith(prefix)]
+    return pl.DataFrame(pairs, schema={"cgroup_id": pl.UInt64, "member": pl.UInt64}, orient="row")
+
+
+def memcg_rows(run: RunData) -> list[dict[str, Any]]:
+    stat = run.samples.filter(
+        (pl.col("event") == "memory.stat") & pl.col("bytes").is_not_null()
+    ).join(_STAT_KEYS.rename({"key": "item", "item": "stat_item"}), on="item", how="inner")
+    if stat.is_empty():
+        return []
+    windows = (
+        stat.sort("ts_ns")
+        .group_by("cgroup_id", "item", "stat_item")
+        .agg(
+            pl.col("ts_ns").first().alias("t_first"),
+            pl.col("ts_ns").last().alias("t_last"),
+            (pl.col("bytes").last() - pl.col("bytes").first()).alias("stat_delta"),
+        )
+        .rename({"item": "key"})
+    )
+    keys_of = windows.group_by("cgroup_id").agg(pl.col("key"))
+    hierarchical = {
+        int(cg): bool(set(keys) & V2_ONLY_KEYS)
+        for cg, keys in zip(keys_of["cgroup_id"], keys_of["key"], strict=True)
+    }
+    members = _members(run, list(hierarchical), hierarchical)
+    traced = (
+        windows.join(members, on="cgroup_id")
+        .join(
+            run.charges.select(pl.col("cgroup_id").alias("member"),
+                               pl.col("item").alias("stat_item"), "ts_ns", "bytes"),
+            on=["member", "stat_item"],
+            how="inner",
+        )
+        # a sample at t already holds the charges made at t
+        .filter((pl.col("ts_ns") > pl.col("t_first")) & (pl.col("ts_ns") <= pl.col("t_last")))
+        .group_by("cgroup_id", "key")
+        .agg(pl.col("bytes").sum().alias("traced_delta"))
+    )
+    rows = (
+        windows.join(traced, on=["cgroup_id", "key"], how="left")
+        .with_columns(pl.col("traced_delta").fill_null(0))
+        .with_columns((pl.col("traced_delta") - pl.col("stat_delta")).alias("difference"))
+        .sort("cgroup_id", "key")
+    )
+    out = []
+    for r in rows.to_dicts():
+        out.append(
+            {
+                "cgroup_id": r["cgroup_id"],
+                "cgroup": run.cgroup_name(r["cgroup_id"]),
+                "key": r["key"],
+                "item": r["stat_item"],
+                "hierarchical": hierarchical[int(r["cgroup_id"])],
+                "stat_delta": r["stat_delta"],
+                "traced_delta": r["traced_delta"],
+                "difference": r["difference"],
+                "in_total": r["stat_item"] in KIND_PARTS,
+            }
+        )
+    return out
+
+
+def fault_rows(run: RunData) -> list[dict[str, Any]]:
+    proc = (
+        run.proc.filter(
+            (pl.col("event") == "proc_faults") & pl.col("item").is_in(["minflt", "majflt"])
+        )
+        .sort("ts_ns")
+        .group_by("pid", "item")
+        .agg(pl.col("count").last())
+        .group_by("pid")
+        .agg(pl.col("count").sum().alias("proc_faults"))
+    )
+    if proc.is_empty():
+        return []
+    rows = proc.join(run.fault_counts, on="pid", how="left").with_columns(
+        pl.col("faults").fill_null(0).alias("traced_faults")
+    )
+    return rows.select("pid", "traced_faults", "proc_faults").sort("pid").to_dicts()
+
+
+def cuda_vs_nvml(run: RunData) -> dict[str, Any] | None:
+    nvml = run.samples.filter(
+        (pl.col("event") == "nvml_memory") & pl.col("bytes").is_not_null()
+    ).sort("ts_ns")
+    if nvml.is_empty():
+        return None
+    per_dev = nvml.group_by("item").agg(
+        pl.col("ts_ns").first().alias("t0"),
+        pl.col("ts_ns").last().alias("t1"),
+        (pl.col("bytes").last() - pl.col("bytes").first()).alias("delta"),
+    )
+    t0, t1 = int(per_dev["t0"].min()), int(per_dev["t1"].max())
+    deltas = device_deltas(run)
+    cuda_net = int(
+        deltas.filter((pl.col("ts_ns") > t0) & (pl.col("ts_ns") <= t1))["bytes"].sum() or 0
+    )
+    return {
+        "nvml_used_delta": int(per_dev["delta"].sum()),
+        "cuda_net_bytes": cuda_net,
+        "difference": cuda_net - int(per_dev["delta"].sum()),
+        "from_t_s": run.rel_s(t0),
+        "to_t_s": run.rel_s(t1),
+    }
+
+
+def reconcile(run: RunData) -> dict[str, Any]:
+    memcg = memcg_rows(run)
+    faults = fault_rows(run)
+    nvml = cuda_vs_nvml(run)
+    lost = {str(k): int(v) for k, v in (run.metadata.get("lost") or {}).items()}
+    probes = run.metadata.get("probes") or {}
+    not_attached = [
+        {"probe": name, "why": (p or {}).get("why") or "not attached"}
+        for name, p in probes.items()
+        if isinstance(p, dict) and not p.get("attached", True)
+    ]
+    main = [r for r in memcg if r["in_total"]]
+    stat_abs = sum(abs(r["stat_delta"]) for r in main)
+    diff_abs = sum(abs(r["difference"]) for r in main)
+    memcg_agreement = None
+    if main:
+        memcg_agreement = 1.0 if stat_abs == 0 and diff_abs == 0 else max(
+            0.0, 1.0 - diff_abs / max(stat_abs, 1)
+        )
+    proc_total = sum(r["proc_faults"] for r in faults)
+    fault_share = (sum(r["traced_faults"] for r in faults) / proc_total) if proc_total else None
+    summary = {
+        "memcg_agreement": memcg_agreement,
+        "memcg_unaccounted_bytes": diff_abs if main else None,
+        "fault_share": fault_share,
+        "lost_events": sum(lost.values()),
+        "trust": _verdict(memcg_agreement, fault_share, sum(lost.values()), bool(memcg)),
+    }
+    summary["line"] = trust_line(summary, memcg, nvml, run.missing)
+    return {
+        "memcg": memcg,
+        "faults": faults,
+        "cuda_vs_nvml": nvml,
+        "lost": lost,
+        "probes_not_attached": not_attached,
+        "summary": summary,
+    }
+
+
+def _verdict(memcg: float | None, faults: float | None, lost: int, has_memcg: bool) -> str:
+    if not has_memcg or memcg is None:
+        return "unknown"
+    worst = min(x for x in (memcg, faults if faults is not None else 1.0))
+    if lost == 0 and worst >= 0.95:
+        return "high"
+    if worst >= 0.8:
+        return "medium"
+    return "low"
+
+
+def trust_line(
+    summary: dict[str, Any], memcg: list[dict[str, Any]], nvml: dict[str, Any] | None,
+    missing: list[str],
+) -> str:
+    parts = []
+    if summary["memcg_agreement"] is None:
+        parts.append("no memory.stat samples to check the charges against")
+    else:
+        ncg = len({r["cgroup_id"] for r in memcg})
+        parts.append(
+            f"eBPF charges match memory.stat to {fmt_pct(summary['memcg_agreement'])} "
+            f"({ncg} cgroup{'s' if ncg != 1 else ''})"
+        )
+    if summary["fault_share"] is not None:
+        parts.append(f"page faults {fmt_pct(summary['fault_share'])} of /proc counts")
+    if nvml is not None:
+        parts.append(
+            f"CUDA allocations vs NVML used differ by {abs(nvml['difference']) / (1 << 20):.0f} MiB"
+        )
+    parts.append(f"{summary['lost_events']} events lost")
+    if missing:
+        parts.append(f"{len(missing)} thing(s) not traced")
+    return f"Trust: {summary['trust']} — " + "; ".join(parts) + "."

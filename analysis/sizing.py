@@ -1,0 +1,308 @@
+"""KV-sizing inference: which memory query's answer, times which fraction, gave each large
+allocation its size; and how far that answer was from what the process could really use.
+
+Frameworks size the KV cache as `fraction x free` right after asking for free memory
+(DESIGN.md). For every large allocation we take, per signal, the last query of that signal the
+same process made before it (`join_asof` by pid and signal), and call the allocation explained
+when `bytes / free` is within `tolerance` of a fraction frameworks use. The signals:
+
+  cuMemGetInfo, nvmlDeviceGetMemoryInfo, sysinfo   (shim and kernel stream; the value returned)
+  MemFree / MemAvailable (/proc/meminfo)  an `openat` of /proc/meminfo, valued by the nearest
+                                          meminfo sample (the probe sees the open, not the read)
+  cgroup headroom (memory.* files)        an `openat` of a cgroup memory file, valued as
+                                          limit - usage of the process's cgroup, nearest sample
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from uvmtrace.analysis.items import (
+    CUDA_ALLOC_EVENTS,
+    CUDA_QUERY_SIGNAL,
+    KNOWN_FRACTIONS,
+    NO_LIMIT,
+    SIGNAL_HEADROOM,
+    SIGNAL_MEMAVAILABLE,
+    SIGNAL_MEMFREE,
+)
+from uvmtrace.analysis.levels import rel_s
+from uvmtrace.analysis.load import RunData
+
+DEFAULT_MIN_ALLOC = 256 << 20
+# When two signals fit equally (the shim's and the kernel's view of one sysinfo() call, or a
+# cuMemGetInfo that returns MemFree), name the one closest to the framework's own call.
+SIGNAL_ORDER = {
+    s: i
+    for i, s in enumerate(
+        ["cuMemGetInfo", "nvmlDeviceGetMemoryInfo", "sysinfo", SIGNAL_MEMFREE,
+         SIGNAL_MEMAVAILABLE, SIGNAL_HEADROOM]
+    )
+}
+DEFAULT_TOLERANCE = 0.003  # |bytes/free - fraction|; block rounding stays far below this
+MAP_ANONYMOUS = 0x20
+
+_QUERY_SCHEMA = {
+    "q_ts_ns": pl.Int64,
+    "pid": pl.Int32,
+    "signal": pl.String,
+    "free_bytes": pl.Int64,
+}
+
+
+def large_allocations(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.DataFrame:
+    """CUDA allocations and anonymous host mmaps of at least `min_bytes`: ts_ns, pid, event,
+    source, bytes."""
+    ok = pl.col("result").is_null() | (pl.col("result") == 0)
+    cuda = run.calls.filter(
+        (pl.col("stream") == "cuda")
+        & pl.col("call").is_in(sorted(CUDA_ALLOC_EVENTS))
+        & (pl.col("bytes") >= min_bytes)
+        & ok
+    ).select("ts_ns", "pid", pl.col("call").alias("event"), pl.lit("cuda").alias("source"), "bytes")
+    anonymous = pl.col("flags").is_null() | ((pl.col("flags") & MAP_ANONYMOUS) != 0)
+    host = run.mappings.filter(
+        (pl.col("event") == "mmap")
+        & pl.col("path").is_null()
+        & anonymous
+        & (pl.col("bytes") >= min_bytes)
+        & (pl.col("result").is_null() | (pl.col("result") >= 0))
+    ).select("ts_ns", "pid", "event", pl.lit("kernel").alias("source"), "bytes")
+    return pl.concat([cuda, host]).sort("ts_ns").with_row_index("alloc")
+
+
+def process_cgroups(run: RunData) -> pl.DataFrame:
+    """pid -> the cgroup most of its charges went to (pid, cgroup_id)."""
+    return run.charges.group_by("pid").agg(pl.col("cgroup_id").mode().first())
+
+
+def default_cgroup(run: RunData) -> int | None:
+    targets = run.metadata.get("target_cgroups") or []
+    return int(targets[0]) if targets else None
+
+
+def meminfo_series(run: RunData, item: str) -> pl.DataFrame:
+    return (
+        run.samples.filter((pl.col("event") == "meminfo") & (pl.col("item") == item))
+        .select(pl.col("ts_ns").alias("s_ts_ns"), pl.col("bytes").alias(item))
+        .sort("s_ts_ns")
+    )
+
+
+def headroom_series(run: RunData) -> pl.DataFrame:
+    """limit - usage per cgroup and sample: s_ts_ns, cgroup_id, headroom (null: no limit)."""
+    cur = run.samples.filter(pl.col("event") == "memory.current").select(
+        pl.col("ts_ns").alias("s_ts_ns"), "cgroup_id", pl.col("bytes").alias("current")
+    )
+    lim = run.samples.filter(pl.col("event") == "memory.limit").select(
+        pl.col("ts_ns").alias("l_ts_ns"), "cgroup_id", pl.col("bytes").alias("limit")
+    )
+    if cur.is_empty() or lim.is_empty():
+        return pl.DataFrame(
+            schema={"s_ts_ns": pl.Int64, "cgroup_id": pl.UInt64, "headroom": pl.Int64}
+        )
+    joined = cur.sort("s_ts_ns").join_asof(
+        lim.sort("l_ts_ns"), left_on="s_ts_ns", right_on="l_ts_ns", by="cgroup_id",
+        strategy="nearest", check_sortedness=False,
+    )
+    unlimited = pl.col("limit").is_null() | (pl.col("limit") >= NO_LIMIT)
+    return joined.select(
+        "s_ts_ns",
+        "cgroup_id",
+        pl.when(unlimited).then(None).otherwise(pl.col("limit") - pl.col("current"))
+        .alias("headroom"),
+    )
+
+
+def _with_cgroup(frame: pl.DataFrame, run: RunData) -> pl.DataFrame:
+    fallback = default_cgroup(run)
+    return frame.join(process_cgroups(run), on="pid", how="left").with_columns(
+        pl.col("cgroup_id").fill_null(pl.lit(fallback, dtype=pl.UInt64))
+    )
+
+
+def _at(frame: pl.DataFrame, series: pl.DataFrame, ts: str, by: str | None = None) -> pl.DataFrame:
+    """Join the nearest sample of `series` to each row of `frame` at time `ts`."""
+    if series.is_empty():
+        cols = [c for c in series.columns if c not in ("s_ts_ns", by)]
+        return frame.with_columns([pl.lit(None, dtype=series.schema[c]).alias(c) for c in cols])
+    return (
+        frame.sort(ts)
+        .join_asof(series, left_on=ts, right_on="s_ts_ns", by=by, strategy="nearest",
+                   check_sortedness=False)
+        .drop("s_ts_ns")
+    )
+
+
+def memory_queries(run: RunData) -> pl.DataFrame:
+    """Every memory query with the value it answered: q_ts_ns, pid, signal, free_bytes."""
+    ok = pl.col("result").is_null() | (pl.col("result") == 0)
+    direct = run.calls.filter(
+        pl.col("call").is_in(list(CUDA_QUERY_SIGNAL)) & pl.col("free_bytes").is_not_null() & ok
+    ).select(
+        pl.col("ts_ns").alias("q_ts_ns"),
+        "pid",
+        pl.col("call").replace_strict(CUDA_QUERY_SIGNAL).alias("signal"),
+        "free_bytes",
+    )
+    opens = run.calls.filter(
+        (pl.col("stream") == "kernel") & (pl.col("call") == "openat") & pl.col("path").is_not_null()
+    ).select(pl.col("ts_ns").alias("q_ts_ns"), "pid", "path")
+    meminfo_reads = opens.filter(pl.col("path") == "/proc/meminfo")
+    parts = [direct]
+    for item, signal in (("MemFree", SIGNAL_MEMFREE), ("MemAvailable", SIGNAL_MEMAVAILABLE)):
+        series = meminfo_series(run, item)
+        if meminfo_reads.is_empty() or series.is_empty():
+            continue
+        parts.append(
+            _at(meminfo_reads, series, "q_ts_ns").select(
+                "q_ts_ns", "pid", pl.lit(signal).alias("signal"), pl.col(item).alias("free_bytes")
+            )
+        )
+    cgroup_reads = opens.filter(
+        pl.col("path").str.starts_with("/sys/fs/cgroup")
+        & pl.col("path").str.contains(r"/memory\.[^/]*$")
+    )
+    headroom = headroom_series(run)
+    if not cgroup_reads.is_empty() and not headroom.is_empty():
+        parts.append(
+            _at(_with_cgroup(cgroup_reads, run), headroom, "q_ts_ns", by="cgroup_id").select(
+                "q_ts_ns", "pid", pl.lit(SIGNAL_HEADROOM).alias("signal"),
+                pl.col("headroom").alias("free_bytes"),
+            )
+        )
+    return pl.concat([p.cast(_QUERY_SCHEMA) for p in parts]).filter(
+        pl.col("free_bytes").is_not_null() & (pl.col("free_bytes") > 0)
+    )
+
+
+def infer_sizing(
+    run: RunData,
+    min_bytes: int = DEFAULT_MIN_ALLOC,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
+    allocs = large_allocations(run, min_bytes)
+    queries = memory_queries(run).sort("q_ts_ns")
+    signals = queries.select("signal").unique()
+    if allocs.is_empty():
+        return {"allocations": [], "kv": None, "min_alloc_bytes": min_bytes,
+                "tolerance": tolerance, "log_kv": log_kv(run)}
+
+    # each allocation x each signal -> that signal's last query before it, same process
+    pairs = (
+        allocs.join(signals, how="cross")
+        .sort("ts_ns")
+        .join_asof(queries, left_on="ts_ns", right_on="q_ts_ns", by=["pid", "signal"],
+                   strategy="backward", check_sortedness=False)
+        .filter(pl.col("q_ts_ns").is_not_null())
+        .with_columns((pl.col("bytes") / pl.col("free_bytes")).alias("ratio"))
+    )
+    fractions = pl.DataFrame({"fraction": list(KNOWN_FRACTIONS)})
+    fitted = (
+        pairs.join(fractions, how="cross")
+        .with_columns((pl.col("ratio") - pl.col("fraction")).abs().alias("miss"))
+        .sort("miss")
+        .group_by("alloc", "signal", maintain_order=True)
+        .first()
+        .with_columns((pl.col("miss") <= tolerance).alias("fits"))
+    )
+    # the closest fit wins; among equal fits the latest query, then the signal order above
+    rank = pl.col("signal").replace_strict(SIGNAL_ORDER, default=len(SIGNAL_ORDER))
+    best = (
+        fitted.filter(pl.col("fits"))
+        .with_columns(rank.alias("rank"))
+        .sort(["miss", "q_ts_ns", "rank"], descending=[False, True, False])
+        .group_by("alloc", maintain_order=True)
+        .agg(pl.col("signal").first().alias("best_signal"), pl.col("signal").alias("fitting"))
+    )
+
+    # what the process could really use at the allocation instant
+    context = _with_cgroup(allocs, run)
+    context = _at(context, headroom_series(run), "ts_ns", by="cgroup_id")
+    for item in ("MemAvailable", "MemFree"):
+        context = _at(context, meminfo_series(run, item), "ts_ns")
+    context = context.join(best, on="alloc", how="left").sort("alloc")
+
+    detail = fitted.join(
+        context.select("alloc", "headroom", "MemAvailable"), on="alloc", how="left"
+    ).with_columns(
+        rel_s("q_ts_ns", run.t0_ns).alias("query_t_s"),
+        (pl.col("free_bytes") - pl.col("headroom")).alias("minus_headroom"),
+        (pl.col("free_bytes") - pl.col("MemAvailable")).alias("minus_mem_available"),
+        pl.col("ratio").round(6),
+    )
+
+    out = []
+    for row in context.with_columns(rel_s("ts_ns", run.t0_ns).alias("t_s")).to_dicts():
+        sigs = detail.filter(pl.col("alloc") == row["alloc"]).sort("q_ts_ns", descending=True)
+        chosen = sigs.filter(pl.col("signal") == (row["best_signal"] or ""))
+        also = [s for s in (row["fitting"] or []) if s != row["best_signal"]]
+        q = chosen.to_dicts()[0] if chosen.height else None
+        out.append(
+            {
+                "t_s": row["t_s"],
+                "ts_ns": row["ts_ns"],
+                "pid": row["pid"],
+                "event": row["event"],
+                "source": row["source"],
+                "bytes": row["bytes"],
+                "explained": q is not None,
+                "signal": q["signal"] if q else None,
+                "fraction": q["fraction"] if q else None,
+                "ratio": q["ratio"] if q else None,
+                "query_t_s": q["query_t_s"] if q else None,
+                "query_ts_ns": q["q_ts_ns"] if q else None,
+                "query_free_bytes": q["free_bytes"] if q else None,
+                "also_fits": also,
+                "cgroup_id": row["cgroup_id"],
+                "cgroup": run.cgroup_name(row["cgroup_id"]),
+                "headroom_bytes": row["headroom"],
+                "mem_available_bytes": row["MemAvailable"],
+                "mem_free_bytes": row["MemFree"],
+                "signals": sigs.select(
+                    "signal", "query_t_s", "free_bytes", "ratio", "minus_headroom",
+                    "minus_mem_available",
+                ).to_dicts(),
+            }
+        )
+    explained = [a for a in out if a["explained"]]
+    kv = max(explained, key=lambda a: a["bytes"]) if explained else None
+    if kv is not None:
+        kv["what_if"] = _what_if(kv)
+    return {
+        "allocations": out,
+        "kv": kv,
+        "min_alloc_bytes": min_bytes,
+        "tolerance": tolerance,
+        "log_kv": log_kv(run),
+    }
+
+
+def _what_if(kv: dict[str, Any]) -> list[dict[str, Any]]:
+    """The KV size each other signal would have given with the same fraction."""
+    f = kv["fraction"]
+    values = {s["signal"]: s["free_bytes"] for s in kv["signals"]}
+    values.setdefault("MemAvailable (at the allocation)", kv["mem_available_bytes"])
+    values.setdefault("MemFree (at the allocation)", kv["mem_free_bytes"])
+    values.setdefault("cgroup headroom (at the allocation)", kv["headroom_bytes"])
+    return [
+        {"signal": name, "value_bytes": v, "kv_bytes": int(f * v)}
+        for name, v in values.items()
+        if v is not None
+    ]
+
+
+def log_kv(run: RunData) -> dict[str, Any] | None:
+    """The framework's own statement of its KV cache (last `kv_cache` log line), if any."""
+    lines = run.logs.filter((pl.col("event") == "kv_cache") & pl.col("bytes").is_not_null())
+    if lines.is_empty():
+        return None
+    row = lines.sort("ts_ns").tail(1).to_dicts()[0]
+    return {
+        "t_s": run.rel_s(row["ts_ns"]),
+        "framework": row["item"],
+        "bytes": row["bytes"],
+        "text": row["text"],
+    }
