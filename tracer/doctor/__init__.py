@@ -40,7 +40,7 @@ class DoctorReport:
 
 def run_doctor() -> DoctorReport:
     tracefs = kernel.find_tracefs()
-    tracepoint_checks = kernel.check_tracepoints(tracefs)
+    tracepoint_checks = kernel.check_tracepoints(tracefs, plan.probe_tracepoints())
     kprobes = kernel.check_kprobes(tracefs)
     cgroups = kernel.check_cgroups()
     bcc_import, bcc_imported = bcc_check.check_bcc_import()

@@ -80,6 +80,8 @@ def check_bcc_compiles() -> Check:
         return missing(name, f"the compile crashed: {tail}", INSTALL)
     if answer["ok"]:
         return ok(name, f"compiled and loaded a tracepoint program in {answer['seconds']:.1f} s")
+    if "super-user" in answer["error"] or "Operation not permitted" in answer["error"]:
+        return missing(name, f"{answer['error']} (BPF not permitted)", "run as a full root")
     return missing(
         name,
         f"{answer['error']}",

@@ -87,12 +87,15 @@ def check_bpf_syscall() -> Check:
             return unavailable(
                 name, "ENOSYS: kernel built without CONFIG_BPF_SYSCALL", "use a kernel with eBPF"
             )
-        if exc.errno == errno.EPERM:
+        if exc.errno == errno.EPERM and os.geteuid() == 0:
             return missing(
                 name,
-                f"EPERM: not allowed to load BPF programs as uid {os.geteuid()}",
-                "run as root",
+                "EPERM as uid 0: this process lacks CAP_BPF/CAP_SYS_ADMIN (an unprivileged "
+                "container, or capabilities dropped)",
+                "run as a full root (docker: --privileged, or --cap-add BPF,PERFMON,SYS_ADMIN)",
             )
+        if exc.errno == errno.EPERM:
+            return missing(name, f"EPERM: uid {os.geteuid()} may not load BPF programs", "sudo")
         return unavailable(name, f"bpf() failed: {exc.strerror}", "use a kernel with eBPF")
     return ok(name, "created a BPF map and loaded a socket-filter program")
 
@@ -115,9 +118,14 @@ def check_tracefs() -> Check:
     )
 
 
-def check_tracepoints(tracefs: Path | None) -> list[Check]:
+def check_tracepoints(tracefs: Path | None, used_by_probes: dict[str, str]) -> list[Check]:
+    """One check per tracepoint: DESIGN.md's list plus whatever the probes attach to
+    (`used_by_probes`: {"category:event": "required" | "optional"})."""
+    wanted = dict(TRACEPOINTS)
+    for tp, need in used_by_probes.items():
+        wanted.setdefault(tp, f"{need} for the probes")
     checks = []
-    for tp, consequence in TRACEPOINTS.items():
+    for tp, consequence in wanted.items():
         name = f"tracepoint {tp}"
         category, event = tp.split(":")
         if tracefs is None:
