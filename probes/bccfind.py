@@ -40,7 +40,9 @@ def import_bcc() -> ModuleType:
             try:
                 return importlib.import_module("bcc")
             except (ImportError, OSError) as exc:  # OSError: libbcc.so missing
-                raise UserError(f"BCC found in {directory} but unusable ({exc}); {INSTALL_HINT}")
+                raise UserError(
+                    f"BCC found in {directory} but unusable ({exc}); {INSTALL_HINT}"
+                ) from None
     raise UserError(f"BCC (eBPF) is not installed; {INSTALL_HINT}")
 
 

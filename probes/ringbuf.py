@@ -34,8 +34,12 @@ class RingReader:
         self._prod = np.frombuffer(self._prod_map, dtype="<u8", count=1)
         self._data = np.frombuffer(self._prod_map, dtype=np.uint8, offset=page)
         self._framed = np.dtype(
-            {"names": ["hdr", "rec"], "formats": ["<u4", record], "offsets": [0, HDR],
-             "itemsize": self.stride}
+            {
+                "names": ["hdr", "rec"],
+                "formats": ["<u4", record],
+                "offsets": [0, HDR],
+                "itemsize": self.stride,
+            }
         )
 
     def available(self) -> bool:

@@ -1,0 +1,402 @@
+"""KernelTracer: compile and attach the probes, scope them, and drain events as Arrow batches.
+
+One BPF program holds every concern (one compile); each probe's attachments are made one by one
+so a probe that cannot attach is recorded with its reason while the others run.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import select
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from uvmtrace.probes import bpfsource, capabilities, cgroups, decode, layouts
+from uvmtrace.probes.aggmap import AggDrainer
+from uvmtrace.probes.bccfind import import_bcc
+from uvmtrace.probes.capabilities import Attachment
+from uvmtrace.probes.pathres import PathResolver
+from uvmtrace.probes.ringbuf import RingReader
+from uvmtrace.recording.errors import UserError
+
+# ring name -> (probe, record dtype); rings a probe set does not compile are skipped
+RINGS = {
+    "proc_rb": ("proc", layouts.PROC_REC),
+    "memcg_rb": ("memcg", layouts.MEMCG_REC),
+    "fault_rb": ("page_fault", layouts.FAULT_REC),
+    "mapping_rb": ("mappings", layouts.MAPPING_REC),
+    "query_rb": ("queries", layouts.QUERY_REC),
+}
+AGGS = {
+    "memcg_agg": ("memcg", layouts.MEMCG_KEY),
+    "fault_agg": ("page_fault", layouts.FAULT_KEY),
+    "filemap_agg": ("filemap", layouts.FILEMAP_KEY),
+}
+
+
+@dataclass
+class ProbeState:
+    attached: bool = False
+    variant: str = "tracepoint"
+    why: str = ""
+    links: list[Attachment] = field(default_factory=list)
+
+
+def monotonic_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)  # = bpf_ktime_get_ns()
+
+
+class KernelTracer:
+    def __init__(
+        self,
+        *,
+        raw: bool = False,
+        ringbuf_pages: int = 256,
+        bucket_ns: int = 100_000_000,
+        probes: set[str] | None = None,
+    ) -> None:
+        wanted = set(capabilities.ALL_PROBES if probes is None else probes)
+        unknown = wanted - capabilities.ALL_PROBES
+        if unknown:
+            known = ", ".join(sorted(capabilities.ALL_PROBES))
+            raise UserError(f"unknown probe(s) {', '.join(sorted(unknown))}; known: {known}")
+        if bucket_ns < 1_000_000:
+            raise UserError(f"aggregation bucket must be at least 1 ms, not {bucket_ns} ns")
+        self.raw = raw
+        self.ringbuf_pages = bpfsource.check_ring_pages(ringbuf_pages)
+        self.bucket_ns = bucket_ns
+        self.wanted = wanted | {"proc"}  # scope needs the process tree
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
+        self.states: dict[str, ProbeState] = {}
+        self.memcg_variant = "sampling"
+        self._bpf = None
+        self._rings: dict[str, RingReader] = {}
+        self._aggs: dict[str, AggDrainer] = {}
+        self._pending_pids: list[int] = []
+        self._pending_cgroups: list[int] = []
+        self._watch = False
+        self._cgroups: dict[int, dict] = {}
+        self._hierarchies = cgroups.hierarchy_names()
+        self._names: decode.ItemNames | None = None
+        self._paths = PathResolver()
+        self._lost_final: dict[str, int] | None = None
+        self._poller = select.poll()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise UserError("kernel probes need root (run uvmtrace with sudo)")
+        if capabilities.tracefs() is None:
+            raise UserError("tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing")
+        bcc = import_bcc()
+        self._names = decode.ItemNames(self.page_size)
+        plan = self._plan()
+        self._bpf = self._compile(bcc, plan)
+        for name, atts in plan.items():
+            self._attach(name, atts)
+        if not any(s.attached for s in self.states.values()):
+            whys = "; ".join(f"{n}: {s.why}" for n, s in self.states.items())
+            self._bpf.cleanup()
+            raise UserError(f"no kernel probe could attach ({whys})")
+        self._set_config(0, int(self._watch))
+        self._set_config(1, capabilities.memory_hierarchy_id())
+        self._open_readers()
+        for pid in self._pending_pids:
+            self.add_pid(pid)
+        for cgid in self._pending_cgroups:
+            self.add_cgroup(cgid)
+
+    def _plan(self) -> dict[str, tuple[Attachment, ...]]:
+        variant, why = capabilities.memcg_variant()
+        self.memcg_variant = variant if "memcg" in self.wanted else "sampling"
+        plan = {}
+        for name in sorted(self.wanted, key=list(capabilities.PROBES).index):
+            _src, atts = capabilities.PROBES[name]
+            state = ProbeState()
+            if name == "memcg":
+                state.variant, state.why = variant, why
+                if variant == "sampling":
+                    self.states[name] = state
+                    continue
+                atts = capabilities.memcg_attachments(variant)[1]
+            required = [a for a in atts if not a.optional]
+            missing = [w for a in required if (w := capabilities.attachment_missing(a))]
+            if missing:
+                state.why = "; ".join(missing)
+                self.states[name] = state
+                continue
+            self.states[name] = state
+            plan[name] = atts
+        return plan
+
+    def _sources(self, names) -> list[str]:
+        files = []
+        for name in names:
+            if name == "proc":
+                continue
+            src = capabilities.PROBES[name][0]
+            if name == "memcg":
+                src = capabilities.memcg_attachments(self.memcg_variant)[0]
+            files.append(src)
+        return files
+
+    def _compile(self, bcc, plan: dict):
+        def build(names):
+            text = bpfsource.bpf_text(
+                self._sources(names),
+                raw=self.raw,
+                ringbuf_pages=self.ringbuf_pages,
+                bucket_ns=self.bucket_ns,
+                small_pages=bpfsource.SMALL_RING_PAGES,
+            )
+            return bcc.BPF(text=text, cflags=bpfsource.cflags())
+
+        try:
+            return build(plan)
+        except Exception:
+            pass
+        # Find the concern that does not compile here (rare: a tracepoint format BCC cannot
+        # turn into a struct); the others still run.
+        good = []
+        for name in list(plan):
+            try:
+                build([*good, name]).cleanup()
+                good.append(name)
+            except Exception as exc:
+                self.states[name].why = f"BPF compile failed: {str(exc).splitlines()[0]}"
+                del plan[name]
+        try:
+            return build(good)
+        except Exception as exc:
+            raise UserError(
+                f"BPF programs do not compile ({exc}); are kernel headers installed? "
+                "apt-get install linux-headers-$(uname -r)"
+            ) from None
+
+    def _attach(self, name: str, atts: tuple[Attachment, ...]) -> None:
+        state = self.states[name]
+        skipped = []
+        for att in atts:
+            try:
+                if att.kind == "kprobe":
+                    self._bpf.attach_kprobe(event=att.target, fn_name=att.fn)
+                else:
+                    self._bpf.attach_tracepoint(tp=att.target, fn_name=att.fn)
+                state.links.append(att)
+            except Exception as exc:
+                why = f"{att.target}: {str(exc).splitlines()[0] if str(exc) else 'failed'}"
+                if not att.optional:
+                    self._detach(state)
+                    state.why = why
+                    return
+                skipped.append(why)
+        state.attached = True
+        if skipped:
+            state.why = "; ".join(["without " + s for s in skipped])
+
+    def _detach(self, state: ProbeState) -> None:
+        for att in state.links:
+            try:
+                if att.kind == "kprobe":
+                    self._bpf.detach_kprobe(event=att.target)
+                else:
+                    self._bpf.detach_tracepoint(tp=att.target)
+            except Exception:
+                pass  # already gone: nothing left to stop
+        state.links.clear()
+
+    def _open_readers(self) -> None:
+        from bcc import libbcc
+
+        attached = {n for n, s in self.states.items() if s.attached}
+        for ring, (probe, dtype) in RINGS.items():
+            if probe not in attached:
+                continue
+            try:
+                table = self._bpf.get_table(ring)
+            except KeyError:
+                continue  # aggregated mode: no ring for this probe
+            pages = (
+                bpfsource.SMALL_RING_PAGES
+                if ring in ("proc_rb", "query_rb")
+                else (self.ringbuf_pages)
+            )
+            reader = RingReader(table.map_fd, pages * self.page_size, dtype)
+            self._rings[ring] = reader
+            self._poller.register(table.map_fd, select.POLLIN)
+        for agg, (probe, dtype) in AGGS.items():
+            if probe in attached and not (self.raw and probe in ("memcg", "page_fault")):
+                table = self._bpf.get_table(agg)
+                self._aggs[agg] = AggDrainer(libbcc.lib, table.map_fd, dtype, bpfsource.MAX_AGG)
+
+    def _set_config(self, slot: int, value: int) -> None:
+        if self._bpf is not None:
+            cfg = self._bpf.get_table("config")
+            cfg[ct.c_int(slot)] = ct.c_uint64(value)
+
+    # -- scope -----------------------------------------------------------------------------
+    def add_pid(self, pid: int) -> None:
+        """Trace `pid` and its descendants (existing ones now, new ones as they fork)."""
+        if self._bpf is None:
+            self._pending_pids.append(pid)
+            return
+        pids = self._bpf.get_table("pids")
+        for p in [pid, *descendants(pid)]:
+            pids[ct.c_uint32(p)] = ct.c_uint32(pid)
+
+    def add_cgroup(self, cgroup_id: int) -> None:
+        """Keep every memcg event of this memory cgroup (id = its directory's inode)."""
+        if self._bpf is None:
+            self._pending_cgroups.append(cgroup_id)
+            return
+        self._bpf.get_table("cg_targets")[ct.c_uint64(cgroup_id)] = ct.c_uint8(1)
+        found = cgroups.find_cgroup(cgroup_id)
+        if found:
+            rel, hierarchy = found
+            self._cgroups[cgroup_id] = {"path": rel, "hierarchy": hierarchy, "target": True}
+            mount, _ = cgroups.memory_mount()
+            for anc in cgroups.ancestors(rel):
+                try:
+                    aid = cgroups.cgroup_id(mount + anc if anc != "/" else mount)
+                except OSError:
+                    continue
+                self._cgroups.setdefault(aid, {"path": anc, "hierarchy": hierarchy})
+
+    def watch_new_cgroups(self, on: bool = True) -> None:
+        """Make memory cgroups created from now on targets (a container's cgroup)."""
+        self._watch = on
+        self._set_config(0, int(on))
+
+    # -- draining --------------------------------------------------------------------------
+    def poll(self, timeout_ms: int = 100) -> list[pa.RecordBatch]:
+        if self._bpf is None:
+            return []
+        if timeout_ms > 0 and not any(r.available() for r in self._rings.values()):
+            self._poller.poll(timeout_ms)
+        return self._drain(final=False)
+
+    def stop(self) -> list[pa.RecordBatch]:
+        if self._bpf is None:
+            return []
+        for state in self.states.values():
+            self._detach(state)
+        batches = self._drain(final=True)
+        self._lost_final = self._read_lost()
+        for reader in self._rings.values():
+            reader.close()
+        self._rings.clear()
+        self._aggs.clear()
+        self._bpf.cleanup()
+        self._bpf = None
+        return batches
+
+    def _drain(self, *, final: bool) -> list[pa.RecordBatch]:
+        names = self._names
+        assert names is not None
+        out: list[pa.RecordBatch] = []
+        now = monotonic_ns()
+        for ring, reader in self._rings.items():
+            rec = reader.drain()
+            if rec.size:
+                out.extend(self._ring_rows(ring, rec))
+        for agg, drainer in self._aggs.items():
+            keys, vals = drainer.drain(now, self.bucket_ns, final=final)
+            if not keys.size:
+                continue
+            if agg == "memcg_agg":
+                out.extend(
+                    decode.memcg_rows(
+                        names,
+                        ts=keys["bucket"],
+                        cgroup_id=keys["cgroup_id"],
+                        pid=keys["pid"],
+                        tid=None,
+                        item=keys["item"],
+                        kind=keys["kind"],
+                        val=vals["sum"],
+                        updates=vals["count"],
+                        comm=vals["comm"],
+                    )
+                )
+            elif agg == "fault_agg":
+                out.append(decode.fault_rows_agg(keys, vals))
+            else:
+                dev = decode.kernel_dev_to_user(keys["dev"].astype(np.uint64))
+                paths = self._paths.files(keys["pid"], dev, keys["ino"])
+                out.append(decode.filemap_rows(keys, vals, self.page_size, paths))
+        self._paths.forget_maps()
+        return out
+
+    def _ring_rows(self, ring: str, rec: np.ndarray) -> list[pa.RecordBatch]:
+        names = self._names
+        assert names is not None
+        if ring == "proc_rb":
+            for r in rec[rec["kind"] == layouts.PROC_MKDIR]:
+                self._cgroups[int(r["cgroup_id"])] = {
+                    "path": r["text"].decode("utf-8", "replace"),
+                    "hierarchy": self._hierarchies.get(int(r["root"]), str(int(r["root"]))),
+                    "created": True,
+                }
+            return decode.proc_rows(rec, self._hierarchies)
+        if ring == "memcg_rb":
+            return decode.memcg_rows(
+                names,
+                ts=rec["ts"],
+                cgroup_id=rec["cgroup_id"],
+                pid=rec["pid"],
+                tid=rec["tid"],
+                item=rec["item"],
+                kind=rec["kind"],
+                val=rec["val"],
+                updates=np.ones(rec.size, np.int64),
+                comm=rec["comm"],
+            )
+        if ring == "fault_rb":
+            return [decode.fault_rows_raw(rec)]
+        if ring == "mapping_rb":
+            return [decode.mapping_rows(rec, self._paths.mappings(rec))]
+        return decode.query_rows(rec)
+
+    def _read_lost(self) -> dict[str, int]:
+        table = self._bpf.get_table("lost")
+        return {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(layouts.LOST_SLOTS)}
+
+    def metadata(self) -> dict:
+        lost = self._lost_final if self._bpf is None else self._read_lost()
+        return {
+            "probes": {
+                n: {"attached": s.attached, "variant": s.variant, "why": s.why}
+                for n, s in self.states.items()
+            },
+            "memcg_variant": self.memcg_variant,
+            "lost": lost or {},
+            "cgroups": {str(k): v for k, v in self._cgroups.items()},
+            "page_size": self.page_size,
+            "raw": self.raw,
+            "bucket_ns": self.bucket_ns,
+        }
+
+
+def descendants(pid: int) -> list[int]:
+    """Living descendants of `pid`, from /proc (ppid links)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
