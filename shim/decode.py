@@ -1,0 +1,332 @@
+"""Shim files -> Arrow batches of the recording's `cuda` stream, incrementally.
+
+The recorder calls `poll()` while the command runs and `close()` after it ended. Each call reads
+only what was appended since the last one: records are fixed-size, so new slots are one pread and
+one numpy view. A record counts once its commit word is set; a slot claimed but not committed
+yet is re-checked on the next poll, and one still open at `close()` is counted as torn (its
+thread was killed mid-write).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from uvmtrace.recording.schema import make_batch
+from uvmtrace.shim import layout
+from uvmtrace.shim.names import cuda_result_name, nvml_result_name, sysinfo_result_name
+from uvmtrace.shim.pids import HostPid, proc_host_pid
+
+# Most slots read per pread: bounds memory while catching up on a large file.
+READ_SLOTS = 1 << 20
+
+F = {name: fid for fid, name in layout.FUNCTIONS.items()}
+QUERIES = np.array([F["cuMemGetInfo"], F["nvmlDeviceGetMemoryInfo"], F["sysinfo"]])
+WITH_BYTES = np.array(
+    [
+        F[n]
+        for n in (
+            "cuMemAlloc",
+            "cuMemAllocPitch",
+            "cuMemAllocManaged",
+            "cuMemAllocHost",
+            "cuMemHostAlloc",
+            "cuMemHostRegister",
+            "cuMemAllocAsync",
+            "cuMemAllocFromPoolAsync",
+            "cuMemCreate",
+            "cuMemMap",
+            "cuMemUnmap",
+        )
+    ]
+)
+WITH_FLAGS = np.array(
+    [
+        F[n]
+        for n in (
+            "cuMemAllocManaged",
+            "cuMemHostAlloc",
+            "cuMemHostRegister",
+            "cuMemCreate",
+            "cuMemMap",
+            "cuCtxCreate",
+        )
+    ]
+)
+# What the record's `aux` word means, written into `item` (empty: not shown).
+AUX_ITEM = {
+    F["cuMemAllocAsync"]: "stream 0x{:x}",
+    F["cuMemFreeAsync"]: "stream 0x{:x}",
+    F["cuMemAllocFromPoolAsync"]: "pool 0x{:x}",
+    F["cuMemMap"]: "handle 0x{:x}",
+    F["cuCtxCreate"]: "device {}",
+    F["cuDevicePrimaryCtxRetain"]: "device {}",
+    F["nvmlDeviceGetMemoryInfo"]: "device 0x{:x}",
+}
+
+
+@dataclass
+class _ShimFile:
+    path: Path
+    fd: int
+    header: np.void
+    cursor: int = 0
+    pending: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    syms: dict[int, str] = field(default_factory=dict)
+    syms_offset: int = 0
+    records: int = 0
+    last_header: np.void | None = None
+
+
+class ShimDecoder:
+    def __init__(
+        self, run_dir: Path, host_pid: Callable[[int, int], int | None] | None = None
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self._host_pid = HostPid(host_pid or proc_host_pid)
+        self._files: dict[str, _ShimFile] = {}
+        self._skipped: dict[str, str] = {}
+        self._torn = 0
+        self._closed = False
+
+    # ------------------------------------------------------------ public
+    def poll(self) -> list[pa.RecordBatch]:
+        """New complete records from every per-process file, one batch per file with any."""
+        self._discover()
+        out = []
+        for f in self._files.values():
+            batch = self._read_new(f, final=False)
+            if batch is not None:
+                out.append(batch)
+        return out
+
+    def close(self) -> list[pa.RecordBatch]:
+        """Everything not returned yet; slots still uncommitted now are counted as torn."""
+        if self._closed:
+            return []
+        self._discover(final=True)
+        out = []
+        for f in self._files.values():
+            batch = self._read_new(f, final=True)
+            if batch is not None:
+                out.append(batch)
+            os.close(f.fd)
+        self._closed = True
+        return out
+
+    def stats(self) -> dict:
+        headers = [f.last_header for f in self._files.values() if f.last_header is not None]
+        return {
+            "files": len(self._files),
+            "records": sum(f.records for f in self._files.values()),
+            "torn": self._torn + sum(len(f.pending) for f in self._files.values()),
+            "dropped": int(sum(int(h["dropped"]) for h in headers)),
+            "passthrough": int(sum(int(h["passthrough"]) for h in headers)),
+            "lookups": int(sum(int(h["lookups"]) for h in headers)),
+            "skipped_files": dict(self._skipped),
+        }
+
+    # ----------------------------------------------------------- files
+    def _discover(self, final: bool = False) -> None:
+        try:
+            entries = list(os.scandir(self.run_dir))
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            if not name.endswith(".uvm") or name in self._files:
+                continue
+            f = self._open(self.run_dir / name, final)
+            if f is not None:
+                self._files[name] = f
+                self._skipped.pop(name, None)
+
+    def _open(self, path: Path, final: bool) -> _ShimFile | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self._skipped[path.name] = exc.strerror or "cannot open"
+            return None
+        why = None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            why = "not a regular file"
+        else:
+            raw = os.pread(fd, layout.HEADER_DTYPE.itemsize, 0)
+            if len(raw) < layout.HEADER_DTYPE.itemsize:
+                why = "header not written yet"
+            else:
+                h = np.frombuffer(raw, dtype=layout.HEADER_DTYPE)[0]
+                if int(h["magic"]) != layout.MAGIC:
+                    why = "header not written yet" if int(h["magic"]) == 0 else "not a shim file"
+                elif (int(h["version"]), int(h["record_size"]), int(h["header_size"])) != (
+                    layout.VERSION,
+                    layout.RECORD_SIZE,
+                    layout.HEADER_SIZE,
+                ):
+                    why = f"shim file version {int(h['version'])} not understood"
+                else:
+                    return _ShimFile(path=path, fd=fd, header=h)
+        os.close(fd)
+        if final or why != "header not written yet":
+            self._skipped[path.name] = why
+        return None
+
+    def _header(self, f: _ShimFile) -> np.void:
+        raw = os.pread(f.fd, layout.HEADER_DTYPE.itemsize, 0)
+        return np.frombuffer(raw, dtype=layout.HEADER_DTYPE)[0]
+
+    def _read_new(self, f: _ShimFile, final: bool) -> pa.RecordBatch | None:
+        header = f.last_header = self._header(f)
+        size = os.fstat(f.fd).st_size
+        in_file = max(0, (size - layout.HEADER_SIZE) // layout.RECORD_SIZE)
+        claimed = min(int(header["next_slot"]), in_file)
+        parts = []
+        if len(f.pending):
+            again = self._read_slots(f, f.pending)
+            done = again["commit"] == layout.COMMITTED
+            parts.append(again[done])
+            f.pending = f.pending[~done]
+        while f.cursor < claimed:
+            count = min(claimed - f.cursor, READ_SLOTS)
+            raw = os.pread(f.fd, count * layout.RECORD_SIZE, self._offset(f.cursor))
+            recs = np.frombuffer(raw, dtype=layout.RECORD_DTYPE)
+            done = recs["commit"] == layout.COMMITTED
+            parts.append(recs[done])
+            f.pending = np.concatenate([f.pending, f.cursor + np.flatnonzero(~done)])
+            f.cursor += len(recs)
+            if len(recs) < count:
+                break
+        if final:
+            self._torn += len(f.pending)
+            f.pending = f.pending[:0]
+        recs = np.concatenate(parts) if parts else np.empty(0, dtype=layout.RECORD_DTYPE)
+        if not len(recs):
+            return None
+        f.records += len(recs)
+        return self._batch(f, header, recs)
+
+    def _read_slots(self, f: _ShimFile, slots: np.ndarray) -> np.ndarray:
+        raws = [os.pread(f.fd, layout.RECORD_SIZE, self._offset(int(s))) for s in slots]
+        return np.frombuffer(b"".join(raws), dtype=layout.RECORD_DTYPE)
+
+    @staticmethod
+    def _offset(slot: int) -> int:
+        return layout.HEADER_SIZE + slot * layout.RECORD_SIZE
+
+    # ---------------------------------------------------------- columns
+    def _batch(self, f: _ShimFile, header: np.void, recs: np.ndarray) -> pa.RecordBatch:
+        n = len(recs)
+        func = recs["func"]
+        result = recs["result"].astype(np.int64)
+        ok = result == 0
+        is_query = np.isin(func, QUERIES)
+        pid_ns = int(header["pid_ns"])
+        ns_pid = int(header["pid"])
+        host = self._host_pid(pid_ns, ns_pid)
+        uniq_tid, tid_index = np.unique(recs["tid"], return_inverse=True)
+        host_tids = pa.array([self._host_pid(pid_ns, int(t)) for t in uniq_tid], type=pa.int32())
+        tid_col = host_tids.take(pa.array(tid_index.reshape(-1).astype(np.int32)))
+        comm = header["comm"].split(b"\0", 1)[0].decode(errors="replace")
+        return make_batch(
+            {
+                "ts_ns": recs["ts_ns"].astype(np.int64),
+                "stream": pa.array(["cuda"] * n),
+                "event": _lookup(func, layout.FUNCTIONS),
+                "pid": pa.array([host] * n, type=pa.int32()),
+                "tid": tid_col,
+                "comm": pa.array([comm] * n),
+                "item": self._items(recs),
+                "bytes": pa.array(recs["bytes"].astype(np.int64), mask=~np.isin(func, WITH_BYTES)),
+                "addr": pa.array(recs["addr"], mask=is_query),
+                "free_bytes": pa.array(recs["free"].astype(np.int64), mask=~(is_query & ok)),
+                "total_bytes": pa.array(recs["total"].astype(np.int64), mask=~(is_query & ok)),
+                "result": result,
+                "result_name": self._result_names(func, result, recs["err"]),
+                "flags": pa.array(recs["flags"].astype(np.int64), mask=~np.isin(func, WITH_FLAGS)),
+                "caller": self._callers(f, recs["caller"]),
+                "dur_ns": recs["dur_ns"].astype(np.int64),
+                "ns_pid": pa.array(np.full(n, ns_pid, dtype=np.int32)),
+                "pid_ns": pa.array(np.full(n, pid_ns, dtype=np.uint64)),
+            },
+            num_rows=n,
+        )
+
+    def _items(self, recs: np.ndarray) -> pa.Array:
+        keys = np.stack([recs["func"].astype(np.uint64), recs["aux"]], axis=1)
+        uniq, index = np.unique(keys, axis=0, return_inverse=True)
+        words = [_aux_word(int(fid), int(aux)) for fid, aux in uniq]
+        return _dictionary(index.reshape(-1), words)
+
+    def _result_names(self, func: np.ndarray, result: np.ndarray, err: np.ndarray) -> pa.Array:
+        keys = np.stack([func.astype(np.int64), result, err.astype(np.int64)], axis=1)
+        uniq, index = np.unique(keys, axis=0, return_inverse=True)
+        names = []
+        for fid, res, e in uniq.tolist():
+            if fid == F["sysinfo"]:
+                names.append(sysinfo_result_name(res, e))
+            elif fid == F["nvmlDeviceGetMemoryInfo"]:
+                names.append(nvml_result_name(res))
+            else:
+                names.append(cuda_result_name(res))
+        return _dictionary(index.reshape(-1), names)
+
+    def _callers(self, f: _ShimFile, addrs: np.ndarray) -> pa.Array:
+        uniq, index = np.unique(addrs, return_inverse=True)
+        if any(int(a) not in f.syms for a in uniq):
+            self._read_syms(f)
+        names = [f.syms.get(int(a), f"0x{int(a):x}") for a in uniq]
+        return _dictionary(index.reshape(-1), names)
+
+    def _read_syms(self, f: _ShimFile) -> None:
+        path = f.path.with_name(f.path.name + ".syms")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return
+            data = b""
+            while chunk := os.pread(fd, 1 << 20, f.syms_offset + len(data)):
+                data += chunk
+        finally:
+            os.close(fd)
+        whole = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+        f.syms_offset += len(whole)
+        for line in whole.decode(errors="replace").splitlines():
+            parts = line.split("\t")
+            if len(parts) == 5:
+                f.syms[int(parts[0], 16)] = caller_name(int(parts[0], 16), *parts[1:])
+
+
+def _aux_word(fid: int, aux: int) -> str | None:
+    if fid == F["cuMemCreate"]:
+        # CUmemLocation of the allocation: type (1 device, 2 host, 3 host NUMA node) and id.
+        return f"location {aux >> 32}:{aux & 0xFFFFFFFF}"
+    word = AUX_ITEM.get(fid)
+    return word.format(aux) if word else None
+
+
+def caller_name(addr: int, module: str, base: str, symbol: str, symbol_addr: str) -> str:
+    """`module!symbol` (module basename; a module-relative offset where no symbol is known)."""
+    mod = os.path.basename(module) or "?"
+    if symbol:
+        return f"{mod}!{symbol}"
+    return f"{mod}!+0x{addr - int(base or '0', 16):x}"
+
+
+def _lookup(codes: np.ndarray, names: dict[int, str]) -> pa.Array:
+    uniq, index = np.unique(codes, return_inverse=True)
+    return _dictionary(index.reshape(-1), [names.get(int(c), f"func{int(c)}") for c in uniq])
+
+
+def _dictionary(index: np.ndarray, words: list[str | None]) -> pa.Array:
+    """Row -> word, built from the unique words only (no Python loop over rows)."""
+    return pa.array(words, type=pa.string()).take(pa.array(index.astype(np.int32)))

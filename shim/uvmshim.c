@@ -1,0 +1,1126 @@
+/* uvmshim: LD_PRELOAD library that records CUDA driver, NVML and libc memory calls.
+ *
+ * Every hook calls the real function, returns its result unchanged (errno too), and appends one
+ * fixed-size record (uvmshim.h) to a per-process file mapped MAP_SHARED: no system call per
+ * record, and what was written survives a crash of the host process. Any internal failure turns
+ * the library into a pass-through and says so once on stderr.
+ *
+ * Three ways a hooked function is reached, all covered:
+ *   1. direct calls to the exported symbol (a program linked against libcuda / libnvidia-ml);
+ *   2. dlsym(handle, name) - ctypes, and cudart's own look-up of cuGetProcAddress_v2 on its
+ *      private handle to libcuda (an interposed dlsym is the only way to see that one);
+ *   3. cuGetProcAddress(_v2), which cudart >= 11.3 uses for every driver function: the pointers
+ *      it returns are replaced by trampolines that remember the real pointer per slot.
+ * No CUDA headers: the few prototypes are declared here, CUresult is int.
+ */
+#define _GNU_SOURCE
+#include "uvmshim.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Bind the dl* functions to their oldest symbol versions so the library still loads under a
+ * glibc older than 2.34 (where they lived in libdl) - containers often ship one. */
+#if defined(__x86_64__)
+#define UVMSHIM_OLD_GLIBC "GLIBC_2.2.5"
+#elif defined(__aarch64__)
+#define UVMSHIM_OLD_GLIBC "GLIBC_2.17"
+#endif
+#ifdef UVMSHIM_OLD_GLIBC
+__asm__(".symver dlvsym, dlvsym@" UVMSHIM_OLD_GLIBC);
+__asm__(".symver dladdr, dladdr@" UVMSHIM_OLD_GLIBC);
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+#define CALLER() ((uint64_t)(uintptr_t)__builtin_return_address(0))
+#define UNPAREN(...) __VA_ARGS__
+
+typedef int CUresult;
+typedef unsigned long long CUdeviceptr;
+typedef unsigned int CUdeviceptr_v1;
+typedef unsigned long long cuuint64_t;
+typedef unsigned long long CUmemGenericAllocationHandle;
+typedef void *CUstream;
+typedef void *CUmemoryPool;
+typedef void *CUcontext;
+typedef int CUdevice;
+typedef int nvmlReturn_t;
+typedef void *nvmlDevice_t;
+typedef struct {
+    unsigned long long total, free, used;
+} nvmlMemory_t;
+typedef struct {
+    unsigned int version;
+    unsigned long long total, reserved, free, used;
+} nvmlMemory_v2_t;
+
+enum { CUDA_ERROR_NOT_INITIALIZED = 3, NVML_ERROR_UNINITIALIZED = 1 };
+/* cuGetProcAddress requests at or above this CUDA version may name ABI variants this file does
+ * not know yet; those pointers are handed out unwrapped (and reported) rather than guessed. */
+#define UVMSHIM_NEWEST_KNOWN_CUDA 14000
+
+enum {
+#define UVMSHIM_ID(id, name) F_##name = id,
+    UVMSHIM_FUNCTIONS(UVMSHIM_ID)
+#undef UVMSHIM_ID
+};
+
+/* ------------------------------------------------------------------ state */
+
+enum { ST_CLOSED, ST_OPEN, ST_OFF };
+
+static int g_state = ST_CLOSED;
+static pthread_mutex_t g_open_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_grow_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_fd = -1;
+static int g_syms_fd = -1;
+static struct uvmshim_header *g_hdr;
+static char *g_chunks[UVMSHIM_MAX_CHUNKS];
+#define CHUNK_FAILED ((char *)1)
+#define CHUNK_BYTES ((size_t)UVMSHIM_CHUNK_RECORDS * UVMSHIM_RECORD_SIZE)
+
+/* Return addresses already described in the .syms sidecar (open addressing, lock-free). */
+#define SEEN_SLOTS 4096
+static uint64_t g_seen[SEEN_SLOTS];
+
+static __thread int t_tid __attribute__((tls_model("initial-exec")));
+static __thread int t_busy __attribute__((tls_model("initial-exec")));
+
+static void *(*g_real_dlsym)(void *, const char *);
+static uintptr_t g_self_base;
+static int g_reported;
+
+static void say_once(int bit, const char *msg)
+{
+    /* One line per kind of failure per process, straight to fd 2 (no stdio locks). */
+    int old = __atomic_fetch_or(&g_reported, bit, __ATOMIC_RELAXED);
+    if (old & bit)
+        return;
+    char line[512];
+    int n = snprintf(line, sizeof line, "uvmshim[%d]: %s; not recording\n", (int)getpid(), msg);
+    if (n > 0) {
+        ssize_t w = write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        (void)w;
+    }
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int my_tid(void)
+{
+    if (!t_tid)
+        t_tid = (int)syscall(SYS_gettid);
+    return t_tid;
+}
+
+static void resolve_real_dlsym(void)
+{
+    if (__atomic_load_n(&g_real_dlsym, __ATOMIC_ACQUIRE))
+        return;
+    static const char *const versions[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17"};
+    void *p = NULL;
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0] && !p; i++)
+        p = dlvsym(RTLD_NEXT, "dlsym", versions[i]);
+    __atomic_store_n(&g_real_dlsym, (void *(*)(void *, const char *))p, __ATOMIC_RELEASE);
+}
+
+static void *real_dlsym(void *handle, const char *name)
+{
+    resolve_real_dlsym();
+    return g_real_dlsym ? g_real_dlsym(handle, name) : NULL;
+}
+
+/* ------------------------------------------------------------ the file */
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        buf += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static void read_small(const char *path, char *out, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    out[0] = 0;
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, out, size - 1);
+    close(fd);
+    if (n < 0)
+        n = 0;
+    out[n] = 0;
+    char *nl = strchr(out, '\n');
+    if (nl)
+        *nl = 0;
+}
+
+/* "pid:[4026531836]" -> 4026531836 (readlink, not stat: stat is a GLIBC_2.33 symbol). */
+static uint64_t pid_ns_inode(void)
+{
+    char link[64];
+    ssize_t n = readlink("/proc/self/ns/pid", link, sizeof link - 1);
+    if (n <= 0)
+        return 0;
+    link[n] = 0;
+    const char *open = strchr(link, '[');
+    return open ? strtoull(open + 1, NULL, 10) : 0;
+}
+
+static int open_file(void)
+{
+    const char *dir = getenv("UVMTRACE_SHIM_DIR");
+    if (!dir || !*dir) {
+        say_once(1, "UVMTRACE_SHIM_DIR is not set");
+        return -1;
+    }
+    char path[PATH_MAX];
+    uint64_t start = now_ns();
+    int fd = -1;
+    for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
+        int n = snprintf(path, sizeof path, "%s/%d-%llu.uvm", dir, (int)getpid(),
+                         (unsigned long long)start + (unsigned)attempt);
+        if (n <= 0 || (size_t)n >= sizeof path - 8)
+            break;
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        char msg[PATH_MAX + 64];
+        snprintf(msg, sizeof msg, "cannot create a file in %s: %s", dir, strerror(errno));
+        say_once(2, msg);
+        return -1;
+    }
+    /* Reserve blocks now: a sparse file on a full disk would SIGBUS the host program. */
+    int rc = posix_fallocate(fd, 0, UVMSHIM_HEADER_SIZE);
+    void *hdr = rc ? MAP_FAILED
+                   : mmap(NULL, UVMSHIM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (hdr == MAP_FAILED) {
+        char msg[PATH_MAX + 64];
+        snprintf(msg, sizeof msg, "cannot map %s: %s", path, strerror(rc ? rc : errno));
+        say_once(2, msg);
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    struct uvmshim_header *h = hdr;
+    h->version = UVMSHIM_VERSION;
+    h->header_size = UVMSHIM_HEADER_SIZE;
+    h->record_size = UVMSHIM_RECORD_SIZE;
+    h->chunk_records = UVMSHIM_CHUNK_RECORDS;
+    h->pid = (int)getpid();
+    h->ppid = (int)getppid();
+    h->pid_ns = pid_ns_inode();
+    h->start_ns = start;
+    read_small("/proc/self/comm", h->comm, sizeof h->comm);
+    ssize_t n = readlink("/proc/self/exe", h->exe, sizeof h->exe - 1);
+    h->exe[n > 0 ? n : 0] = 0;
+
+    char syms[PATH_MAX + 8];
+    snprintf(syms, sizeof syms, "%s.syms", path);
+    g_syms_fd = open(syms, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_APPEND, 0600);
+
+    g_fd = fd;
+    g_hdr = h;
+    /* Magic last: the decoder skips a file whose header is not complete. */
+    __atomic_store_n(&h->magic, UVMSHIM_MAGIC, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Returns 1 when records can be written. */
+static int ensure_open(void)
+{
+    int st = __atomic_load_n(&g_state, __ATOMIC_ACQUIRE);
+    if (st != ST_CLOSED)
+        return st == ST_OPEN;
+    pthread_mutex_lock(&g_open_lock);
+    st = __atomic_load_n(&g_state, __ATOMIC_ACQUIRE);
+    if (st == ST_CLOSED) {
+        st = open_file() == 0 ? ST_OPEN : ST_OFF;
+        __atomic_store_n(&g_state, st, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&g_open_lock);
+    return st == ST_OPEN;
+}
+
+static char *chunk(uint64_t index)
+{
+    if (index >= UVMSHIM_MAX_CHUNKS)
+        return NULL;
+    char *c = __atomic_load_n(&g_chunks[index], __ATOMIC_ACQUIRE);
+    if (c)
+        return c == CHUNK_FAILED ? NULL : c;
+    pthread_mutex_lock(&g_grow_lock);
+    c = g_chunks[index];
+    if (!c) {
+        off_t off = (off_t)UVMSHIM_HEADER_SIZE + (off_t)(index * CHUNK_BYTES);
+        int rc = posix_fallocate(g_fd, off, (off_t)CHUNK_BYTES);
+        void *m = rc ? MAP_FAILED
+                     : mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, g_fd, off);
+        if (m == MAP_FAILED) {
+            say_once(4, rc ? "the shim file cannot grow (disk full?)" : "cannot map the shim file");
+            c = CHUNK_FAILED;
+        } else {
+            c = m;
+        }
+        __atomic_store_n(&g_chunks[index], c, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&g_grow_lock);
+    return c == CHUNK_FAILED ? NULL : c;
+}
+
+static void describe_caller(uint64_t ra)
+{
+    /* First sight of a call site: one dladdr and one write, never again for this address. */
+    uint64_t i = (ra >> 2) * 0x9E3779B97F4A7C15ull >> 52;
+    for (int probe = 0; probe < 16; probe++, i = (i + 1) & (SEEN_SLOTS - 1)) {
+        uint64_t cur = __atomic_load_n(&g_seen[i], __ATOMIC_RELAXED);
+        if (cur == ra)
+            return;
+        if (cur == 0) {
+            uint64_t expected = 0;
+            if (__atomic_compare_exchange_n(&g_seen[i], &expected, ra, 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+                break;
+            if (expected == ra)
+                return;
+        }
+    }
+    if (g_syms_fd < 0)
+        return;
+    Dl_info info;
+    memset(&info, 0, sizeof info);
+    if (!dladdr((void *)(uintptr_t)ra, &info))
+        memset(&info, 0, sizeof info);
+    char line[PATH_MAX + 512];
+    int n = snprintf(line, sizeof line, "%llx\t%s\t%llx\t%s\t%llx\n", (unsigned long long)ra,
+                     info.dli_fname ? info.dli_fname : "",
+                     (unsigned long long)(uintptr_t)info.dli_fbase,
+                     info.dli_sname ? info.dli_sname : "",
+                     (unsigned long long)(uintptr_t)info.dli_saddr);
+    /* O_APPEND + one write per line keeps lines whole across threads. */
+    if (n > 0 && (size_t)n < sizeof line)
+        (void)write_all(g_syms_fd, line, (size_t)n);
+}
+
+struct rec {
+    uint64_t t0, bytes, addr, aux, free, total, flags, caller;
+    int32_t result;
+    uint32_t err;
+    uint16_t func, variant;
+};
+
+static void emit(const struct rec *r)
+{
+    uint64_t t1 = now_ns();
+    if (t_busy || !ensure_open())
+        return;
+    t_busy = 1;
+    uint64_t slot = __atomic_fetch_add(&g_hdr->next_slot, 1, __ATOMIC_RELAXED);
+    char *base = chunk(slot / UVMSHIM_CHUNK_RECORDS);
+    if (!base) {
+        __atomic_fetch_add(&g_hdr->dropped, 1, __ATOMIC_RELAXED);
+        t_busy = 0;
+        return;
+    }
+    struct uvmshim_record *out =
+        (struct uvmshim_record *)(base + (slot % UVMSHIM_CHUNK_RECORDS) * UVMSHIM_RECORD_SIZE);
+    out->ts_ns = r->t0;
+    out->dur_ns = t1 - r->t0;
+    out->bytes = r->bytes;
+    out->addr = r->addr;
+    out->aux = r->aux;
+    out->free = r->free;
+    out->total = r->total;
+    out->flags = r->flags;
+    out->caller = r->caller;
+    out->tid = my_tid();
+    out->result = r->result;
+    out->func = r->func;
+    out->variant = r->variant;
+    out->err = r->err;
+    __atomic_store_n(&out->commit, UVMSHIM_COMMITTED, __ATOMIC_RELEASE);
+    describe_caller(r->caller);
+    t_busy = 0;
+}
+
+/* ------------------------------------------------------------- hook bodies */
+/* impl_X(real, caller, args...): call the real function, record, return its result. */
+
+#define BEGIN(fn, var)                                                     \
+    int saved_errno;                                                       \
+    struct rec r = {.t0 = now_ns(), .caller = caller, .func = F_##fn, .variant = var}
+
+#define END()                    \
+    saved_errno = errno;         \
+    emit(&r);                    \
+    errno = saved_errno;         \
+    return res
+
+typedef CUresult (*cuMemGetInfo_v1_t)(unsigned int *, unsigned int *);
+static CUresult impl_cuMemGetInfo_v1(void *real, uint64_t caller, unsigned int *f, unsigned int *t)
+{
+    BEGIN(cuMemGetInfo, 1);
+    CUresult res = ((cuMemGetInfo_v1_t)real)(f, t);
+    r.result = res;
+    if (res == 0) {
+        r.free = f ? *f : 0;
+        r.total = t ? *t : 0;
+    }
+    END();
+}
+
+typedef CUresult (*cuMemGetInfo_v2_t)(size_t *, size_t *);
+static CUresult impl_cuMemGetInfo_v2(void *real, uint64_t caller, size_t *f, size_t *t)
+{
+    BEGIN(cuMemGetInfo, 2);
+    CUresult res = ((cuMemGetInfo_v2_t)real)(f, t);
+    r.result = res;
+    if (res == 0) {
+        r.free = f ? *f : 0;
+        r.total = t ? *t : 0;
+    }
+    END();
+}
+
+typedef CUresult (*cuMemAlloc_v1_t)(CUdeviceptr_v1 *, unsigned int);
+static CUresult impl_cuMemAlloc_v1(void *real, uint64_t caller, CUdeviceptr_v1 *p, unsigned int n)
+{
+    BEGIN(cuMemAlloc, 1);
+    CUresult res = ((cuMemAlloc_v1_t)real)(p, n);
+    r.result = res;
+    r.bytes = n;
+    r.addr = res == 0 && p ? *p : 0;
+    END();
+}
+
+typedef CUresult (*cuMemAlloc_v2_t)(CUdeviceptr *, size_t);
+static CUresult impl_cuMemAlloc_v2(void *real, uint64_t caller, CUdeviceptr *p, size_t n)
+{
+    BEGIN(cuMemAlloc, 2);
+    CUresult res = ((cuMemAlloc_v2_t)real)(p, n);
+    r.result = res;
+    r.bytes = n;
+    r.addr = res == 0 && p ? *p : 0;
+    END();
+}
+
+typedef CUresult (*cuMemAllocPitch_v1_t)(CUdeviceptr_v1 *, unsigned int *, unsigned int,
+                                         unsigned int, unsigned int);
+static CUresult impl_cuMemAllocPitch_v1(void *real, uint64_t caller, CUdeviceptr_v1 *p,
+                                        unsigned int *pitch, unsigned int w, unsigned int h,
+                                        unsigned int elem)
+{
+    BEGIN(cuMemAllocPitch, 1);
+    CUresult res = ((cuMemAllocPitch_v1_t)real)(p, pitch, w, h, elem);
+    r.result = res;
+    r.bytes = res == 0 && pitch ? (uint64_t)*pitch * h : (uint64_t)w * h;
+    r.addr = res == 0 && p ? *p : 0;
+    r.aux = elem;
+    END();
+}
+
+typedef CUresult (*cuMemAllocPitch_v2_t)(CUdeviceptr *, size_t *, size_t, size_t, unsigned int);
+static CUresult impl_cuMemAllocPitch_v2(void *real, uint64_t caller, CUdeviceptr *p, size_t *pitch,
+                                        size_t w, size_t h, unsigned int elem)
+{
+    BEGIN(cuMemAllocPitch, 2);
+    CUresult res = ((cuMemAllocPitch_v2_t)real)(p, pitch, w, h, elem);
+    r.result = res;
+    r.bytes = res == 0 && pitch ? (uint64_t)*pitch * h : (uint64_t)w * h;
+    r.addr = res == 0 && p ? *p : 0;
+    r.aux = elem;
+    END();
+}
+
+typedef CUresult (*cuMemAllocManaged_t)(CUdeviceptr *, size_t, unsigned int);
+static CUresult impl_cuMemAllocManaged(void *real, uint64_t caller, CUdeviceptr *p, size_t n,
+                                       unsigned int flags)
+{
+    BEGIN(cuMemAllocManaged, 1);
+    CUresult res = ((cuMemAllocManaged_t)real)(p, n, flags);
+    r.result = res;
+    r.bytes = n;
+    r.flags = flags;
+    r.addr = res == 0 && p ? *p : 0;
+    END();
+}
+
+typedef CUresult (*cuMemAllocHost_v1_t)(void **, unsigned int);
+static CUresult impl_cuMemAllocHost_v1(void *real, uint64_t caller, void **p, unsigned int n)
+{
+    BEGIN(cuMemAllocHost, 1);
+    CUresult res = ((cuMemAllocHost_v1_t)real)(p, n);
+    r.result = res;
+    r.bytes = n;
+    r.addr = res == 0 && p ? (uint64_t)(uintptr_t)*p : 0;
+    END();
+}
+
+typedef CUresult (*cuMemAllocHost_v2_t)(void **, size_t);
+static CUresult impl_cuMemAllocHost_v2(void *real, uint64_t caller, void **p, size_t n)
+{
+    BEGIN(cuMemAllocHost, 2);
+    CUresult res = ((cuMemAllocHost_v2_t)real)(p, n);
+    r.result = res;
+    r.bytes = n;
+    r.addr = res == 0 && p ? (uint64_t)(uintptr_t)*p : 0;
+    END();
+}
+
+typedef CUresult (*cuMemHostAlloc_t)(void **, size_t, unsigned int);
+static CUresult impl_cuMemHostAlloc(void *real, uint64_t caller, void **p, size_t n,
+                                    unsigned int flags)
+{
+    BEGIN(cuMemHostAlloc, 1);
+    CUresult res = ((cuMemHostAlloc_t)real)(p, n, flags);
+    r.result = res;
+    r.bytes = n;
+    r.flags = flags;
+    r.addr = res == 0 && p ? (uint64_t)(uintptr_t)*p : 0;
+    END();
+}
+
+/* cuMemHostRegister and _v2 share one signature; only the flags' meaning grew. */
+typedef CUresult (*cuMemHostRegister_t)(void *, size_t, unsigned int);
+static CUresult impl_cuMemHostRegister(void *real, uint64_t caller, void *p, size_t n,
+                                       unsigned int flags)
+{
+    BEGIN(cuMemHostRegister, 2);
+    CUresult res = ((cuMemHostRegister_t)real)(p, n, flags);
+    r.result = res;
+    r.bytes = n;
+    r.flags = flags;
+    r.addr = (uint64_t)(uintptr_t)p;
+    END();
+}
+
+typedef CUresult (*cuPtrOnly_t)(void *);
+static CUresult impl_cuMemHostUnregister(void *real, uint64_t caller, void *p)
+{
+    BEGIN(cuMemHostUnregister, 1);
+    CUresult res = ((cuPtrOnly_t)real)(p);
+    r.result = res;
+    r.addr = (uint64_t)(uintptr_t)p;
+    END();
+}
+
+static CUresult impl_cuMemFreeHost(void *real, uint64_t caller, void *p)
+{
+    BEGIN(cuMemFreeHost, 1);
+    CUresult res = ((cuPtrOnly_t)real)(p);
+    r.result = res;
+    r.addr = (uint64_t)(uintptr_t)p;
+    END();
+}
+
+typedef CUresult (*cuMemFree_v1_t)(CUdeviceptr_v1);
+static CUresult impl_cuMemFree_v1(void *real, uint64_t caller, CUdeviceptr_v1 p)
+{
+    BEGIN(cuMemFree, 1);
+    CUresult res = ((cuMemFree_v1_t)real)(p);
+    r.result = res;
+    r.addr = p;
+    END();
+}
+
+typedef CUresult (*cuMemFree_v2_t)(CUdeviceptr);
+static CUresult impl_cuMemFree_v2(void *real, uint64_t caller, CUdeviceptr p)
+{
+    BEGIN(cuMemFree, 2);
+    CUresult res = ((cuMemFree_v2_t)real)(p);
+    r.result = res;
+    r.addr = p;
+    END();
+}
+
+typedef CUresult (*cuMemAllocAsync_t)(CUdeviceptr *, size_t, CUstream);
+static CUresult impl_cuMemAllocAsync(void *real, uint64_t caller, CUdeviceptr *p, size_t n,
+                                     CUstream s)
+{
+    BEGIN(cuMemAllocAsync, 1);
+    CUresult res = ((cuMemAllocAsync_t)real)(p, n, s);
+    r.result = res;
+    r.bytes = n;
+    r.aux = (uint64_t)(uintptr_t)s;
+    r.addr = res == 0 && p ? *p : 0;
+    END();
+}
+
+typedef CUresult (*cuMemAllocFromPoolAsync_t)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
+static CUresult impl_cuMemAllocFromPoolAsync(void *real, uint64_t caller, CUdeviceptr *p, size_t n,
+                                             CUmemoryPool pool, CUstream s)
+{
+    BEGIN(cuMemAllocFromPoolAsync, 1);
+    CUresult res = ((cuMemAllocFromPoolAsync_t)real)(p, n, pool, s);
+    r.result = res;
+    r.bytes = n;
+    r.aux = (uint64_t)(uintptr_t)pool;
+    r.addr = res == 0 && p ? *p : 0;
+    END();
+}
+
+typedef CUresult (*cuMemFreeAsync_t)(CUdeviceptr, CUstream);
+static CUresult impl_cuMemFreeAsync(void *real, uint64_t caller, CUdeviceptr p, CUstream s)
+{
+    BEGIN(cuMemFreeAsync, 1);
+    CUresult res = ((cuMemFreeAsync_t)real)(p, s);
+    r.result = res;
+    r.addr = p;
+    r.aux = (uint64_t)(uintptr_t)s;
+    END();
+}
+
+typedef CUresult (*cuMemCreate_t)(CUmemGenericAllocationHandle *, size_t, const void *,
+                                  unsigned long long);
+static CUresult impl_cuMemCreate(void *real, uint64_t caller, CUmemGenericAllocationHandle *h,
+                                 size_t n, const void *prop, unsigned long long flags)
+{
+    BEGIN(cuMemCreate, 1);
+    CUresult res = ((cuMemCreate_t)real)(h, n, prop, flags);
+    r.result = res;
+    r.bytes = n;
+    r.flags = flags;
+    r.addr = res == 0 && h ? *h : 0;
+    if (prop) {
+        /* CUmemAllocationProp starts {int type; int handleTypes; {int type; int id} location}:
+         * keep location type and id (device vs host NUMA node matters on Grace). */
+        const int *f = prop;
+        r.aux = ((uint64_t)(uint32_t)f[2] << 32) | (uint32_t)f[3];
+    }
+    END();
+}
+
+typedef CUresult (*cuMemRelease_t)(CUmemGenericAllocationHandle);
+static CUresult impl_cuMemRelease(void *real, uint64_t caller, CUmemGenericAllocationHandle h)
+{
+    BEGIN(cuMemRelease, 1);
+    CUresult res = ((cuMemRelease_t)real)(h);
+    r.result = res;
+    r.addr = h;
+    END();
+}
+
+typedef CUresult (*cuMemMap_t)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
+                               unsigned long long);
+static CUresult impl_cuMemMap(void *real, uint64_t caller, CUdeviceptr p, size_t n, size_t off,
+                              CUmemGenericAllocationHandle h, unsigned long long flags)
+{
+    BEGIN(cuMemMap, 1);
+    CUresult res = ((cuMemMap_t)real)(p, n, off, h, flags);
+    r.result = res;
+    r.addr = p;
+    r.bytes = n;
+    r.aux = h;
+    r.flags = flags;
+    END();
+}
+
+typedef CUresult (*cuMemUnmap_t)(CUdeviceptr, size_t);
+static CUresult impl_cuMemUnmap(void *real, uint64_t caller, CUdeviceptr p, size_t n)
+{
+    BEGIN(cuMemUnmap, 1);
+    CUresult res = ((cuMemUnmap_t)real)(p, n);
+    r.result = res;
+    r.addr = p;
+    r.bytes = n;
+    END();
+}
+
+/* cuCtxCreate (v1) and _v2 share one signature; _v3/_v4 differ and are left unwrapped. */
+typedef CUresult (*cuCtxCreate_t)(CUcontext *, unsigned int, CUdevice);
+static CUresult impl_cuCtxCreate(void *real, uint64_t caller, CUcontext *c, unsigned int flags,
+                                 CUdevice dev)
+{
+    BEGIN(cuCtxCreate, 2);
+    CUresult res = ((cuCtxCreate_t)real)(c, flags, dev);
+    r.result = res;
+    r.flags = flags;
+    r.aux = (uint64_t)(unsigned)dev;
+    r.addr = res == 0 && c ? (uint64_t)(uintptr_t)*c : 0;
+    END();
+}
+
+typedef CUresult (*cuDevicePrimaryCtxRetain_t)(CUcontext *, CUdevice);
+static CUresult impl_cuDevicePrimaryCtxRetain(void *real, uint64_t caller, CUcontext *c,
+                                              CUdevice dev)
+{
+    BEGIN(cuDevicePrimaryCtxRetain, 1);
+    CUresult res = ((cuDevicePrimaryCtxRetain_t)real)(c, dev);
+    r.result = res;
+    r.aux = (uint64_t)(unsigned)dev;
+    r.addr = res == 0 && c ? (uint64_t)(uintptr_t)*c : 0;
+    END();
+}
+
+typedef nvmlReturn_t (*nvmlMem_t)(nvmlDevice_t, nvmlMemory_t *);
+static nvmlReturn_t impl_nvmlMem(void *real, uint64_t caller, nvmlDevice_t d, nvmlMemory_t *m)
+{
+    BEGIN(nvmlDeviceGetMemoryInfo, 1);
+    nvmlReturn_t res = ((nvmlMem_t)real)(d, m);
+    r.result = res;
+    r.aux = (uint64_t)(uintptr_t)d;
+    if (res == 0 && m) {
+        r.free = m->free;
+        r.total = m->total;
+    }
+    END();
+}
+
+typedef nvmlReturn_t (*nvmlMem_v2_t)(nvmlDevice_t, nvmlMemory_v2_t *);
+static nvmlReturn_t impl_nvmlMem_v2(void *real, uint64_t caller, nvmlDevice_t d,
+                                    nvmlMemory_v2_t *m)
+{
+    BEGIN(nvmlDeviceGetMemoryInfo, 2);
+    nvmlReturn_t res = ((nvmlMem_v2_t)real)(d, m);
+    r.result = res;
+    r.aux = (uint64_t)(uintptr_t)d;
+    if (res == 0 && m) {
+        r.free = m->free;
+        r.total = m->total;
+        r.bytes = m->reserved; /* driver-reserved memory, only _v2 reports it */
+    }
+    END();
+}
+
+typedef int (*sysinfo_t)(struct sysinfo *);
+static int impl_sysinfo(void *real, uint64_t caller, struct sysinfo *info)
+{
+    BEGIN(sysinfo, 1);
+    int res = ((sysinfo_t)real)(info);
+    saved_errno = errno;
+    r.result = res;
+    r.err = res ? (uint32_t)saved_errno : 0;
+    if (res == 0 && info) {
+        uint64_t unit = info->mem_unit ? info->mem_unit : 1;
+        r.free = (uint64_t)info->freeram * unit;
+        r.total = (uint64_t)info->totalram * unit;
+    }
+    errno = saved_errno;
+    END();
+}
+
+typedef CUresult (*cuGetProcAddress_v1_t)(const char *, void **, int, cuuint64_t);
+typedef CUresult (*cuGetProcAddress_v2_t)(const char *, void **, int, cuuint64_t, void *);
+static CUresult impl_cuGetProcAddress_v1(void *real, uint64_t caller, const char *sym, void **pfn,
+                                         int ver, cuuint64_t flags);
+static CUresult impl_cuGetProcAddress_v2(void *real, uint64_t caller, const char *sym, void **pfn,
+                                         int ver, cuuint64_t flags, void *status);
+
+/* ------------------------------------------------------ variants and slots */
+/* One variant per ABI (function + signature). Each has SLOTS trampolines: distinct real pointers
+ * for the same ABI (e.g. the per-thread-stream _ptsz flavour, a second libcuda) get their own. */
+
+#define VARIANTS(X)                                                                            \
+    X(cuMemGetInfo_v1, CUresult, (unsigned int *a, unsigned int *b), (a, b))                   \
+    X(cuMemGetInfo_v2, CUresult, (size_t * a, size_t * b), (a, b))                             \
+    X(cuMemAlloc_v1, CUresult, (CUdeviceptr_v1 * a, unsigned int b), (a, b))                   \
+    X(cuMemAlloc_v2, CUresult, (CUdeviceptr * a, size_t b), (a, b))                            \
+    X(cuMemAllocPitch_v1, CUresult,                                                            \
+      (CUdeviceptr_v1 * a, unsigned int *b, unsigned int c, unsigned int d, unsigned int e),   \
+      (a, b, c, d, e))                                                                         \
+    X(cuMemAllocPitch_v2, CUresult,                                                            \
+      (CUdeviceptr * a, size_t * b, size_t c, size_t d, unsigned int e), (a, b, c, d, e))      \
+    X(cuMemAllocManaged, CUresult, (CUdeviceptr * a, size_t b, unsigned int c), (a, b, c))     \
+    X(cuMemAllocHost_v1, CUresult, (void **a, unsigned int b), (a, b))                         \
+    X(cuMemAllocHost_v2, CUresult, (void **a, size_t b), (a, b))                               \
+    X(cuMemHostAlloc, CUresult, (void **a, size_t b, unsigned int c), (a, b, c))               \
+    X(cuMemHostRegister, CUresult, (void *a, size_t b, unsigned int c), (a, b, c))             \
+    X(cuMemHostUnregister, CUresult, (void *a), (a))                                           \
+    X(cuMemFree_v1, CUresult, (CUdeviceptr_v1 a), (a))                                         \
+    X(cuMemFree_v2, CUresult, (CUdeviceptr a), (a))                                            \
+    X(cuMemFreeHost, CUresult, (void *a), (a))                                                 \
+    X(cuMemAllocAsync, CUresult, (CUdeviceptr * a, size_t b, CUstream c), (a, b, c))           \
+    X(cuMemAllocFromPoolAsync, CUresult,                                                       \
+      (CUdeviceptr * a, size_t b, CUmemoryPool c, CUstream d), (a, b, c, d))                   \
+    X(cuMemFreeAsync, CUresult, (CUdeviceptr a, CUstream b), (a, b))                           \
+    X(cuMemCreate, CUresult,                                                                   \
+      (CUmemGenericAllocationHandle * a, size_t b, const void *c, unsigned long long d),       \
+      (a, b, c, d))                                                                            \
+    X(cuMemRelease, CUresult, (CUmemGenericAllocationHandle a), (a))                           \
+    X(cuMemMap, CUresult,                                                                      \
+      (CUdeviceptr a, size_t b, size_t c, CUmemGenericAllocationHandle d, unsigned long long e), \
+      (a, b, c, d, e))                                                                         \
+    X(cuMemUnmap, CUresult, (CUdeviceptr a, size_t b), (a, b))                                 \
+    X(cuCtxCreate, CUresult, (CUcontext * a, unsigned int b, CUdevice c), (a, b, c))           \
+    X(cuDevicePrimaryCtxRetain, CUresult, (CUcontext * a, CUdevice b), (a, b))                 \
+    X(nvmlMem, nvmlReturn_t, (nvmlDevice_t a, nvmlMemory_t * b), (a, b))                       \
+    X(nvmlMem_v2, nvmlReturn_t, (nvmlDevice_t a, nvmlMemory_v2_t * b), (a, b))                 \
+    X(sysinfo, int, (struct sysinfo * a), (a))                                                 \
+    X(cuGetProcAddress_v1, CUresult, (const char *a, void **b, int c, cuuint64_t d),          \
+      (a, b, c, d))                                                                            \
+    X(cuGetProcAddress_v2, CUresult, (const char *a, void **b, int c, cuuint64_t d, void *e), \
+      (a, b, c, d, e))
+
+enum {
+#define V_ENUM(v, ret, params, args) V_##v,
+    VARIANTS(V_ENUM)
+#undef V_ENUM
+    N_VARIANTS
+};
+
+#define SLOTS 4
+static void *g_slot_real[N_VARIANTS][SLOTS];
+
+#define TRAMP(v, i, ret, params, args) \
+    static ret tramp_##v##_##i params { return impl_##v(g_slot_real[V_##v][i], CALLER(), UNPAREN args); }
+#define V_TRAMPS(v, ret, params, args)  \
+    TRAMP(v, 0, ret, params, args)      \
+    TRAMP(v, 1, ret, params, args)      \
+    TRAMP(v, 2, ret, params, args)      \
+    TRAMP(v, 3, ret, params, args)
+VARIANTS(V_TRAMPS)
+
+static void *const g_tramps[N_VARIANTS][SLOTS] = {
+#define V_TABLE(v, ret, params, args) \
+    [V_##v] = {(void *)tramp_##v##_0, (void *)tramp_##v##_1, (void *)tramp_##v##_2, (void *)tramp_##v##_3},
+    VARIANTS(V_TABLE)
+#undef V_TABLE
+};
+
+static void count_passthrough(const char *why)
+{
+    if (ensure_open())
+        __atomic_fetch_add(&g_hdr->passthrough, 1, __ATOMIC_RELAXED);
+    say_once(8, why);
+}
+
+static int is_ours(void *p)
+{
+    Dl_info info;
+    return g_self_base && dladdr(p, &info) && (uintptr_t)info.dli_fbase == g_self_base;
+}
+
+/* The trampoline for `real` in variant v (the same one each time for the same pointer). */
+static void *wrap(int v, void *real)
+{
+    if (!real || is_ours(real))
+        return real;
+    for (int i = 0; i < SLOTS; i++) {
+        void *cur = __atomic_load_n(&g_slot_real[v][i], __ATOMIC_ACQUIRE);
+        if (cur == NULL) {
+            void *expected = NULL;
+            if (__atomic_compare_exchange_n(&g_slot_real[v][i], &expected, real, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                return g_tramps[v][i];
+            cur = expected;
+        }
+        if (cur == real)
+            return g_tramps[v][i];
+    }
+    count_passthrough("more distinct function pointers than trampoline slots");
+    return real;
+}
+
+/* ------------------------------------------------------ names -> variants */
+
+/* Exported names (what dlsym and direct callers use). */
+struct export_name {
+    const char *name;
+    int variant;
+};
+static const struct export_name g_exports[] = {
+    {"cuMemGetInfo", V_cuMemGetInfo_v1},
+    {"cuMemGetInfo_v2", V_cuMemGetInfo_v2},
+    {"cuMemAlloc", V_cuMemAlloc_v1},
+    {"cuMemAlloc_v2", V_cuMemAlloc_v2},
+    {"cuMemAllocPitch", V_cuMemAllocPitch_v1},
+    {"cuMemAllocPitch_v2", V_cuMemAllocPitch_v2},
+    {"cuMemAllocManaged", V_cuMemAllocManaged},
+    {"cuMemAllocHost", V_cuMemAllocHost_v1},
+    {"cuMemAllocHost_v2", V_cuMemAllocHost_v2},
+    {"cuMemHostAlloc", V_cuMemHostAlloc},
+    {"cuMemHostRegister", V_cuMemHostRegister},
+    {"cuMemHostRegister_v2", V_cuMemHostRegister},
+    {"cuMemHostUnregister", V_cuMemHostUnregister},
+    {"cuMemFree", V_cuMemFree_v1},
+    {"cuMemFree_v2", V_cuMemFree_v2},
+    {"cuMemFreeHost", V_cuMemFreeHost},
+    {"cuMemAllocAsync", V_cuMemAllocAsync},
+    {"cuMemAllocAsync_ptsz", V_cuMemAllocAsync},
+    {"cuMemAllocFromPoolAsync", V_cuMemAllocFromPoolAsync},
+    {"cuMemAllocFromPoolAsync_ptsz", V_cuMemAllocFromPoolAsync},
+    {"cuMemFreeAsync", V_cuMemFreeAsync},
+    {"cuMemFreeAsync_ptsz", V_cuMemFreeAsync},
+    {"cuMemCreate", V_cuMemCreate},
+    {"cuMemRelease", V_cuMemRelease},
+    {"cuMemMap", V_cuMemMap},
+    {"cuMemUnmap", V_cuMemUnmap},
+    {"cuCtxCreate", V_cuCtxCreate},
+    {"cuCtxCreate_v2", V_cuCtxCreate},
+    {"cuDevicePrimaryCtxRetain", V_cuDevicePrimaryCtxRetain},
+    {"cuGetProcAddress", V_cuGetProcAddress_v1},
+    {"cuGetProcAddress_v2", V_cuGetProcAddress_v2},
+    {"nvmlDeviceGetMemoryInfo", V_nvmlMem},
+    {"nvmlDeviceGetMemoryInfo_v2", V_nvmlMem_v2},
+    {"sysinfo", V_sysinfo},
+};
+#define N_EXPORTS (int)(sizeof g_exports / sizeof g_exports[0])
+
+static int export_variant(const char *name)
+{
+    for (int i = 0; i < N_EXPORTS; i++)
+        if (strcmp(g_exports[i].name, name) == 0)
+            return g_exports[i].variant;
+    return -1;
+}
+
+/* cuGetProcAddress names carry no suffix: the requested CUDA version picks the ABI. Below
+ * `since` the driver answers with the old ABI, from `since` on with the new one. */
+struct versioned_name {
+    const char *name;
+    int before, since, after;
+};
+static const struct versioned_name g_versioned[] = {
+    {"cuMemGetInfo", V_cuMemGetInfo_v1, 3020, V_cuMemGetInfo_v2},
+    {"cuMemAlloc", V_cuMemAlloc_v1, 3020, V_cuMemAlloc_v2},
+    {"cuMemAllocPitch", V_cuMemAllocPitch_v1, 3020, V_cuMemAllocPitch_v2},
+    {"cuMemAllocHost", V_cuMemAllocHost_v1, 3020, V_cuMemAllocHost_v2},
+    {"cuMemFree", V_cuMemFree_v1, 3020, V_cuMemFree_v2},
+    /* _v3 (11040) and _v4 (12050) take other arguments: not wrapped (-1). */
+    {"cuCtxCreate", V_cuCtxCreate, 11040, -1},
+    {"cuGetProcAddress", V_cuGetProcAddress_v1, 12000, V_cuGetProcAddress_v2},
+};
+
+static int proc_variant(const char *sym, int ver)
+{
+    for (size_t i = 0; i < sizeof g_versioned / sizeof g_versioned[0]; i++)
+        if (strcmp(g_versioned[i].name, sym) == 0)
+            return ver < g_versioned[i].since ? g_versioned[i].before : g_versioned[i].after;
+    /* Names with one ABI so far; cuGetProcAddress("cuMemAlloc_v2") style names too. */
+    int v = export_variant(sym);
+    return v == V_nvmlMem || v == V_nvmlMem_v2 || v == V_sysinfo ? -1 : v;
+}
+
+static void *wrap_proc(const char *sym, int ver, void *real)
+{
+    if (!sym || !real)
+        return real;
+    int v = proc_variant(sym, ver);
+    if (v < 0 && strcmp(sym, "cuCtxCreate") != 0)
+        return real; /* not a memory function */
+    if (ensure_open())
+        __atomic_fetch_add(&g_hdr->lookups, 1, __ATOMIC_RELAXED);
+    if (v < 0 || ver >= UVMSHIM_NEWEST_KNOWN_CUDA) {
+        count_passthrough("cuGetProcAddress asked for a function version this shim does not know");
+        return real;
+    }
+    return wrap(v, real);
+}
+
+static CUresult impl_cuGetProcAddress_v1(void *real, uint64_t caller, const char *sym, void **pfn,
+                                         int ver, cuuint64_t flags)
+{
+    (void)caller;
+    CUresult res = ((cuGetProcAddress_v1_t)real)(sym, pfn, ver, flags);
+    int saved_errno = errno;
+    if (res == 0 && pfn && !t_busy) {
+        t_busy = 1;
+        *pfn = wrap_proc(sym, ver, *pfn);
+        t_busy = 0;
+    }
+    errno = saved_errno;
+    return res;
+}
+
+static CUresult impl_cuGetProcAddress_v2(void *real, uint64_t caller, const char *sym, void **pfn,
+                                         int ver, cuuint64_t flags, void *status)
+{
+    (void)caller;
+    CUresult res = ((cuGetProcAddress_v2_t)real)(sym, pfn, ver, flags, status);
+    int saved_errno = errno;
+    if (res == 0 && pfn && !t_busy) {
+        t_busy = 1;
+        *pfn = wrap_proc(sym, ver, *pfn);
+        t_busy = 0;
+    }
+    errno = saved_errno;
+    return res;
+}
+
+/* ------------------------------------------------------- direct exports */
+
+static void *g_direct_real[N_VARIANTS][2];
+
+static void *direct_real(int v, int which, const char *name)
+{
+    void *p = __atomic_load_n(&g_direct_real[v][which], __ATOMIC_ACQUIRE);
+    if (!p) {
+        /* RTLD_NEXT from here: the definition after this library (libcuda, libc). */
+        p = real_dlsym(RTLD_NEXT, name);
+        __atomic_store_n(&g_direct_real[v][which], p, __ATOMIC_RELEASE);
+    }
+    return p;
+}
+
+#define DIRECT_W(name, v, which, ret, fail, params, args)                     \
+    EXPORT ret name params                                                    \
+    {                                                                         \
+        void *real = direct_real(V_##v, which, #name);                        \
+        if (!real)                                                            \
+            return fail;                                                      \
+        return impl_##v(real, CALLER(), UNPAREN args);                        \
+    }
+#define DIRECT(name, v, ret, fail, params, args) DIRECT_W(name, v, 0, ret, fail, params, args)
+#define DIRECT2(name, v, ret, fail, params, args) DIRECT_W(name, v, 1, ret, fail, params, args)
+#define NI CUDA_ERROR_NOT_INITIALIZED
+
+DIRECT(cuMemGetInfo, cuMemGetInfo_v1, CUresult, NI, (unsigned int *a, unsigned int *b), (a, b))
+DIRECT(cuMemGetInfo_v2, cuMemGetInfo_v2, CUresult, NI, (size_t * a, size_t * b), (a, b))
+DIRECT(cuMemAlloc, cuMemAlloc_v1, CUresult, NI, (CUdeviceptr_v1 * a, unsigned int b), (a, b))
+DIRECT(cuMemAlloc_v2, cuMemAlloc_v2, CUresult, NI, (CUdeviceptr * a, size_t b), (a, b))
+DIRECT(cuMemAllocPitch, cuMemAllocPitch_v1, CUresult, NI,
+       (CUdeviceptr_v1 * a, unsigned int *b, unsigned int c, unsigned int d, unsigned int e),
+       (a, b, c, d, e))
+DIRECT(cuMemAllocPitch_v2, cuMemAllocPitch_v2, CUresult, NI,
+       (CUdeviceptr * a, size_t * b, size_t c, size_t d, unsigned int e), (a, b, c, d, e))
+DIRECT(cuMemAllocManaged, cuMemAllocManaged, CUresult, NI,
+       (CUdeviceptr * a, size_t b, unsigned int c), (a, b, c))
+DIRECT(cuMemAllocHost, cuMemAllocHost_v1, CUresult, NI, (void **a, unsigned int b), (a, b))
+DIRECT(cuMemAllocHost_v2, cuMemAllocHost_v2, CUresult, NI, (void **a, size_t b), (a, b))
+DIRECT(cuMemHostAlloc, cuMemHostAlloc, CUresult, NI, (void **a, size_t b, unsigned int c),
+       (a, b, c))
+DIRECT(cuMemHostRegister, cuMemHostRegister, CUresult, NI, (void *a, size_t b, unsigned int c),
+       (a, b, c))
+DIRECT2(cuMemHostRegister_v2, cuMemHostRegister, CUresult, NI,
+        (void *a, size_t b, unsigned int c), (a, b, c))
+DIRECT(cuMemHostUnregister, cuMemHostUnregister, CUresult, NI, (void *a), (a))
+DIRECT(cuMemFree, cuMemFree_v1, CUresult, NI, (CUdeviceptr_v1 a), (a))
+DIRECT(cuMemFree_v2, cuMemFree_v2, CUresult, NI, (CUdeviceptr a), (a))
+DIRECT(cuMemFreeHost, cuMemFreeHost, CUresult, NI, (void *a), (a))
+DIRECT(cuMemAllocAsync, cuMemAllocAsync, CUresult, NI, (CUdeviceptr * a, size_t b, CUstream c),
+       (a, b, c))
+DIRECT2(cuMemAllocAsync_ptsz, cuMemAllocAsync, CUresult, NI,
+        (CUdeviceptr * a, size_t b, CUstream c), (a, b, c))
+DIRECT(cuMemAllocFromPoolAsync, cuMemAllocFromPoolAsync, CUresult, NI,
+       (CUdeviceptr * a, size_t b, CUmemoryPool c, CUstream d), (a, b, c, d))
+DIRECT2(cuMemAllocFromPoolAsync_ptsz, cuMemAllocFromPoolAsync, CUresult, NI,
+        (CUdeviceptr * a, size_t b, CUmemoryPool c, CUstream d), (a, b, c, d))
+DIRECT(cuMemFreeAsync, cuMemFreeAsync, CUresult, NI, (CUdeviceptr a, CUstream b), (a, b))
+DIRECT2(cuMemFreeAsync_ptsz, cuMemFreeAsync, CUresult, NI, (CUdeviceptr a, CUstream b), (a, b))
+DIRECT(cuMemCreate, cuMemCreate, CUresult, NI,
+       (CUmemGenericAllocationHandle * a, size_t b, const void *c, unsigned long long d),
+       (a, b, c, d))
+DIRECT(cuMemRelease, cuMemRelease, CUresult, NI, (CUmemGenericAllocationHandle a), (a))
+DIRECT(cuMemMap, cuMemMap, CUresult, NI,
+       (CUdeviceptr a, size_t b, size_t c, CUmemGenericAllocationHandle d, unsigned long long e),
+       (a, b, c, d, e))
+DIRECT(cuMemUnmap, cuMemUnmap, CUresult, NI, (CUdeviceptr a, size_t b), (a, b))
+DIRECT(cuCtxCreate, cuCtxCreate, CUresult, NI, (CUcontext * a, unsigned int b, CUdevice c),
+       (a, b, c))
+DIRECT2(cuCtxCreate_v2, cuCtxCreate, CUresult, NI, (CUcontext * a, unsigned int b, CUdevice c),
+        (a, b, c))
+DIRECT(cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain, CUresult, NI,
+       (CUcontext * a, CUdevice b), (a, b))
+DIRECT(cuGetProcAddress, cuGetProcAddress_v1, CUresult, NI,
+       (const char *a, void **b, int c, cuuint64_t d), (a, b, c, d))
+DIRECT(cuGetProcAddress_v2, cuGetProcAddress_v2, CUresult, NI,
+       (const char *a, void **b, int c, cuuint64_t d, void *e), (a, b, c, d, e))
+DIRECT(nvmlDeviceGetMemoryInfo, nvmlMem, nvmlReturn_t, NVML_ERROR_UNINITIALIZED,
+       (nvmlDevice_t a, nvmlMemory_t * b), (a, b))
+DIRECT(nvmlDeviceGetMemoryInfo_v2, nvmlMem_v2, nvmlReturn_t, NVML_ERROR_UNINITIALIZED,
+       (nvmlDevice_t a, nvmlMemory_v2_t * b), (a, b))
+
+EXPORT int sysinfo(struct sysinfo *info)
+{
+    void *real = direct_real(V_sysinfo, 0, "sysinfo");
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return impl_sysinfo(real, CALLER(), info);
+}
+
+/* ----------------------------------------------------------------- dlsym */
+
+static int maybe_hooked(const char *name)
+{
+    return name && ((name[0] == 'c' && name[1] == 'u') || (name[0] == 'n' && name[1] == 'v') ||
+                    (name[0] == 's' && name[1] == 'y'));
+}
+
+EXPORT void *dlsym(void *handle, const char *name)
+{
+    resolve_real_dlsym();
+    void *(*real)(void *, const char *) = g_real_dlsym;
+    if (!real)
+        return NULL;
+    /* RTLD_NEXT resolves relative to the caller's object: this must stay a sibling call so
+     * glibc sees the application's return address, not ours. */
+    if (handle == RTLD_NEXT || !maybe_hooked(name))
+        return real(handle, name);
+    int v = export_variant(name);
+    void *p = real(handle, name);
+    if (v < 0 || !p || t_busy)
+        return p;
+    if (is_ours(p)) {
+        /* RTLD_DEFAULT finds our export first; answer NULL when nothing real stands behind it. */
+        return real_dlsym(RTLD_NEXT, name) ? p : NULL;
+    }
+    t_busy = 1;
+    if (ensure_open())
+        __atomic_fetch_add(&g_hdr->lookups, 1, __ATOMIC_RELAXED);
+    void *w = wrap(v, p);
+    t_busy = 0;
+    return w;
+}
+
+/* ------------------------------------------------------- process life */
+
+static void after_fork_child(void)
+{
+    /* The child must never write into the parent's file: forget it and start a new one lazily. */
+    for (int i = 0; i < UVMSHIM_MAX_CHUNKS; i++) {
+        if (g_chunks[i] && g_chunks[i] != CHUNK_FAILED)
+            munmap(g_chunks[i], CHUNK_BYTES);
+        g_chunks[i] = NULL;
+    }
+    if (g_hdr)
+        munmap(g_hdr, UVMSHIM_HEADER_SIZE);
+    g_hdr = NULL;
+    if (g_fd >= 0)
+        close(g_fd);
+    if (g_syms_fd >= 0)
+        close(g_syms_fd);
+    g_fd = g_syms_fd = -1;
+    memset(g_seen, 0, sizeof g_seen);
+    pthread_mutex_init(&g_open_lock, NULL);
+    pthread_mutex_init(&g_grow_lock, NULL);
+    t_tid = 0;
+    t_busy = 0;
+    g_reported = 0;
+    __atomic_store_n(&g_state, ST_CLOSED, __ATOMIC_RELEASE);
+}
+
+__attribute__((constructor)) static void uvmshim_init(void)
+{
+    resolve_real_dlsym();
+    Dl_info info;
+    if (dladdr((void *)uvmshim_init, &info))
+        g_self_base = (uintptr_t)info.dli_fbase;
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
