@@ -1,16 +1,31 @@
-"""`uvmtrace report` (not built yet)."""
+"""`uvmtrace report RUN`: where the bytes went in one recording and what sized the KV cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from uvmtrace.recording.errors import UserError
+from uvmtrace.analysis.output import write_outputs
+from uvmtrace.analysis.report import build_report
+from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
 
 
 @click.command(
     "report",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    help="Explain one recording: where the bytes went and what sized the KV cache.\n\n\b\nExample:\n  uvmtrace report run.parquet --html report.html",
+    help="Explain one recording: where the bytes went and what sized the KV cache.\n\n"
+    "\b\nExample:\n  uvmtrace report run.parquet --html report.html",
 )
-def command() -> None:
-    raise UserError("'uvmtrace report' is not built yet", exit_code=3)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--markdown", "markdown", type=click.Path(path_type=Path), help="Write Markdown.")
+@click.option("--html", "html", type=click.Path(path_type=Path), help="Write self-contained HTML.")
+@click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
+              help="JSON to FILE, or to stdout with a bare --json.")
+@click.option("--min-alloc-mib", default=DEFAULT_MIN_ALLOC >> 20, show_default=True,
+              help="Smallest allocation considered for KV sizing.")
+@click.option("--tolerance", default=DEFAULT_TOLERANCE, show_default=True,
+              help="How close bytes/free must be to a known fraction.")
+def command(run: Path, markdown: Path | None, html: Path | None, json_out: str | None,
+            min_alloc_mib: int, tolerance: float) -> None:
+    rep = build_report(run, min_alloc=min_alloc_mib << 20, tolerance=tolerance)
+    write_outputs(rep, markdown=markdown, html=html, json_out=json_out)

@@ -1,0 +1,73 @@
+"""Charts for the HTML report, drawn by matplotlib (Agg) into inline SVG strings."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+from uvmtrace.analysis.units import GIB  # noqa: E402
+
+
+def _svg(fig: Any) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG is inlined in HTML
+
+
+def timeline_chart(tl: dict[str, Any], title: str) -> str:
+    """Memory charged since the start, by kind (top) and by cgroup (bottom), with the memory
+    queries (dashed) and large allocations (solid) marked."""
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    t = [0.0, *tl["t_s"]]
+    for ax, series, what in ((axes[0], tl["by_kind"], "by kind"),
+                             (axes[1], tl["by_cgroup"], "by cgroup")):
+        for name, levels in series.items():
+            ax.step(t, [0, *[v / GIB for v in levels]], where="post", label=name)
+        for m in tl.get("markers", []):
+            if m["t_s"] is None:
+                continue
+            style = "--" if m["type"] == "query" else "-"
+            color = "tab:red" if m["type"] == "query" else "tab:gray"
+            ax.axvline(m["t_s"], linestyle=style, color=color, linewidth=0.8, alpha=0.8)
+        ax.set_ylabel("GiB charged")
+        ax.set_title(f"{title}: {what}", fontsize=10, loc="left")
+        if series:
+            ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+    axes[1].set_xlabel("seconds since start (red dashed: memory query, gray: large allocation)")
+    return _svg(fig)
+
+
+def decomposition_chart(d: dict[str, Any]) -> str:
+    """Bars: how the signal difference splits into charges, baseline and the unexplained rest."""
+    dec = d["decomposition"]
+    labels, values = [], []
+    if dec["signal_difference_bytes"] is not None:
+        labels.append("signal A - B")
+        values.append(dec["signal_difference_bytes"])
+    if dec.get("baseline_bytes"):
+        labels.append("free before start")
+        values.append(dec["baseline_bytes"])
+    if dec.get("cuda_device_bytes"):
+        labels.append("CUDA device")
+        values.append(dec["cuda_device_bytes"])
+    for k in dec["by_kind"]:
+        labels.append(k["label"])
+        values.append(k["difference"])
+    if dec["unexplained_bytes"] is not None:
+        labels.append("unexplained")
+        values.append(dec["unexplained_bytes"])
+    fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * max(len(labels), 1)))
+    colors = ["tab:blue"] + ["tab:orange"] * (len(labels) - 2) + ["tab:gray"] if len(labels) > 1 else None
+    ax.barh(labels[::-1], [v / GIB for v in values][::-1], color=colors[::-1] if colors else None)
+    ax.set_xlabel("GiB")
+    ax.set_title("Why B's sizing signal differs", fontsize=10, loc="left")
+    ax.grid(alpha=0.3, axis="x")
+    return _svg(fig)

@@ -1,0 +1,47 @@
+"""Writes a built report or diff where the user asked: terminal, Markdown, HTML, JSON."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from uvmtrace.analysis.render_html import diff_html, report_html
+from uvmtrace.analysis.render_json import to_json
+from uvmtrace.analysis.render_markdown import diff_markdown, report_markdown
+from uvmtrace.analysis.render_terminal import print_diff, print_report
+from uvmtrace.recording.errors import UserError
+
+
+def _write(path: Path, text: str) -> None:
+    # reports are plain user files, but never follow a planted symlink when run as root
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_outputs(
+    doc: dict[str, Any],
+    *,
+    markdown: Path | None = None,
+    html: Path | None = None,
+    json_out: str | None = None,
+) -> None:
+    is_diff = doc["kind"] == "diff"
+    if markdown:
+        _write(markdown, diff_markdown(doc) if is_diff else report_markdown(doc))
+    if html:
+        _write(html, diff_html(doc) if is_diff else report_html(doc))
+    if json_out == "-":
+        sys.stdout.write(to_json(doc) + "\n")
+        return  # stdout carries the JSON alone, so it can be piped
+    if json_out:
+        _write(Path(json_out), to_json(doc))
+    if is_diff:
+        print_diff(doc)
+    else:
+        print_report(doc)
