@@ -155,7 +155,7 @@ def filemap_rows(
 
 
 PROT = ("---", "r--", "-w-", "rw-", "--x", "r-x", "-wx", "rwx")
-MAP_SHARED_MASK = 0x03  # MAP_SHARED | MAP_SHARED_VALIDATE
+MAP_SHARED = 0x01  # MAP_SHARED and MAP_SHARED_VALIDATE (0x03) both have it; MAP_PRIVATE is 0x02
 MAP_ANONYMOUS = 0x20
 
 
@@ -164,7 +164,7 @@ def mapping_rows(rec: np.ndarray, paths: list[str | None]) -> pa.RecordBatch:
     is_mmap = call == layouts.MAPPING_CALLS.index("mmap")
     ok = (rec["ret"] >= 0) | (rec["ret"] < -4095)  # mmap returns addresses above 2^63 on some
     addr = np.where(is_mmap & ok, rec["ret"].view(np.uint64), rec["addr"])
-    prot_idx = (rec["prot"] & 7) * 2 + ((rec["flags"] & MAP_SHARED_MASK) == 0)
+    prot_idx = (rec["prot"] & 7) * 2 + ((rec["flags"] & MAP_SHARED) == 0)
     prot_names = [p + s for p in PROT for s in ("s", "p")]
     item = pa.DictionaryArray.from_arrays(
         pa.array(prot_idx.astype(np.int32), mask=~is_mmap), pa.array(prot_names)

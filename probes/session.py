@@ -153,7 +153,7 @@ class KernelTracer:
                 bucket_ns=self.bucket_ns,
                 small_pages=bpfsource.SMALL_RING_PAGES,
             )
-            return bcc.BPF(text=text, cflags=bpfsource.cflags())
+            return bcc.BPF(text=text.encode(), cflags=bpfsource.cflags())
 
         try:
             return build(plan)
