@@ -67,18 +67,14 @@ def attribute(run: RunData) -> dict[str, Any]:
         row["in_total"] = row["item"] in KIND_PARTS
 
     comm = (
-        run.charges.filter(pl.col("comm").is_not_null())
-        .group_by("pid")
-        .agg(pl.col("comm").last())
+        run.charges.filter(pl.col("comm").is_not_null()).group_by("pid").agg(pl.col("comm").last())
     )
     procs = peak_end(charges, ["pid"]).join(comm, on="pid", how="left")
     by_process = _rows(procs, run)
 
     files = file_deltas(run)
     file_levels = peak_end(files, ["path"]).join(
-        files.filter(pl.col("bytes") > 0)
-        .group_by("path")
-        .agg(pl.col("cgroup_id").mode().first()),
+        files.filter(pl.col("bytes") > 0).group_by("path").agg(pl.col("cgroup_id").mode().first()),
         on="path",
         how="left",
     )
@@ -96,8 +92,17 @@ def attribute(run: RunData) -> dict[str, Any]:
         row["mapped_bytes"] = mapped_of.pop(row["path"], 0)
     for path, nbytes in sorted(mapped_of.items(), key=lambda kv: -kv[1]):
         by_file.append(
-            {"path": path, "peak": 0, "end": 0, "mapped_bytes": nbytes, "cgroup": None,
-             "cgroup_id": None, "peak_t_s": None, "first_t_s": None, "last_t_s": None}
+            {
+                "path": path,
+                "peak": 0,
+                "end": 0,
+                "mapped_bytes": nbytes,
+                "cgroup": None,
+                "cgroup_id": None,
+                "peak_t_s": None,
+                "first_t_s": None,
+                "last_t_s": None,
+            }
         )
 
     total = peak_end(charges.with_columns(pl.lit("all").alias("all")), ["all"])

@@ -18,7 +18,7 @@ def _svg(fig: Any) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     svg = buf.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG is inlined in HTML
+    return svg[svg.index("<svg") :]  # drop the XML prolog: the SVG is inlined in HTML
 
 
 def timeline_chart(tl: dict[str, Any], title: str) -> str:
@@ -26,8 +26,10 @@ def timeline_chart(tl: dict[str, Any], title: str) -> str:
     queries (dashed) and large allocations (solid) marked."""
     fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
     t = [0.0, *tl["t_s"]]
-    for ax, series, what in ((axes[0], tl["by_kind"], "by kind"),
-                             (axes[1], tl["by_cgroup"], "by cgroup")):
+    for ax, series, what in (
+        (axes[0], tl["by_kind"], "by kind"),
+        (axes[1], tl["by_cgroup"], "by cgroup"),
+    ):
         for name, levels in series.items():
             ax.step(t, [0, *[v / GIB for v in levels]], where="post", label=name)
         for m in tl.get("markers", []):
@@ -65,7 +67,11 @@ def decomposition_chart(d: dict[str, Any]) -> str:
         labels.append("unexplained")
         values.append(dec["unexplained_bytes"])
     fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * max(len(labels), 1)))
-    colors = ["tab:blue"] + ["tab:orange"] * (len(labels) - 2) + ["tab:gray"] if len(labels) > 1 else None
+    colors = (
+        ["tab:blue"] + ["tab:orange"] * (len(labels) - 2) + ["tab:gray"]
+        if len(labels) > 1
+        else None
+    )
     ax.barh(labels[::-1], [v / GIB for v in values][::-1], color=colors[::-1] if colors else None)
     ax.set_xlabel("GiB")
     ax.set_title("Why B's sizing signal differs", fontsize=10, loc="left")

@@ -92,7 +92,12 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
             )
         else:
             files = [f for f in dec["by_file"] if f["difference"] > 0]
-            rest = dec["charged_difference_bytes"]
+            # the top file is named on its own; the other charges are the kinds minus it
+            top_file = files[0]["difference"] if files else 0
+            remaining = {
+                k["label"]: k["difference"] - (top_file if k["key"] == "file" else 0)
+                for k in dec["by_kind"]
+            }
             if files:
                 f = files[0]
                 where = f" charged to {f['b_cgroup']}" if f["b_cgroup"] else ""
@@ -100,16 +105,16 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
                     where += f" ({f['b_cgroup_path'][:24]}...)"
                 when = (
                     f" between {fmt_s(f['b_first_t_s'])} and {fmt_s(f['b_last_t_s'])}"
-                    if f["b_first_t_s"] is not None else ""
+                    if f["b_first_t_s"] is not None
+                    else ""
                 )
-                parts.append(f"{fmt_bytes(f['difference'])} of it is page cache of {f['key']}{where}{when}")
-                rest -= f["difference"]
-            others = [k for k in dec["by_kind"] if k["difference"] != 0]
+                parts.append(
+                    f"{fmt_bytes(f['difference'])} of it is page cache of {f['key']}{where}{when}"
+                )
+            rest = dec["charged_difference_bytes"] - top_file
             if rest:
                 detail = ", ".join(
-                    f"{k['label']} {fmt_bytes(k['difference'] - (files[0]['difference'] if files and k['key'] == 'file' else 0), signed=True)}"
-                    for k in others
-                    if k["difference"] - (files[0]["difference"] if files and k["key"] == "file" else 0)
+                    f"{label} {fmt_bytes(v, signed=True)}" for label, v in remaining.items() if v
                 )
                 parts.append(f"{fmt_bytes(rest, signed=True)} other charges ({detail})")
             if dec["baseline_bytes"]:
@@ -122,8 +127,11 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
     else:
         lines.append(
             "No KV-sizing query was found in "
-            + ("both runs" if d["kv"]["a_bytes"] is None and d["kv"]["b_bytes"] is None
-               else ("A" if d["kv"]["a_bytes"] is None else "B"))
+            + (
+                "both runs"
+                if d["kv"]["a_bytes"] is None and d["kv"]["b_bytes"] is None
+                else ("A" if d["kv"]["a_bytes"] is None else "B")
+            )
             + f"; charged memory compared at the end instead: B has "
             f"{fmt_bytes(dec['charged_difference_bytes'], signed=True)} vs A."
         )
@@ -134,9 +142,7 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
             f"({fmt_bytes(kv['difference_bytes'], signed=True)})."
         )
     if d["unmatched_phases"]:
-        lines.append(
-            "Phases that could not be matched: " + ", ".join(d["unmatched_phases"]) + "."
-        )
+        lines.append("Phases that could not be matched: " + ", ".join(d["unmatched_phases"]) + ".")
     lines.append("A " + d["trust"]["a"][0].lower() + d["trust"]["a"][1:])
     lines.append("B " + d["trust"]["b"][0].lower() + d["trust"]["b"][1:])
     return lines

@@ -25,7 +25,10 @@ def device_deltas(run: RunData) -> pl.DataFrame:
         frees.sort("ts_ns")
         .join_asof(
             allocs.sort("ts_ns").rename({"ts_ns": "a_ts_ns"}).drop("pid"),
-            left_on="ts_ns", right_on="a_ts_ns", by="addr", strategy="backward",
+            left_on="ts_ns",
+            right_on="a_ts_ns",
+            by="addr",
+            strategy="backward",
             check_sortedness=False,
         )
         .filter(pl.col("bytes").is_not_null())

@@ -30,9 +30,7 @@ from uvmtrace.analysis.load import RunData
 from uvmtrace.analysis.phases import ALIGNABLE
 
 
-def _by(
-    a: pl.DataFrame, b: pl.DataFrame, key: str
-) -> list[dict[str, Any]]:
+def _by(a: pl.DataFrame, b: pl.DataFrame, key: str) -> list[dict[str, Any]]:
     """Outer join of two per-key levels; rows ranked by |B - A|."""
     joined = (
         a.rename({"level": "a_bytes"})
@@ -79,7 +77,9 @@ def align(pa: list[dict[str, Any]], pb: list[dict[str, Any]]) -> list[dict[str, 
     ]
 
 
-def diff_runs(a: RunData, b: RunData, rep_a: dict[str, Any], rep_b: dict[str, Any]) -> dict[str, Any]:
+def diff_runs(
+    a: RunData, b: RunData, rep_a: dict[str, Any], rep_b: dict[str, Any]
+) -> dict[str, Any]:
     kv_a, kv_b = rep_a["sizing"]["kv"], rep_b["sizing"]["kv"]
     phases = align(rep_a["phases"], rep_b["phases"])
     at_sizing = kv_a is not None and kv_b is not None
@@ -91,7 +91,8 @@ def diff_runs(a: RunData, b: RunData, rep_a: dict[str, Any], rep_b: dict[str, An
     for r in by_kind:
         r["label"] = KIND_LABEL.get(r["key"], r["key"])
     by_cgroup = _by(
-        _named(level_at(ca, ["cgroup_id"], ta), a), _named(level_at(cb, ["cgroup_id"], tb), b),
+        _named(level_at(ca, ["cgroup_id"], ta), a),
+        _named(level_at(cb, ["cgroup_id"], tb), b),
         "cgroup",
     )
     by_process = _by(level_at(ca, ["comm"], ta), level_at(cb, ["comm"], tb), "comm")
@@ -160,8 +161,13 @@ def diff_runs(a: RunData, b: RunData, rep_a: dict[str, Any], rep_b: dict[str, An
         )
     else:
         decomposition.update(
-            {"signal_difference_bytes": None, "baseline_bytes": None, "cuda_device_bytes": None,
-             "explained_bytes": None, "unexplained_bytes": None}
+            {
+                "signal_difference_bytes": None,
+                "baseline_bytes": None,
+                "cuda_device_bytes": None,
+                "explained_bytes": None,
+                "unexplained_bytes": None,
+            }
         )
 
     return {
@@ -187,8 +193,15 @@ def _peak_end(att_a: dict[str, Any], att_b: dict[str, Any]) -> list[dict[str, An
 
 def _pe(what: str, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     pa, pb, ea, eb = (a.get("peak", 0), b.get("peak", 0), a.get("end", 0), b.get("end", 0))
-    return {"what": what, "a_peak": pa, "b_peak": pb, "peak_difference": pb - pa,
-            "a_end": ea, "b_end": eb, "end_difference": eb - ea}
+    return {
+        "what": what,
+        "a_peak": pa,
+        "b_peak": pb,
+        "peak_difference": pb - pa,
+        "a_end": ea,
+        "b_end": eb,
+        "end_difference": eb - ea,
+    }
 
 
 def _kv(sa: dict[str, Any], sb: dict[str, Any]) -> dict[str, Any]:

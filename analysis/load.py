@@ -115,12 +115,24 @@ def load_run(path: str | Path) -> RunData:
             pl.col("caller").cast(_STR),
         ),
         _events(lf, "sample").select(
-            "ts_ns", ev.alias("event"), "cgroup_id", pl.col("item").cast(_STR), "bytes",
-            "free_bytes", "total_bytes",
+            "ts_ns",
+            ev.alias("event"),
+            "cgroup_id",
+            pl.col("item").cast(_STR),
+            "bytes",
+            "free_bytes",
+            "total_bytes",
         ),
         _events(lf, "proc").select(
-            "ts_ns", ev.alias("event"), "pid", "tid", pl.col("item").cast(_STR), "count",
-            "result", "text", pl.col("comm").cast(_STR),
+            "ts_ns",
+            ev.alias("event"),
+            "pid",
+            "tid",
+            pl.col("item").cast(_STR),
+            "count",
+            "result",
+            "text",
+            pl.col("comm").cast(_STR),
         ),
         _events(lf, "log").select(
             "ts_ns", ev.alias("event"), pl.col("item").cast(_STR), "bytes", "text"
@@ -143,7 +155,9 @@ def load_run(path: str | Path) -> RunData:
 
     # `cuMemAlloc_v2` and `cuMemAlloc` are one call for analysis.
     calls = calls.with_columns(pl.col("event").str.replace(VERSION_SUFFIX, "").alias("call"))
-    streams = set(span["streams"][0].to_list()) if span.height and span["t0"][0] is not None else set()
+    streams = (
+        set(span["streams"][0].to_list()) if span.height and span["t0"][0] is not None else set()
+    )
     t0 = span["t0"][0] if span.height and span["t0"][0] is not None else 0
     t1 = span["t1"][0] if span.height and span["t1"][0] is not None else t0
     run = RunData(

@@ -30,17 +30,27 @@ def phases(run: RunData, sizing: dict[str, Any], largest: int = 3) -> list[dict[
             _phase(run, "sizing_query", kv["query_ts_ns"], f"{kv['signal']} by pid {kv['pid']}")
         )
         out.append(
-            _phase(run, "kv_allocation", kv["ts_ns"], f"{kv['event']} by pid {kv['pid']}",
-                   kv["bytes"])
+            _phase(
+                run, "kv_allocation", kv["ts_ns"], f"{kv['event']} by pid {kv['pid']}", kv["bytes"]
+            )
         )
     others = sorted(
-        (a for a in sizing.get("allocations", []) if a is not kv and a.get("ts_ns") != (kv or {}).get("ts_ns")),
+        (
+            a
+            for a in sizing.get("allocations", [])
+            if a is not kv and a.get("ts_ns") != (kv or {}).get("ts_ns")
+        ),
         key=lambda a: -a["bytes"],
     )[:largest]
     for i, a in enumerate(others, 1):
         out.append(
-            _phase(run, f"large_allocation_{i}", a["ts_ns"], f"{a['event']} by pid {a['pid']}",
-                   a["bytes"])
+            _phase(
+                run,
+                f"large_allocation_{i}",
+                a["ts_ns"],
+                f"{a['event']} by pid {a['pid']}",
+                a["bytes"],
+            )
         )
     ends = run.proc.filter(pl.col("event") == "exit").sort("ts_ns")
     if ends.height:
@@ -54,5 +64,10 @@ def phases(run: RunData, sizing: dict[str, Any], largest: int = 3) -> list[dict[
 def _phase(
     run: RunData, name: str, ts_ns: int, detail: str, nbytes: int | None = None
 ) -> dict[str, Any]:
-    return {"name": name, "t_s": run.rel_s(ts_ns), "ts_ns": ts_ns, "detail": detail,
-            "bytes": nbytes}
+    return {
+        "name": name,
+        "t_s": run.rel_s(ts_ns),
+        "ts_ns": ts_ns,
+        "detail": detail,
+        "bytes": nbytes,
+    }

@@ -20,15 +20,14 @@ from uvmtrace.analysis.items import KIND_PARTS, STAT_KEY_ITEM, V2_ONLY_KEYS
 from uvmtrace.analysis.load import RunData
 from uvmtrace.analysis.units import fmt_pct
 
-_STAT_KEYS = pl.DataFrame(
-    {"key": list(STAT_KEY_ITEM), "item": list(STAT_KEY_ITEM.values())}
-)
+_STAT_KEYS = pl.DataFrame({"key": list(STAT_KEY_ITEM), "item": list(STAT_KEY_ITEM.values())})
 
 
 def _members(run: RunData, sampled: list[int], hierarchical: dict[int, bool]) -> pl.DataFrame:
     """(cgroup_id sampled, member cgroup whose charges count toward its memory.stat)."""
     paths = {
-        int(k): v.get("path") for k, v in (run.metadata.get("cgroups") or {}).items()
+        int(k): v.get("path")
+        for k, v in (run.metadata.get("cgroups") or {}).items()
         if isinstance(v, dict)
     }
     pairs = []
@@ -66,8 +65,12 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
     traced = (
         windows.join(members, on="cgroup_id")
         .join(
-            run.charges.select(pl.col("cgroup_id").alias("member"),
-                               pl.col("item").alias("stat_item"), "ts_ns", "bytes"),
+            run.charges.select(
+                pl.col("cgroup_id").alias("member"),
+                pl.col("item").alias("stat_item"),
+                "ts_ns",
+                "bytes",
+            ),
             on=["member", "stat_item"],
             how="inner",
         )
@@ -160,8 +163,8 @@ def reconcile(run: RunData) -> dict[str, Any]:
     diff_abs = sum(abs(r["difference"]) for r in main)
     memcg_agreement = None
     if main:
-        memcg_agreement = 1.0 if stat_abs == 0 and diff_abs == 0 else max(
-            0.0, 1.0 - diff_abs / max(stat_abs, 1)
+        memcg_agreement = (
+            1.0 if stat_abs == 0 and diff_abs == 0 else max(0.0, 1.0 - diff_abs / max(stat_abs, 1))
         )
     proc_total = sum(r["proc_faults"] for r in faults)
     fault_share = (sum(r["traced_faults"] for r in faults) / proc_total) if proc_total else None
@@ -195,7 +198,9 @@ def _verdict(memcg: float | None, faults: float | None, lost: int, has_memcg: bo
 
 
 def trust_line(
-    summary: dict[str, Any], memcg: list[dict[str, Any]], nvml: dict[str, Any] | None,
+    summary: dict[str, Any],
+    memcg: list[dict[str, Any]],
+    nvml: dict[str, Any] | None,
     missing: list[str],
 ) -> str:
     parts = []

@@ -41,8 +41,9 @@ def _page(title: str, conclusion: list[str], charts: list[str], tables: list[Tab
 
 def report_html(rep: dict[str, Any]) -> str:
     charts = [timeline_chart(rep["timeline"], "memory charged")] if rep.get("timeline") else []
-    return _page(f"uvmtrace report: {rep['run']['path']}", rep["conclusion"], charts,
-                 report_tables(rep))
+    return _page(
+        f"uvmtrace report: {rep['run']['path']}", rep["conclusion"], charts, report_tables(rep)
+    )
 
 
 def diff_html(d: dict[str, Any]) -> str:
@@ -51,5 +52,9 @@ def diff_html(d: dict[str, Any]) -> str:
         tl = d["reports"][side].get("timeline")
         if tl:
             charts.append(timeline_chart(tl, f"{side.upper()} ({d[side]['path']})"))
-    return _page(f"uvmtrace diff: A = {d['a']['path']}, B = {d['b']['path']}", d["conclusion"],
-                 charts, diff_tables(d))
+    return _page(
+        f"uvmtrace diff: A = {d['a']['path']}, B = {d['b']['path']}",
+        d["conclusion"],
+        charts,
+        diff_tables(d),
+    )

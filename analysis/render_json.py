@@ -12,4 +12,6 @@ def to_json(doc: dict[str, Any]) -> str:
 
 
 def load_schema() -> dict[str, Any]:
-    return json.loads(resources.files("uvmtrace.analysis").joinpath("report_schema.json").read_text())
+    return json.loads(
+        resources.files("uvmtrace.analysis").joinpath("report_schema.json").read_text()
+    )

@@ -12,8 +12,12 @@ def _md(title: str, conclusion: list[str], tables: list[Table]) -> str:
     for name, header, rows in tables:
         if not rows:
             continue
-        out += [f"## {name}", "", "| " + " | ".join(header) + " |",
-                "|" + "|".join("---" for _ in header) + "|"]
+        out += [
+            f"## {name}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" for _ in header) + "|",
+        ]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         out.append("")
     return "\n".join(out)
@@ -24,5 +28,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
 
 
 def diff_markdown(d: dict[str, Any]) -> str:
-    return _md(f"uvmtrace diff: A = {d['a']['path']}, B = {d['b']['path']}", d["conclusion"],
-               diff_tables(d))
+    return _md(
+        f"uvmtrace diff: A = {d['a']['path']}, B = {d['b']['path']}",
+        d["conclusion"],
+        diff_tables(d),
+    )

@@ -37,8 +37,14 @@ DEFAULT_MIN_ALLOC = 256 << 20
 SIGNAL_ORDER = {
     s: i
     for i, s in enumerate(
-        ["cuMemGetInfo", "nvmlDeviceGetMemoryInfo", "sysinfo", SIGNAL_MEMFREE,
-         SIGNAL_MEMAVAILABLE, SIGNAL_HEADROOM]
+        [
+            "cuMemGetInfo",
+            "nvmlDeviceGetMemoryInfo",
+            "sysinfo",
+            SIGNAL_MEMFREE,
+            SIGNAL_MEMAVAILABLE,
+            SIGNAL_HEADROOM,
+        ]
     )
 }
 DEFAULT_TOLERANCE = 0.003  # |bytes/free - fraction|; block rounding stays far below this
@@ -104,14 +110,20 @@ def headroom_series(run: RunData) -> pl.DataFrame:
             schema={"s_ts_ns": pl.Int64, "cgroup_id": pl.UInt64, "headroom": pl.Int64}
         )
     joined = cur.sort("s_ts_ns").join_asof(
-        lim.sort("l_ts_ns"), left_on="s_ts_ns", right_on="l_ts_ns", by="cgroup_id",
-        strategy="nearest", check_sortedness=False,
+        lim.sort("l_ts_ns"),
+        left_on="s_ts_ns",
+        right_on="l_ts_ns",
+        by="cgroup_id",
+        strategy="nearest",
+        check_sortedness=False,
     )
     unlimited = pl.col("limit").is_null() | (pl.col("limit") >= NO_LIMIT)
     return joined.select(
         "s_ts_ns",
         "cgroup_id",
-        pl.when(unlimited).then(None).otherwise(pl.col("limit") - pl.col("current"))
+        pl.when(unlimited)
+        .then(None)
+        .otherwise(pl.col("limit") - pl.col("current"))
         .alias("headroom"),
     )
 
@@ -130,8 +142,14 @@ def _at(frame: pl.DataFrame, series: pl.DataFrame, ts: str, by: str | None = Non
         return frame.with_columns([pl.lit(None, dtype=series.schema[c]).alias(c) for c in cols])
     return (
         frame.sort(ts)
-        .join_asof(series, left_on=ts, right_on="s_ts_ns", by=by, strategy="nearest",
-                   check_sortedness=False)
+        .join_asof(
+            series,
+            left_on=ts,
+            right_on="s_ts_ns",
+            by=by,
+            strategy="nearest",
+            check_sortedness=False,
+        )
         .drop("s_ts_ns")
     )
 
@@ -169,7 +187,9 @@ def memory_queries(run: RunData) -> pl.DataFrame:
     if not cgroup_reads.is_empty() and not headroom.is_empty():
         parts.append(
             _at(_with_cgroup(cgroup_reads, run), headroom, "q_ts_ns", by="cgroup_id").select(
-                "q_ts_ns", "pid", pl.lit(SIGNAL_HEADROOM).alias("signal"),
+                "q_ts_ns",
+                "pid",
+                pl.lit(SIGNAL_HEADROOM).alias("signal"),
                 pl.col("headroom").alias("free_bytes"),
             )
         )
@@ -187,15 +207,26 @@ def infer_sizing(
     queries = memory_queries(run).sort("q_ts_ns")
     signals = queries.select("signal").unique()
     if allocs.is_empty():
-        return {"allocations": [], "kv": None, "min_alloc_bytes": min_bytes,
-                "tolerance": tolerance, "log_kv": log_kv(run)}
+        return {
+            "allocations": [],
+            "kv": None,
+            "min_alloc_bytes": min_bytes,
+            "tolerance": tolerance,
+            "log_kv": log_kv(run),
+        }
 
     # each allocation x each signal -> that signal's last query before it, same process
     pairs = (
         allocs.join(signals, how="cross")
         .sort("ts_ns")
-        .join_asof(queries, left_on="ts_ns", right_on="q_ts_ns", by=["pid", "signal"],
-                   strategy="backward", check_sortedness=False)
+        .join_asof(
+            queries,
+            left_on="ts_ns",
+            right_on="q_ts_ns",
+            by=["pid", "signal"],
+            strategy="backward",
+            check_sortedness=False,
+        )
         .filter(pl.col("q_ts_ns").is_not_null())
         .with_columns((pl.col("bytes") / pl.col("free_bytes")).alias("ratio"))
     )
@@ -262,7 +293,11 @@ def infer_sizing(
                 "mem_available_bytes": row["MemAvailable"],
                 "mem_free_bytes": row["MemFree"],
                 "signals": sigs.select(
-                    "signal", "query_t_s", "free_bytes", "ratio", "minus_headroom",
+                    "signal",
+                    "query_t_s",
+                    "free_bytes",
+                    "ratio",
+                    "minus_headroom",
                     "minus_mem_available",
                 ).to_dicts(),
             }

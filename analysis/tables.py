@@ -18,53 +18,188 @@ def _ratio(x: float | None) -> str:
 def report_tables(rep: dict[str, Any]) -> list[Table]:
     att, sz, rc = rep["attribution"], rep["sizing"], rep["reconciliation"]
     t: list[Table] = []
-    t.append(("Phases", ["phase", "t", "what"],
-              [[p["name"], fmt_s(p["t_s"]), p["detail"] + (f" ({fmt_bytes(p['bytes'])})" if p["bytes"] else "")]
-               for p in rep["phases"]]))
-    t.append(("Charged by cgroup (since start)", ["cgroup", "peak", "at", "end"],
-              [[r["name"], fmt_bytes(r["peak"]), fmt_s(r["peak_t_s"]), fmt_bytes(r["end"])]
-               for r in att["by_cgroup"]]))
-    t.append(("Charged by kind (non-overlapping)", ["kind", "peak", "at", "end"],
-              [[KIND_LABEL.get(r["kind"], r["kind"]), fmt_bytes(r["peak"]), fmt_s(r["peak_t_s"]),
-                fmt_bytes(r["end"])] for r in att["by_kind"]]))
-    t.append(("Charged by item (as recorded; * = in totals)", ["item", "peak", "end"],
-              [[r["item"] + (" *" if r["in_total"] else ""), fmt_bytes(r["peak"]), fmt_bytes(r["end"])]
-               for r in att["by_item"]]))
-    t.append(("Charged by process", ["pid", "comm", "peak", "end"],
-              [[str(r["pid"]), r.get("comm") or "", fmt_bytes(r["peak"]), fmt_bytes(r["end"])]
-               for r in att["by_process"][:15]]))
-    t.append(("Files (page cache; mapped)", ["file", "cgroup", "peak cached", "end cached", "mapped"],
-              [[r["path"], r["cgroup"] or "", fmt_bytes(r["peak"]), fmt_bytes(r["end"]),
-                fmt_bytes(r["mapped_bytes"])] for r in att["by_file"][:15]]))
-    t.append(("Large allocations and the queries before them",
-              ["t", "pid", "call", "bytes", "explained by", "fraction", "ratio", "headroom", "MemAvailable"],
-              [[fmt_s(a["t_s"]), str(a["pid"]), a["event"], fmt_bytes(a["bytes"]),
-                (f"{a['signal']} @ {fmt_s(a['query_t_s'])}" if a["explained"] else "no query explains it"),
-                f"{a['fraction']:g}" if a["fraction"] else "", _ratio(a["ratio"]),
-                fmt_bytes(a["headroom_bytes"]), fmt_bytes(a["mem_available_bytes"])]
-               for a in sz["allocations"]]))
+    t.append(
+        (
+            "Phases",
+            ["phase", "t", "what"],
+            [
+                [
+                    p["name"],
+                    fmt_s(p["t_s"]),
+                    p["detail"] + (f" ({fmt_bytes(p['bytes'])})" if p["bytes"] else ""),
+                ]
+                for p in rep["phases"]
+            ],
+        )
+    )
+    t.append(
+        (
+            "Charged by cgroup (since start)",
+            ["cgroup", "peak", "at", "end"],
+            [
+                [r["name"], fmt_bytes(r["peak"]), fmt_s(r["peak_t_s"]), fmt_bytes(r["end"])]
+                for r in att["by_cgroup"]
+            ],
+        )
+    )
+    t.append(
+        (
+            "Charged by kind (non-overlapping)",
+            ["kind", "peak", "at", "end"],
+            [
+                [
+                    KIND_LABEL.get(r["kind"], r["kind"]),
+                    fmt_bytes(r["peak"]),
+                    fmt_s(r["peak_t_s"]),
+                    fmt_bytes(r["end"]),
+                ]
+                for r in att["by_kind"]
+            ],
+        )
+    )
+    t.append(
+        (
+            "Charged by item (as recorded; * = in totals)",
+            ["item", "peak", "end"],
+            [
+                [
+                    r["item"] + (" *" if r["in_total"] else ""),
+                    fmt_bytes(r["peak"]),
+                    fmt_bytes(r["end"]),
+                ]
+                for r in att["by_item"]
+            ],
+        )
+    )
+    t.append(
+        (
+            "Charged by process",
+            ["pid", "comm", "peak", "end"],
+            [
+                [str(r["pid"]), r.get("comm") or "", fmt_bytes(r["peak"]), fmt_bytes(r["end"])]
+                for r in att["by_process"][:15]
+            ],
+        )
+    )
+    t.append(
+        (
+            "Files (page cache; mapped)",
+            ["file", "cgroup", "peak cached", "end cached", "mapped"],
+            [
+                [
+                    r["path"],
+                    r["cgroup"] or "",
+                    fmt_bytes(r["peak"]),
+                    fmt_bytes(r["end"]),
+                    fmt_bytes(r["mapped_bytes"]),
+                ]
+                for r in att["by_file"][:15]
+            ],
+        )
+    )
+    t.append(
+        (
+            "Large allocations and the queries before them",
+            [
+                "t",
+                "pid",
+                "call",
+                "bytes",
+                "explained by",
+                "fraction",
+                "ratio",
+                "headroom",
+                "MemAvailable",
+            ],
+            [
+                [
+                    fmt_s(a["t_s"]),
+                    str(a["pid"]),
+                    a["event"],
+                    fmt_bytes(a["bytes"]),
+                    (
+                        f"{a['signal']} @ {fmt_s(a['query_t_s'])}"
+                        if a["explained"]
+                        else "no query explains it"
+                    ),
+                    f"{a['fraction']:g}" if a["fraction"] else "",
+                    _ratio(a["ratio"]),
+                    fmt_bytes(a["headroom_bytes"]),
+                    fmt_bytes(a["mem_available_bytes"]),
+                ]
+                for a in sz["allocations"]
+            ],
+        )
+    )
     if sz["kv"]:
         kv = sz["kv"]
-        t.append(("Signals before the KV allocation",
-                  ["signal", "t", "value", "bytes/value", "- cgroup headroom", "- MemAvailable"],
-                  [[s["signal"], fmt_s(s["query_t_s"]), fmt_bytes(s["free_bytes"]), _ratio(s["ratio"]),
-                    fmt_bytes(s["minus_headroom"], signed=True),
-                    fmt_bytes(s["minus_mem_available"], signed=True)] for s in kv["signals"]]))
-        t.append((f"What if ({kv['fraction']:g} x each signal)", ["signal", "value", "KV would be"],
-                  [[w["signal"], fmt_bytes(w["value_bytes"]), fmt_bytes(w["kv_bytes"])]
-                   for w in kv["what_if"]]))
-    t.append(("Reconciliation: eBPF charges vs memory.stat (first to last sample)",
-              ["cgroup", "stat key", "item", "memory.stat change", "traced", "difference"],
-              [[r["cgroup"], r["key"], r["item"], fmt_bytes(r["stat_delta"], signed=True),
-                fmt_bytes(r["traced_delta"], signed=True), fmt_bytes(r["difference"], signed=True)]
-               for r in rc["memcg"]]))
-    t.append(("Reconciliation: page faults vs /proc/PID/stat", ["pid", "traced", "/proc"],
-              [[str(r["pid"]), str(r["traced_faults"]), str(r["proc_faults"])] for r in rc["faults"]]))
+        t.append(
+            (
+                "Signals before the KV allocation",
+                ["signal", "t", "value", "bytes/value", "- cgroup headroom", "- MemAvailable"],
+                [
+                    [
+                        s["signal"],
+                        fmt_s(s["query_t_s"]),
+                        fmt_bytes(s["free_bytes"]),
+                        _ratio(s["ratio"]),
+                        fmt_bytes(s["minus_headroom"], signed=True),
+                        fmt_bytes(s["minus_mem_available"], signed=True),
+                    ]
+                    for s in kv["signals"]
+                ],
+            )
+        )
+        t.append(
+            (
+                f"What if ({kv['fraction']:g} x each signal)",
+                ["signal", "value", "KV would be"],
+                [
+                    [w["signal"], fmt_bytes(w["value_bytes"]), fmt_bytes(w["kv_bytes"])]
+                    for w in kv["what_if"]
+                ],
+            )
+        )
+    t.append(
+        (
+            "Reconciliation: eBPF charges vs memory.stat (first to last sample)",
+            ["cgroup", "stat key", "item", "memory.stat change", "traced", "difference"],
+            [
+                [
+                    r["cgroup"],
+                    r["key"],
+                    r["item"],
+                    fmt_bytes(r["stat_delta"], signed=True),
+                    fmt_bytes(r["traced_delta"], signed=True),
+                    fmt_bytes(r["difference"], signed=True),
+                ]
+                for r in rc["memcg"]
+            ],
+        )
+    )
+    t.append(
+        (
+            "Reconciliation: page faults vs /proc/PID/stat",
+            ["pid", "traced", "/proc"],
+            [[str(r["pid"]), str(r["traced_faults"]), str(r["proc_faults"])] for r in rc["faults"]],
+        )
+    )
     nv = rc["cuda_vs_nvml"]
-    extra = [["CUDA device allocations vs NVML used", fmt_bytes(nv["cuda_net_bytes"], signed=True),
-              fmt_bytes(nv["nvml_used_delta"], signed=True)]] if nv else []
+    extra = (
+        [
+            [
+                "CUDA device allocations vs NVML used",
+                fmt_bytes(nv["cuda_net_bytes"], signed=True),
+                fmt_bytes(nv["nvml_used_delta"], signed=True),
+            ]
+        ]
+        if nv
+        else []
+    )
     extra += [[f"lost events: {k}", str(v), ""] for k, v in rc["lost"].items()]
-    extra += [[f"probe not attached: {p['probe']}", p["why"], ""] for p in rc["probes_not_attached"]]
+    extra += [
+        [f"probe not attached: {p['probe']}", p["why"], ""] for p in rc["probes_not_attached"]
+    ]
     if extra:
         t.append(("Reconciliation: other", ["check", "traced", "kernel/NVML"], extra))
     return t
@@ -73,36 +208,99 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
 def diff_tables(d: dict[str, Any]) -> list[Table]:
     dec = d["decomposition"]
     t: list[Table] = []
-    t.append(("Phases (aligned)", ["phase", "A", "B", "matched"],
-              [[p["name"], fmt_s(p["a_t_s"]), fmt_s(p["b_t_s"]), "yes" if p["matched"] else "NO"]
-               for p in d["phases"]]))
+    t.append(
+        (
+            "Phases (aligned)",
+            ["phase", "A", "B", "matched"],
+            [
+                [p["name"], fmt_s(p["a_t_s"]), fmt_s(p["b_t_s"]), "yes" if p["matched"] else "NO"]
+                for p in d["phases"]
+            ],
+        )
+    )
     rows = []
     if dec["signal_difference_bytes"] is not None:
-        rows.append(["signal difference (A - B)", fmt_bytes(dec["signal_difference_bytes"], signed=True)])
+        rows.append(
+            ["signal difference (A - B)", fmt_bytes(dec["signal_difference_bytes"], signed=True)]
+        )
         if dec["baseline_bytes"] is not None:
-            rows.append(["free memory before recording (A - B)", fmt_bytes(dec["baseline_bytes"], signed=True)])
+            rows.append(
+                [
+                    "free memory before recording (A - B)",
+                    fmt_bytes(dec["baseline_bytes"], signed=True),
+                ]
+            )
         if dec["cuda_device_bytes"] is not None:
-            rows.append(["CUDA device memory held (B - A)", fmt_bytes(dec["cuda_device_bytes"], signed=True)])
+            rows.append(
+                [
+                    "CUDA device memory held (B - A)",
+                    fmt_bytes(dec["cuda_device_bytes"], signed=True),
+                ]
+            )
     for k in dec["by_kind"]:
         rows.append([f"charged {k['label']} (B - A)", fmt_bytes(k["difference"], signed=True)])
     if dec["unexplained_bytes"] is not None:
         rows.append(["unexplained", fmt_bytes(dec["unexplained_bytes"], signed=True)])
-    t.append((f"Decomposition at the {dec['at'].replace('_', ' ')} (A {fmt_s(dec['a_t_s'])}, "
-              f"B {fmt_s(dec['b_t_s'])})", ["part", "bytes"], rows))
-    for title, key in (("By cgroup", "by_cgroup"), ("By process", "by_process"),
-                       ("By file (page cache)", "by_file")):
-        t.append((f"{title}: charged at that instant", ["", "A", "B", "B - A"],
-                  [[str(r["key"]), fmt_bytes(r["a_bytes"]), fmt_bytes(r["b_bytes"]),
-                    fmt_bytes(r["difference"], signed=True)] for r in dec[key][:15]]))
-    t.append(("Peak and end", ["what", "A peak", "B peak", "diff", "A end", "B end", "diff"],
-              [[r["what"], fmt_bytes(r["a_peak"]), fmt_bytes(r["b_peak"]),
-                fmt_bytes(r["peak_difference"], signed=True), fmt_bytes(r["a_end"]),
-                fmt_bytes(r["b_end"]), fmt_bytes(r["end_difference"], signed=True)]
-               for r in d["peak_end"]]))
+    t.append(
+        (
+            f"Decomposition at the {dec['at'].replace('_', ' ')} (A {fmt_s(dec['a_t_s'])}, "
+            f"B {fmt_s(dec['b_t_s'])})",
+            ["part", "bytes"],
+            rows,
+        )
+    )
+    for title, key in (
+        ("By cgroup", "by_cgroup"),
+        ("By process", "by_process"),
+        ("By file (page cache)", "by_file"),
+    ):
+        t.append(
+            (
+                f"{title}: charged at that instant",
+                ["", "A", "B", "B - A"],
+                [
+                    [
+                        str(r["key"]),
+                        fmt_bytes(r["a_bytes"]),
+                        fmt_bytes(r["b_bytes"]),
+                        fmt_bytes(r["difference"], signed=True),
+                    ]
+                    for r in dec[key][:15]
+                ],
+            )
+        )
+    t.append(
+        (
+            "Peak and end",
+            ["what", "A peak", "B peak", "diff", "A end", "B end", "diff"],
+            [
+                [
+                    r["what"],
+                    fmt_bytes(r["a_peak"]),
+                    fmt_bytes(r["b_peak"]),
+                    fmt_bytes(r["peak_difference"], signed=True),
+                    fmt_bytes(r["a_end"]),
+                    fmt_bytes(r["b_end"]),
+                    fmt_bytes(r["end_difference"], signed=True),
+                ]
+                for r in d["peak_end"]
+            ],
+        )
+    )
     kv = d["kv"]
-    t.append(("KV cache", ["", "A", "B", "B - A"], [
-        ["traced allocation", fmt_bytes(kv["a_bytes"]), fmt_bytes(kv["b_bytes"]),
-         fmt_bytes(kv["difference_bytes"], signed=True)],
-        ["framework log", fmt_bytes(kv["a_log_bytes"]), fmt_bytes(kv["b_log_bytes"]), ""],
-    ]))
+    t.append(
+        (
+            "KV cache",
+            ["", "A", "B", "B - A"],
+            [
+                [
+                    "traced allocation",
+                    fmt_bytes(kv["a_bytes"]),
+                    fmt_bytes(kv["b_bytes"]),
+                    fmt_bytes(kv["difference_bytes"], signed=True),
+                ],
+                ["framework log", fmt_bytes(kv["a_log_bytes"]), fmt_bytes(kv["b_log_bytes"]), ""],
+            ],
+        )
+    )
     return t

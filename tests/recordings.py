@@ -51,14 +51,24 @@ class Recorder:
         }
 
     def add(self, t_s: float, stream: str, event: str, **cols: Any) -> Recorder:
-        self.rows.append({"ts_ns": T0_NS + round(t_s * S), "stream": stream, "event": event, **cols})
+        self.rows.append(
+            {"ts_ns": T0_NS + round(t_s * S), "stream": stream, "event": event, **cols}
+        )
         return self
 
     # kernel stream
     def charge(self, t: float, cgroup: int, item: str, nbytes: int, pid: int = PID) -> Recorder:
         return self.add(
-            t, "kernel", "memcg_charge", cgroup_id=cgroup, item=item, bytes=nbytes, pid=pid,
-            tid=pid, comm="trtllm", count=1,
+            t,
+            "kernel",
+            "memcg_charge",
+            cgroup_id=cgroup,
+            item=item,
+            bytes=nbytes,
+            pid=pid,
+            tid=pid,
+            comm="trtllm",
+            count=1,
         )
 
     def filemap(self, t: float, path: str, nbytes: int, cgroup: int, pid: int = PID) -> Recorder:
@@ -72,11 +82,17 @@ class Recorder:
 
     # cuda stream
     def query(
-        self, t: float, event: str, free: int, total: int = 96 * GIB, pid: int = PID,
+        self,
+        t: float,
+        event: str,
+        free: int,
+        total: int = 96 * GIB,
+        pid: int = PID,
         stream: str = "cuda",
     ) -> Recorder:
-        return self.add(t, stream, event, pid=pid, tid=pid, free_bytes=free, total_bytes=total,
-                        result=0)
+        return self.add(
+            t, stream, event, pid=pid, tid=pid, free_bytes=free, total_bytes=total, result=0
+        )
 
     def alloc(self, t: float, event: str, nbytes: int, addr: int, pid: int = PID) -> Recorder:
         return self.add(t, "cuda", event, pid=pid, tid=pid, bytes=nbytes, addr=addr, result=0)
@@ -93,10 +109,17 @@ class Recorder:
         return self
 
     def current_and_limit(self, t: float, cgroup: int, current: int, limit: int | None) -> Recorder:
-        self.add(t, "sample", "memory.current", cgroup_id=cgroup, bytes=current,
-                 item="memory.usage_in_bytes")
-        return self.add(t, "sample", "memory.limit", cgroup_id=cgroup, bytes=limit,
-                        item="memory.limit_in_bytes")
+        self.add(
+            t,
+            "sample",
+            "memory.current",
+            cgroup_id=cgroup,
+            bytes=current,
+            item="memory.usage_in_bytes",
+        )
+        return self.add(
+            t, "sample", "memory.limit", cgroup_id=cgroup, bytes=limit, item="memory.limit_in_bytes"
+        )
 
     def write(self, path: Path, rows: Iterable[dict[str, Any]] | None = None) -> Path:
         rows = list(self.rows if rows is None else rows)
@@ -134,23 +157,32 @@ def _story(rec: Recorder, cgroup: int, *, docker: bool) -> Recorder:
     rec.query(3.0, "cuMemGetInfo", free=free)
     rec.query(3.0, "sysinfo", free=free, stream="kernel")
     rec.meminfo(3.0, MemFree=free, MemAvailable=free + 21 * GIB if docker else free + GIB)
-    rec.current_and_limit(
-        3.0, cgroup, current=3 * GIB + extra_cache + shmem + kmem, limit=48 * GIB
-    )
+    rec.current_and_limit(3.0, cgroup, current=3 * GIB + extra_cache + shmem + kmem, limit=48 * GIB)
     rec.alloc(3.1, "cuMemAlloc_v2", int(0.9 * free), addr=0x7F00_0000_0000)
-    rec.add(3.2, "log", "kv_cache", item="tensorrt_llm", bytes=int(0.9 * free),
-            text=f"[TensorRT-LLM][INFO] Allocated {0.9 * free / GIB:.2f} GiB for KV cache")
+    rec.add(
+        3.2,
+        "log",
+        "kv_cache",
+        item="tensorrt_llm",
+        bytes=int(0.9 * free),
+        text=f"[TensorRT-LLM][INFO] Allocated {0.9 * free / GIB:.2f} GiB for KV cache",
+    )
     rec.alloc(4.0, "cuMemAlloc_v2", int(5.1234 * GIB), addr=0x7F10_0000_0000)
     rec.charge(4.5, cgroup, "NR_ANON_MAPPED", -GIB // 2)
     rec.fault(4.5, 200)
     end_anon = 2 * GIB - GIB // 2
     rec.meminfo(5.0, MemFree=free - GIB, MemAvailable=free)
     rec.memory_stat(
-        5.0, cgroup, cache=1 * GIB + extra_cache + shmem, rss=end_anon, shmem=shmem,
+        5.0,
+        cgroup,
+        cache=1 * GIB + extra_cache + shmem,
+        rss=end_anon,
+        shmem=shmem,
         mapped_file=0,
     )
-    rec.current_and_limit(5.0, cgroup, current=end_anon + GIB + extra_cache + shmem + kmem,
-                          limit=48 * GIB)
+    rec.current_and_limit(
+        5.0, cgroup, current=end_anon + GIB + extra_cache + shmem + kmem, limit=48 * GIB
+    )
     rec.add(5.0, "proc", "proc_faults", pid=PID, item="minflt", count=500)
     rec.add(5.0, "proc", "proc_faults", pid=PID, item="majflt", count=0)
     rec.add(5.0, "proc", "exit", pid=PID, result=0)

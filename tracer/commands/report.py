@@ -19,13 +19,33 @@ from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--markdown", "markdown", type=click.Path(path_type=Path), help="Write Markdown.")
 @click.option("--html", "html", type=click.Path(path_type=Path), help="Write self-contained HTML.")
-@click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
-              help="JSON to FILE, or to stdout with a bare --json.")
-@click.option("--min-alloc-mib", default=DEFAULT_MIN_ALLOC >> 20, show_default=True,
-              help="Smallest allocation considered for KV sizing.")
-@click.option("--tolerance", default=DEFAULT_TOLERANCE, show_default=True,
-              help="How close bytes/free must be to a known fraction.")
-def command(run: Path, markdown: Path | None, html: Path | None, json_out: str | None,
-            min_alloc_mib: int, tolerance: float) -> None:
+@click.option(
+    "--json",
+    "json_out",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    help="JSON to FILE, or to stdout with a bare --json.",
+)
+@click.option(
+    "--min-alloc-mib",
+    default=DEFAULT_MIN_ALLOC >> 20,
+    show_default=True,
+    help="Smallest allocation considered for KV sizing.",
+)
+@click.option(
+    "--tolerance",
+    default=DEFAULT_TOLERANCE,
+    show_default=True,
+    help="How close bytes/free must be to a known fraction.",
+)
+def command(
+    run: Path,
+    markdown: Path | None,
+    html: Path | None,
+    json_out: str | None,
+    min_alloc_mib: int,
+    tolerance: float,
+) -> None:
     rep = build_report(run, min_alloc=min_alloc_mib << 20, tolerance=tolerance)
     write_outputs(rep, markdown=markdown, html=html, json_out=json_out)
