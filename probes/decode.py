@@ -129,10 +129,13 @@ def fault_rows_raw(rec: np.ndarray) -> pa.RecordBatch:
 
 def kernel_dev_to_user(dev: np.ndarray) -> np.ndarray:
     """Kernel-internal dev_t (major << 20 | minor) -> the st_dev encoding user space sees."""
-    major, minor = dev >> 20, dev & 0xFFFFF
+    dev = dev.astype(np.uint64)
+    major, minor = dev >> np.uint64(20), dev & np.uint64(0xFFFFF)  # major < 4096 here
     return (
-        ((major & 0xFFF) << 8) | ((major & ~0xFFF) << 32) | (minor & 0xFF) | ((minor & ~0xFF) << 12)
-    ).astype(np.uint64)
+        (major << np.uint64(8))
+        | (minor & np.uint64(0xFF))
+        | ((minor >> np.uint64(8)) << np.uint64(20))
+    )
 
 
 def filemap_rows(

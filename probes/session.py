@@ -183,9 +183,9 @@ class KernelTracer:
         for att in atts:
             try:
                 if att.kind == "kprobe":
-                    self._bpf.attach_kprobe(event=att.target, fn_name=att.fn)
+                    self._bpf.attach_kprobe(event=att.target.encode(), fn_name=att.fn.encode())
                 else:
-                    self._bpf.attach_tracepoint(tp=att.target, fn_name=att.fn)
+                    self._bpf.attach_tracepoint(tp=att.target.encode(), fn_name=att.fn.encode())
                 state.links.append(att)
             except Exception as exc:
                 why = f"{att.target}: {str(exc).splitlines()[0] if str(exc) else 'failed'}"
@@ -202,9 +202,9 @@ class KernelTracer:
         for att in state.links:
             try:
                 if att.kind == "kprobe":
-                    self._bpf.detach_kprobe(event=att.target)
+                    self._bpf.detach_kprobe(event=att.target.encode())
                 else:
-                    self._bpf.detach_tracepoint(tp=att.target)
+                    self._bpf.detach_tracepoint(tp=att.target.encode())
             except Exception:
                 pass  # already gone: nothing left to stop
         state.links.clear()
@@ -217,7 +217,7 @@ class KernelTracer:
             if probe not in attached:
                 continue
             try:
-                table = self._bpf.get_table(ring)
+                table = self._bpf.get_table(ring.encode())
             except KeyError:
                 continue  # aggregated mode: no ring for this probe
             pages = (
@@ -230,12 +230,12 @@ class KernelTracer:
             self._poller.register(table.map_fd, select.POLLIN)
         for agg, (probe, dtype) in AGGS.items():
             if probe in attached and not (self.raw and probe in ("memcg", "page_fault")):
-                table = self._bpf.get_table(agg)
+                table = self._bpf.get_table(agg.encode())
                 self._aggs[agg] = AggDrainer(libbcc.lib, table.map_fd, dtype, bpfsource.MAX_AGG)
 
     def _set_config(self, slot: int, value: int) -> None:
         if self._bpf is not None:
-            cfg = self._bpf.get_table("config")
+            cfg = self._bpf.get_table(b"config")
             cfg[ct.c_int(slot)] = ct.c_uint64(value)
 
     # -- scope -----------------------------------------------------------------------------
@@ -244,7 +244,7 @@ class KernelTracer:
         if self._bpf is None:
             self._pending_pids.append(pid)
             return
-        pids = self._bpf.get_table("pids")
+        pids = self._bpf.get_table(b"pids")
         for p in [pid, *descendants(pid)]:
             pids[ct.c_uint32(p)] = ct.c_uint32(pid)
 
@@ -253,7 +253,7 @@ class KernelTracer:
         if self._bpf is None:
             self._pending_cgroups.append(cgroup_id)
             return
-        self._bpf.get_table("cg_targets")[ct.c_uint64(cgroup_id)] = ct.c_uint8(1)
+        self._bpf.get_table(b"cg_targets")[ct.c_uint64(cgroup_id)] = ct.c_uint8(1)
         found = cgroups.find_cgroup(cgroup_id)
         if found:
             rel, hierarchy = found
@@ -362,7 +362,7 @@ class KernelTracer:
         return decode.query_rows(rec)
 
     def _read_lost(self) -> dict[str, int]:
-        table = self._bpf.get_table("lost")
+        table = self._bpf.get_table(b"lost")
         return {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(layouts.LOST_SLOTS)}
 
     def metadata(self) -> dict:
