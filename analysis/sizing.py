@@ -265,43 +265,58 @@ def infer_sizing(
         pl.col("ratio").round(6),
     )
 
-    out = []
-    for row in context.with_columns(rel_s("ts_ns", run.t0_ns).alias("t_s")).to_dicts():
-        sigs = detail.filter(pl.col("alloc") == row["alloc"]).sort("q_ts_ns", descending=True)
-        chosen = sigs.filter(pl.col("signal") == (row["best_signal"] or ""))
-        also = [s for s in (row["fitting"] or []) if s != row["best_signal"]]
-        q = chosen.to_dicts()[0] if chosen.height else None
-        out.append(
-            {
-                "t_s": row["t_s"],
-                "ts_ns": row["ts_ns"],
-                "pid": row["pid"],
-                "event": row["event"],
-                "source": row["source"],
-                "bytes": row["bytes"],
-                "explained": q is not None,
-                "signal": q["signal"] if q else None,
-                "fraction": q["fraction"] if q else None,
-                "ratio": q["ratio"] if q else None,
-                "query_t_s": q["query_t_s"] if q else None,
-                "query_ts_ns": q["q_ts_ns"] if q else None,
-                "query_free_bytes": q["free_bytes"] if q else None,
-                "also_fits": also,
-                "cgroup_id": row["cgroup_id"],
-                "cgroup": run.cgroup_name(row["cgroup_id"]),
-                "headroom_bytes": row["headroom"],
-                "mem_available_bytes": row["MemAvailable"],
-                "mem_free_bytes": row["MemFree"],
-                "signals": sigs.select(
-                    "signal",
-                    "query_t_s",
-                    "free_bytes",
-                    "ratio",
-                    "minus_headroom",
-                    "minus_mem_available",
-                ).to_dicts(),
-            }
+    signal_cols = [
+        "signal",
+        "query_t_s",
+        "free_bytes",
+        "ratio",
+        "minus_headroom",
+        "minus_mem_available",
+    ]
+    per_alloc = detail.group_by("alloc").agg(
+        pl.struct(signal_cols).sort_by("q_ts_ns", descending=True).alias("signals")
+    )
+    chosen = detail.select(
+        "alloc",
+        pl.col("signal").alias("best_signal"),
+        "fraction",
+        "ratio",
+        "query_t_s",
+        pl.col("q_ts_ns").alias("query_ts_ns"),
+        pl.col("free_bytes").alias("query_free_bytes"),
+    )
+    table = (
+        context.join(chosen, on=["alloc", "best_signal"], how="left")
+        .join(per_alloc, on="alloc", how="left")
+        .sort("alloc")
+        .select(
+            rel_s("ts_ns", run.t0_ns).alias("t_s"),
+            "ts_ns",
+            "pid",
+            "event",
+            "source",
+            "bytes",
+            pl.col("best_signal").is_not_null().alias("explained"),
+            pl.col("best_signal").alias("signal"),
+            "fraction",
+            "ratio",
+            "query_t_s",
+            "query_ts_ns",
+            "query_free_bytes",
+            pl.col("fitting")
+            .list.set_difference(pl.concat_list("best_signal"))
+            .fill_null([])
+            .alias("also_fits"),
+            "cgroup_id",
+            pl.col("headroom").alias("headroom_bytes"),
+            pl.col("MemAvailable").alias("mem_available_bytes"),
+            pl.col("MemFree").alias("mem_free_bytes"),
+            pl.col("signals").fill_null([]),
         )
+    )
+    out = table.to_dicts()
+    for a in out:
+        a["cgroup"] = run.cgroup_name(a["cgroup_id"])
     explained = [a for a in out if a["explained"]]
     kv = max(explained, key=lambda a: a["bytes"]) if explained else None
     if kv is not None:
