@@ -122,3 +122,42 @@ def test_unknown_probe_names_are_a_one_line_error() -> None:
         KernelTracer(probes={"memcg", "nosuch"})
     with pytest.raises(UserError, match="power of two"):
         KernelTracer(ringbuf_pages=3)
+
+
+QUERY = (
+    "import mmap, os, sys; sys.stdin.readline(); os.sysconf('SC_AVPHYS_PAGES'); "
+    "open('/proc/meminfo').read(); f = open(sys.argv[1], 'rb'); "
+    "m = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ); f.close(); "
+    "print('done', flush=True); sys.stdin.readline()"
+)
+
+
+def test_memory_queries_and_file_mappings_are_seen(need_bpf: None, tmp_path: Path) -> None:
+    from uvmtrace.probes.session import KernelTracer
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"\0" * 8192)
+    tracer = KernelTracer(probes={"queries", "mappings"})
+    tracer.start()
+    child = subprocess.Popen(
+        [sys.executable, "-c", QUERY, str(weights)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tracer.add_pid(child.pid)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        events = frame(tracer.poll(0) + tracer.stop())
+    finally:
+        child.kill()
+        child.wait()
+    mine = events.filter(pl.col("pid") == child.pid)
+    sysinfo = mine.filter(pl.col("event") == "sysinfo")
+    assert sysinfo.height >= 1 and sysinfo["free_bytes"][0] > 0
+    assert "/proc/meminfo" in mine.filter(pl.col("event") == "openat")["path"].cast(pl.String)
+    mapped = mine.filter((pl.col("event") == "mmap") & (pl.col("bytes") == 4096))
+    assert str(weights) in mapped["path"].cast(pl.String).to_list()
+    assert mapped.filter(pl.col("path") == str(weights))["item"].cast(pl.String)[0] == "r--s"
