@@ -31,7 +31,8 @@ static __always_inline void memcg_update(u64 cgid, s32 item, s64 val, u32 kind)
 	u8 *target = cg_targets.lookup(&cgid);
 	if (!target && !is_target_pid(tgid))
 		return;
-	if (target && kind == UVM_MEMCG_LRUVEC && val > 0 && tgid && !is_target_pid(tgid)) {
+	if (target && kind == UVM_MEMCG_LRUVEC && val > 0 && tgid && tgid != config_get(2) &&
+	    !is_target_pid(tgid)) {
 		u32 self = tgid;
 		if (pids.insert(&tgid, &self) && !is_target_pid(tgid))
 			count_lost(UVM_LOST_SCOPE);

@@ -5,7 +5,7 @@
 BPF_HASH(pids, u32, u32, UVM_MAX_PIDS);         /* tgid -> root pid of its tree */
 BPF_HASH(cg_targets, u64, u8, UVM_MAX_CGROUPS); /* memcg id (cgroup inode) -> 1 */
 BPF_HASH(exit_codes, u32, s32, UVM_MAX_PIDS);   /* tgid -> exit_group status */
-BPF_ARRAY(config, u64, 4);                      /* [0] watch new cgroups, [1] memory hierarchy id */
+BPF_ARRAY(config, u64, 4);                      /* [0] watch new cgroups, [1] memory hierarchy id, [2] our own tgid */
 BPF_PERCPU_ARRAY(lost, u64, UVM_LOST_SLOTS);
 BPF_RINGBUF_OUTPUT(proc_rb, UVM_RINGBUF_PAGES_SMALL);
 

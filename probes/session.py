@@ -104,6 +104,8 @@ class KernelTracer:
             raise UserError(f"no kernel probe could attach ({whys})")
         self._set_config(0, int(self._watch))
         self._set_config(1, capabilities.memory_hierarchy_id())
+        # The tracer never traces itself: its own charges (spool, samples) would pollute the run.
+        self._set_config(2, os.getpid())
         self._open_readers()
         for pid in self._pending_pids:
             self.add_pid(pid)

@@ -16,6 +16,7 @@ import pytest
 from uvmtrace.analysis.reader import open_recording
 
 MiB = 1 << 20
+BUCKET_NS = 100_000_000  # the probes' default aggregation bucket
 UVMTRACE = [sys.executable, "-m", "uvmtrace.tracer"]
 
 # Reads /proc/meminfo before and after the work: the probes record those opens, which bracket
@@ -26,6 +27,7 @@ WORKLOAD = textwrap.dedent(
     def mark():
         with open("/proc/meminfo") as f:
             f.read()
+    time.sleep(0.25)  # start-up charges land in earlier 100 ms buckets than the first mark
     mark()
     anon = mmap.mmap(-1, 200 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     for off in range(0, 200 << 20, 4096):
@@ -57,12 +59,14 @@ def events(path: Path) -> pl.DataFrame:
     return open_recording(path).scan().collect()
 
 
-def charged_between_marks(df: pl.DataFrame, cgroup_id: int, item: str) -> int:
+def charged_between_marks(df: pl.DataFrame, cgroup_id: int, item: str, pid: int) -> int:
+    """Charges from the time bucket of the first mark to the bucket of the last one."""
     marks = df.filter(
-        (pl.col("event") == "openat") & (pl.col("path") == "/proc/meminfo")
+        (pl.col("event") == "openat") & (pl.col("path") == "/proc/meminfo") & (pl.col("pid") == pid)
     ).get_column("ts_ns")
-    assert marks.len() >= 2, "the workload's two /proc/meminfo reads were not traced"
-    lo, hi = marks.min(), marks.max()
+    assert marks.len() == 2, "the workload's two /proc/meminfo reads were not traced"
+    bucket = BUCKET_NS
+    lo, hi = marks.min() // bucket * bucket, marks.max() // bucket * bucket
     return int(
         df.filter(
             (pl.col("event") == "memcg_charge")
@@ -85,8 +89,10 @@ def test_a_python_workload_is_charged_its_anon_and_file_bytes(tmp_path: Path) ->
     df = rec.scan().collect()
     assert {"kernel", "sample", "proc"} <= set(df.get_column("stream").unique().to_list())
     (target,) = rec.metadata["target_cgroups"]
-    anon = charged_between_marks(df, target, "NR_ANON_MAPPED")
-    file = charged_between_marks(df, target, "NR_FILE_PAGES")
+    assert rec.metadata["bucket_ns"] == BUCKET_NS
+    pid = df.filter(pl.col("event") == "exec").get_column("pid")[0]
+    anon = charged_between_marks(df, target, "NR_ANON_MAPPED", pid)
+    file = charged_between_marks(df, target, "NR_FILE_PAGES", pid)
     assert anon == pytest.approx(200 * MiB, rel=0.05)
     assert file == pytest.approx(100 * MiB, rel=0.05)
     # The samples of the command's cgroup show the rise too (v1: rss/cache; v2: anon/file).
