@@ -97,14 +97,9 @@ class ShimDecoder:
 
     # ------------------------------------------------------------ public
     def poll(self) -> list[pa.RecordBatch]:
-        """New complete records from every per-process file, one batch per file with any."""
+        """New complete records from every per-process file (batches of at most READ_SLOTS)."""
         self._discover()
-        out = []
-        for f in self._files.values():
-            batch = self._read_new(f, final=False)
-            if batch is not None:
-                out.append(batch)
-        return out
+        return [b for f in self._files.values() for b in self._read_new(f, final=False)]
 
     def close(self) -> list[pa.RecordBatch]:
         """Everything not returned yet; slots still uncommitted now are counted as torn."""
@@ -113,9 +108,7 @@ class ShimDecoder:
         self._discover(final=True)
         out = []
         for f in self._files.values():
-            batch = self._read_new(f, final=True)
-            if batch is not None:
-                out.append(batch)
+            out += self._read_new(f, final=True)
             os.close(f.fd)
         self._closed = True
         return out
@@ -182,7 +175,7 @@ class ShimDecoder:
         raw = os.pread(f.fd, layout.HEADER_DTYPE.itemsize, 0)
         return np.frombuffer(raw, dtype=layout.HEADER_DTYPE)[0]
 
-    def _read_new(self, f: _ShimFile, final: bool) -> pa.RecordBatch | None:
+    def _read_new(self, f: _ShimFile, final: bool) -> list[pa.RecordBatch]:
         header = f.last_header = self._header(f)
         size = os.fstat(f.fd).st_size
         in_file = max(0, (size - layout.HEADER_SIZE) // layout.RECORD_SIZE)
@@ -198,19 +191,21 @@ class ShimDecoder:
             raw = os.pread(f.fd, count * layout.RECORD_SIZE, self._offset(f.cursor))
             recs = np.frombuffer(raw, dtype=layout.RECORD_DTYPE)
             done = recs["commit"] == layout.COMMITTED
-            parts.append(recs[done])
-            f.pending = np.concatenate([f.pending, f.cursor + np.flatnonzero(~done)])
+            parts.append(recs if done.all() else recs[done])
+            if not done.all():
+                f.pending = np.concatenate([f.pending, f.cursor + np.flatnonzero(~done)])
             f.cursor += len(recs)
             if len(recs) < count:
                 break
         if final:
             self._torn += len(f.pending)
             f.pending = f.pending[:0]
-        recs = np.concatenate(parts) if parts else np.empty(0, dtype=layout.RECORD_DTYPE)
-        if not len(recs):
-            return None
-        f.records += len(recs)
-        return self._batch(f, header, recs)
+        batches = []
+        for recs in parts:
+            if len(recs):
+                f.records += len(recs)
+                batches.append(self._batch(f, header, recs))
+        return batches
 
     def _read_slots(self, f: _ShimFile, slots: np.ndarray) -> np.ndarray:
         raws = [os.pread(f.fd, layout.RECORD_SIZE, self._offset(int(s))) for s in slots]
@@ -230,18 +225,18 @@ class ShimDecoder:
         pid_ns = int(header["pid_ns"])
         ns_pid = int(header["pid"])
         host = self._host_pid(pid_ns, ns_pid)
-        uniq_tid, tid_index = np.unique(recs["tid"], return_inverse=True)
+        tid_index, uniq_tid = _encode(recs["tid"])
         host_tids = pa.array([self._host_pid(pid_ns, int(t)) for t in uniq_tid], type=pa.int32())
-        tid_col = host_tids.take(pa.array(tid_index.reshape(-1).astype(np.int32)))
+        tid_col = host_tids.take(tid_index)
         comm = header["comm"].split(b"\0", 1)[0].decode(errors="replace")
         return make_batch(
             {
                 "ts_ns": recs["ts_ns"].astype(np.int64),
-                "stream": pa.array(["cuda"] * n),
+                "stream": _dictionary(pa.array(np.zeros(n, np.int32)), ["cuda"]),
                 "event": _lookup(func, layout.FUNCTIONS),
-                "pid": pa.array([host] * n, type=pa.int32()),
+                "pid": pa.nulls(n, pa.int32()) if host is None else np.full(n, host, np.int32),
                 "tid": tid_col,
-                "comm": pa.array([comm] * n),
+                "comm": _dictionary(pa.array(np.zeros(n, np.int32)), [comm]),
                 "item": self._items(recs),
                 "bytes": pa.array(recs["bytes"].astype(np.int64), mask=~np.isin(func, WITH_BYTES)),
                 "addr": pa.array(recs["addr"], mask=is_query),
@@ -259,30 +254,42 @@ class ShimDecoder:
         )
 
     def _items(self, recs: np.ndarray) -> pa.Array:
-        keys = np.stack([recs["func"].astype(np.uint64), recs["aux"]], axis=1)
-        uniq, index = np.unique(keys, axis=0, return_inverse=True)
-        words = [_aux_word(int(fid), int(aux)) for fid, aux in uniq]
-        return _dictionary(index.reshape(-1), words)
+        func = recs["func"]
+        words: list[str | None] = [None]
+        index = np.zeros(len(recs), dtype=np.int32)
+        for fid in np.flatnonzero(np.bincount(func, minlength=1)):
+            rows = np.flatnonzero(func == fid)
+            idx, uniq = _encode(recs["aux"][rows])
+            first = [_aux_word(int(fid), int(aux)) for aux in uniq]
+            index[rows] = idx.to_numpy(zero_copy_only=False) + len(words)
+            words += first
+        return _dictionary(pa.array(index), words)
 
     def _result_names(self, func: np.ndarray, result: np.ndarray, err: np.ndarray) -> pa.Array:
-        keys = np.stack([func.astype(np.int64), result, err.astype(np.int64)], axis=1)
-        uniq, index = np.unique(keys, axis=0, return_inverse=True)
+        # One int64 key per (function, result, errno): hashed once, named once per distinct key.
+        key = (
+            (func.astype(np.int64) << 48)
+            | ((result & 0xFFFFFFFF) << 16)
+            | (err.astype(np.int64) & 0xFFFF)
+        )
+        index, uniq = _encode(key)
         names = []
-        for fid, res, e in uniq.tolist():
+        for k in uniq.tolist():
+            fid, res, e = k >> 48, np.int32(np.uint32((k >> 16) & 0xFFFFFFFF)), k & 0xFFFF
             if fid == F["sysinfo"]:
-                names.append(sysinfo_result_name(res, e))
+                names.append(sysinfo_result_name(int(res), e))
             elif fid == F["nvmlDeviceGetMemoryInfo"]:
-                names.append(nvml_result_name(res))
+                names.append(nvml_result_name(int(res)))
             else:
-                names.append(cuda_result_name(res))
-        return _dictionary(index.reshape(-1), names)
+                names.append(cuda_result_name(int(res)))
+        return _dictionary(index, names)
 
     def _callers(self, f: _ShimFile, addrs: np.ndarray) -> pa.Array:
-        uniq, index = np.unique(addrs, return_inverse=True)
+        index, uniq = _encode(addrs)
         if any(int(a) not in f.syms for a in uniq):
             self._read_syms(f)
         names = [f.syms.get(int(a), f"0x{int(a):x}") for a in uniq]
-        return _dictionary(index.reshape(-1), names)
+        return _dictionary(index, names)
 
     def _read_syms(self, f: _ShimFile) -> None:
         path = f.path.with_name(f.path.name + ".syms")
@@ -323,10 +330,16 @@ def caller_name(addr: int, module: str, base: str, symbol: str, symbol_addr: str
 
 
 def _lookup(codes: np.ndarray, names: dict[int, str]) -> pa.Array:
-    uniq, index = np.unique(codes, return_inverse=True)
-    return _dictionary(index.reshape(-1), [names.get(int(c), f"func{int(c)}") for c in uniq])
+    index, uniq = _encode(codes)
+    return _dictionary(index, [names.get(int(c), f"func{int(c)}") for c in uniq])
 
 
-def _dictionary(index: np.ndarray, words: list[str | None]) -> pa.Array:
-    """Row -> word, built from the unique words only (no Python loop over rows)."""
-    return pa.array(words, type=pa.string()).take(pa.array(index.astype(np.int32)))
+def _encode(values: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Hash-based (no sort) row -> distinct-value index, and the distinct values."""
+    enc = pa.array(values).dictionary_encode()
+    return enc.indices, enc.dictionary.to_numpy(zero_copy_only=False)
+
+
+def _dictionary(index: pa.Array, words: list[str | None]) -> pa.Array:
+    """Row -> word as a dictionary array built from the distinct words only."""
+    return pa.DictionaryArray.from_arrays(index.cast(pa.int32()), pa.array(words, pa.string()))

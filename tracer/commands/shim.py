@@ -1,16 +1,111 @@
-"""`uvmtrace shim` (not built yet)."""
+"""`uvmtrace shim`: build the LD_PRELOAD shim, say where it is, or run a command under it."""
 
 from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import click
 
 from uvmtrace.recording.errors import UserError
+from uvmtrace.shim.build import build_shim, glibc_needed, shim_path
+from uvmtrace.shim.decode import ShimDecoder
+from uvmtrace.shim.session import make_run_dir, shim_env
+from uvmtrace.tracer.safefs import check_writable_target
+
+POLL_S = 0.5
 
 
-@click.command(
+@click.group(
     "shim",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    help="Build the LD_PRELOAD shim or run a command under it.\n\n\b\nExample:\n  uvmtrace shim build",
+    help="The LD_PRELOAD shim that records CUDA / NVML / sysinfo memory calls.\n\n"
+    "\b\nExample:\n  uvmtrace shim build\n  uvmtrace shim run -o cuda.parquet -- python train.py",
 )
 def command() -> None:
-    raise UserError("'uvmtrace shim' is not built yet", exit_code=3)
+    pass
+
+
+@command.command("build", help="Compile the shim (cached by source hash) and print its path.")
+@click.option("--force", is_flag=True, help="Rebuild even if a cached build exists.")
+def build(force: bool) -> None:
+    lib = build_shim(force=force)
+    click.echo(str(lib))
+    needed = glibc_needed(lib)
+    click.echo(
+        f"needs {needed or 'no versioned glibc symbols'}: loads in containers whose glibc is "
+        f"{needed.removeprefix('GLIBC_') if needed else 'any'} or newer",
+        err=True,
+    )
+
+
+@command.command("path", help="Print where the shim for this source is (built or not).")
+def path() -> None:
+    lib = shim_path()
+    click.echo(str(lib))
+    if not lib.exists():
+        click.echo("(not built yet: uvmtrace shim build)", err=True)
+
+
+@command.command(
+    "run",
+    context_settings={"ignore_unknown_options": True},
+    help="Run CMD under the shim; write its CUDA stream to a Parquet recording.\n\n"
+    "\b\nExample:\n  uvmtrace shim run -o cuda.parquet -- python serve.py",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("cuda.parquet"),
+    show_default=True,
+)
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(output: Path, cmd: tuple[str, ...]) -> int:
+    # Imported here: the writer pulls in Parquet machinery the other subcommands never need.
+    from uvmtrace.tracer.writer import write_recording
+
+    check_writable_target(output)
+    if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
+        raise UserError(f"command not found: {cmd[0]}", exit_code=127)
+    lib = build_shim()
+    parent = Path(tempfile.mkdtemp(prefix="uvmtrace-"))
+    try:
+        run_dir = make_run_dir(parent)
+        decoder = ShimDecoder(run_dir)
+        batches = []
+        started = time.monotonic_ns()
+        proc = subprocess.Popen(list(cmd), env=shim_env(run_dir, lib=lib))
+        try:
+            while proc.poll() is None:
+                batches += decoder.poll()
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            # The child got the same SIGINT from the terminal; give it time to exit cleanly.
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+        batches += decoder.poll() + decoder.close()
+        code = proc.returncode
+        stats = decoder.stats()
+        write_recording(
+            output,
+            batches,
+            {
+                "command": list(cmd),
+                "exit_code": code,
+                "shim": {"library": str(lib), "glibc_needed": glibc_needed(lib), **stats},
+                "anchor": {"monotonic_ns": started, "wall_ns": time.time_ns()},
+            },
+        )
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+    torn = f", {stats['torn']} torn" if stats["torn"] else ""
+    click.echo(
+        f"uvmtrace: {stats['records']} CUDA/NVML/sysinfo calls from {stats['files']} "
+        f"process(es){torn} -> {output}",
+        err=True,
+    )
+    return code if code >= 0 else 128 - code
