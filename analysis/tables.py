@@ -15,6 +15,12 @@ def _ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def _largest(allocs: list[dict[str, Any]], n: int = 20) -> list[dict[str, Any]]:
+    """The KV allocation and the other largest ones, in time order (a table, not a dump)."""
+    keep = sorted(allocs, key=lambda a: (not a["explained"], -a["bytes"]))[:n]
+    return sorted(keep, key=lambda a: a["ts_ns"])
+
+
 def report_tables(rep: dict[str, Any]) -> list[Table]:
     att, sz, rc = rep["attribution"], rep["sizing"], rep["reconciliation"]
     t: list[Table] = []
