@@ -341,5 +341,12 @@ def _encode(values: np.ndarray) -> tuple[pa.Array, np.ndarray]:
 
 
 def _dictionary(index: pa.Array, words: list[str | None]) -> pa.Array:
-    """Row -> word as a dictionary array built from the distinct words only."""
-    return pa.DictionaryArray.from_arrays(index.cast(pa.int32()), pa.array(words, pa.string()))
+    """Row -> word as a dictionary array built from the distinct words only; a None word is a
+    null row (dictionaries themselves must hold no nulls to be unified across batches)."""
+    index = index.cast(pa.int32())
+    if None in words:
+        nulls = np.array([w is None for w in words])
+        idx = index.to_numpy(zero_copy_only=False)
+        index = pa.array(idx, mask=nulls[idx])
+        words = [w or "" for w in words]
+    return pa.DictionaryArray.from_arrays(index, pa.array(words, pa.string()))
