@@ -1,0 +1,59 @@
+"""uvmshim.h and the decoder's numpy dtypes describe the same bytes (compiled and compared)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from uvmtrace.shim import layout
+
+SHIM = Path(__file__).resolve().parent.parent / "shim"
+
+
+def _c_layout(tmp_path: Path) -> dict[str, int]:
+    fields = {
+        "uvmshim_header": layout.HEADER_DTYPE.names,
+        "uvmshim_record": layout.RECORD_DTYPE.names,
+    }
+    lines = []
+    for struct, names in fields.items():
+        lines.append(f'printf("{struct} %zu\\n", sizeof(struct {struct}));')
+        for name in names:
+            lines.append(
+                f'printf("{struct}.{name} %zu %zu\\n", offsetof(struct {struct}, {name}), '
+                f"sizeof(((struct {struct} *)0)->{name}));"
+            )
+    consts = ("MAGIC", "VERSION", "HEADER_SIZE", "RECORD_SIZE", "CHUNK_RECORDS", "COMMITTED")
+    lines += [f'printf("{c} %llu\\n", (unsigned long long)UVMSHIM_{c});' for c in consts]
+    lines.append('#define F(id, name) printf("func %d %s\\n", id, #name);')
+    lines.append("UVMSHIM_FUNCTIONS(F)")
+    src = tmp_path / "layout.c"
+    src.write_text(
+        '#include <stddef.h>\n#include <stdio.h>\n#include "uvmshim.h"\nint main(void) {\n'
+        + "\n".join(lines)
+        + "\nreturn 0; }\n"
+    )
+    exe = tmp_path / "layout"
+    subprocess.run(["cc", f"-I{SHIM}", "-o", exe, src], check=True)
+    return subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+
+
+def test_header_and_record_layout_match_the_decoder(tmp_path):
+    out = _c_layout(tmp_path).splitlines()
+    table = {parts[0]: parts[1:] for parts in (line.split() for line in out) if parts[0] != "func"}
+    for struct, dtype in (
+        ("uvmshim_header", layout.HEADER_DTYPE),
+        ("uvmshim_record", layout.RECORD_DTYPE),
+    ):
+        assert int(table[struct][0]) == dtype.itemsize
+        for name in dtype.names:
+            sub, offset = dtype.fields[name][:2]
+            assert [int(x) for x in table[f"{struct}.{name}"]] == [offset, sub.itemsize], name
+    assert int(table["MAGIC"][0]) == layout.MAGIC
+    assert int(table["VERSION"][0]) == layout.VERSION
+    assert int(table["HEADER_SIZE"][0]) == layout.HEADER_SIZE
+    assert int(table["RECORD_SIZE"][0]) == layout.RECORD_SIZE
+    assert int(table["CHUNK_RECORDS"][0]) == layout.CHUNK_RECORDS
+    assert int(table["COMMITTED"][0]) == layout.COMMITTED
+    funcs = {int(p[1]): p[2] for p in (line.split() for line in out) if p[0] == "func"}
+    assert funcs == layout.FUNCTIONS
