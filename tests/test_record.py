@@ -116,7 +116,7 @@ def test_a_command_killed_by_a_signal_leaves_a_complete_file(tmp_path: Path) -> 
     rec = open_recording(out)
     assert rec.metadata["exit_code"] == 137
     df = rec.scan().collect()
-    assert df.filter(pl.col("event") == "exit").get_column("result").to_list() == [137]
+    assert df.filter(pl.col("event") == "wait_status").get_column("result").to_list() == [137]
     assert df.filter(pl.col("event") == "meminfo").height > 0
 
 

@@ -305,7 +305,7 @@ class Session:
                 {
                     "ts_ns": monotonic_ns(),
                     "stream": "proc",
-                    "event": "exit",
+                    "event": "wait_status",
                     "pid": pid,
                     "result": code,
                 }  # fmt: skip
