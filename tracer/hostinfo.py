@@ -7,6 +7,15 @@ import platform
 from typing import Any
 
 
+def is_unified(device: dict[str, Any]) -> bool:
+    """One memory pool for CPU and GPU: an integrated GPU (GB10) or a coherent link with
+    host-native atomics (GH200's NVLink-C2C). Pageable memory access alone is not enough:
+    x86 hosts with HMM report it for discrete GPUs too."""
+    return device.get("integrated") == 1 or (
+        device.get("pageable_memory_access") == 1 and device.get("host_native_atomics") == 1
+    )
+
+
 def gpu_info() -> dict[str, Any]:
     """CUDA driver facts through cuda-python; {"available": False, "why": ...} without a GPU."""
     try:
@@ -45,7 +54,7 @@ def gpu_info() -> dict[str, Any]:
                 "host_native_atomics": get(attr.CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED),
             }
         )
-    unified = any(d["integrated"] == 1 or d["pageable_memory_access"] == 1 for d in devices)
+    unified = any(is_unified(d) for d in devices)
     return {
         "available": True,
         "driver_version": int(version),

@@ -6,21 +6,10 @@ as `unavailable`, never as a reason not to record.
 
 from __future__ import annotations
 
-from typing import Any
-
 from uvmtrace.tracer.doctor.result import Check, missing, ok, unavailable
-from uvmtrace.tracer.hostinfo import gpu_info
+from uvmtrace.tracer.hostinfo import gpu_info, is_unified
 
 GIB = 1 << 30
-
-
-def is_unified(device: dict[str, Any]) -> bool:
-    """One memory pool for CPU and GPU: an integrated GPU (GB10) or a coherent link with
-    host-native atomics (GH200's NVLink-C2C). Pageable memory access alone is not enough:
-    x86 hosts with HMM report it for discrete GPUs too."""
-    return device.get("integrated") == 1 or (
-        device.get("pageable_memory_access") == 1 and device.get("host_native_atomics") == 1
-    )
 
 
 def check_cuda() -> list[Check]:
