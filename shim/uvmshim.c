@@ -40,6 +40,7 @@
 #ifdef UVMSHIM_OLD_GLIBC
 __asm__(".symver dlvsym, dlvsym@" UVMSHIM_OLD_GLIBC);
 __asm__(".symver dladdr, dladdr@" UVMSHIM_OLD_GLIBC);
+__asm__(".symver dlopen, dlopen@" UVMSHIM_OLD_GLIBC);
 #endif
 
 #define EXPORT __attribute__((visibility("default")))
@@ -280,7 +281,8 @@ static char *chunk(uint64_t index)
         off_t off = (off_t)UVMSHIM_HEADER_SIZE + (off_t)(index * CHUNK_BYTES);
         int rc = posix_fallocate(g_fd, off, (off_t)CHUNK_BYTES);
         void *m = rc ? MAP_FAILED
-                     : mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, g_fd, off);
+                     : mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                            g_fd, off);
         if (m == MAP_FAILED) {
             say_once(4, rc ? "the shim file cannot grow (disk full?)" : "cannot map the shim file");
             c = CHUNK_FAILED;
@@ -970,8 +972,17 @@ static void *direct_real(int v, int which, const char *name)
 {
     void *p = __atomic_load_n(&g_direct_real[v][which], __ATOMIC_ACQUIRE);
     if (!p) {
-        /* RTLD_NEXT from here: the definition after this library (libcuda, libc). */
+        /* RTLD_NEXT from here: the definition after this library (libcuda, libc). A library
+         * loaded RTLD_LOCAL is not in that scope, yet its own pointers can still lead here
+         * (its internal references bind to our preloaded export): ask it by handle then. */
         p = real_dlsym(RTLD_NEXT, name);
+        if (!p) {
+            const char *soname = name[0] == 'n' ? "libnvidia-ml.so.1" : "libcuda.so.1";
+            void *h = dlopen(soname, RTLD_LAZY | RTLD_NOLOAD);
+            p = h ? real_dlsym(h, name) : NULL;
+        }
+        if (p && is_ours(p))
+            p = NULL;
         __atomic_store_n(&g_direct_real[v][which], p, __ATOMIC_RELEASE);
     }
     return p;

@@ -1,0 +1,175 @@
+"""Added cost of the shim per intercepted call, and on calls it does not intercept.
+
+A small C program reaches the driver the way cudart does (dlopen + cuGetProcAddress_v2 + the
+self look-up) and times, in one process: cuMemGetInfo calls, cuMemAlloc + cuMemFree pairs, and
+launches of an empty kernel (not intercepted: the shim must not slow them). It runs alternately
+without and with the shim, `--repeats` times each; medians, differences and ratios are printed
+and written as JSON.
+
+    python bench/shim_bench.py --json shim_bench.json [--shim libuvmshim.so] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+typedef int CUresult;
+typedef unsigned long long CUdeviceptr;
+typedef CUresult (*gpa_t)(const char *, void **, int, unsigned long long, int *);
+static gpa_t gpa;
+static void *get(const char *name, int ver)
+{
+    void *p = NULL;
+    int st;
+    if (gpa(name, &p, ver, 0, &st) != 0)
+        return NULL;
+    return p;
+}
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+static const char ptx[] = ".version 6.0\n.target sm_50\n.address_size 64\n"
+                          ".visible .entry k()\n{\nret;\n}\n";
+int main(int argc, char **argv)
+{
+    long n_info = atol(argv[1]), n_alloc = atol(argv[2]), n_launch = atol(argv[3]);
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    gpa_t first = lib ? (gpa_t)dlsym(lib, "cuGetProcAddress_v2") : NULL;
+    if (!first || first("cuGetProcAddress", (void **)&gpa, 12000, 0, NULL) != 0) {
+        fprintf(stderr, "no libcuda / cuGetProcAddress_v2\n");
+        return 2;
+    }
+    CUresult (*init)(unsigned) = get("cuInit", 2000);
+    CUresult (*dev_get)(int *, int) = get("cuDeviceGet", 2000);
+    CUresult (*retain)(void **, int) = get("cuDevicePrimaryCtxRetain", 7000);
+    CUresult (*set_cur)(void *) = get("cuCtxSetCurrent", 4000);
+    CUresult (*info)(size_t *, size_t *) = get("cuMemGetInfo", 3020);
+    CUresult (*alloc)(CUdeviceptr *, size_t) = get("cuMemAlloc", 3020);
+    CUresult (*release)(CUdeviceptr) = get("cuMemFree", 3020);
+    CUresult (*load)(void **, const void *) = get("cuModuleLoadData", 2000);
+    CUresult (*func)(void **, void *, const char *) = get("cuModuleGetFunction", 2000);
+    CUresult (*launch)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                       unsigned, void *, void **, void **) = get("cuLaunchKernel", 4000);
+    CUresult (*sync)(void) = get("cuCtxSynchronize", 2000);
+    int dev = 0;
+    void *ctx = NULL;
+    if (!info || !alloc || !release || (init && init(0))) {
+        fprintf(stderr, "no device\n");
+        return 2;
+    }
+    /* A stand-in driver (CPU tests) has no contexts; a real one needs the primary context. */
+    if (dev_get && retain && set_cur && (dev_get(&dev, 0) || retain(&ctx, dev) || set_cur(ctx))) {
+        fprintf(stderr, "no device\n");
+        return 2;
+    }
+    size_t f, t;
+    CUdeviceptr p;
+    for (int i = 0; i < 1000; i++)
+        info(&f, &t); /* warm-up */
+    double t0 = now();
+    for (long i = 0; i < n_info; i++)
+        info(&f, &t);
+    double t1 = now();
+    for (long i = 0; i < n_alloc; i++) {
+        alloc(&p, 1 << 20);
+        release(p);
+    }
+    double t2 = now();
+    double launch_ns = -1;
+    void *mod = NULL, *k = NULL;
+    if (load && func && launch && sync && !load(&mod, ptx) && !func(&k, mod, "k")) {
+        for (int i = 0; i < 1000; i++)
+            launch(k, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
+        sync();
+        double t3 = now();
+        for (long i = 0; i < n_launch; i++)
+            launch(k, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL);
+        sync();
+        launch_ns = (now() - t3) / n_launch;
+    }
+    printf("{\"cuMemGetInfo_ns\": %.2f, \"cuMemAlloc+cuMemFree_ns\": %.2f, \"launch_ns\": %.2f}\n",
+           (t1 - t0) / n_info, (t2 - t1) / n_alloc, launch_ns);
+    return 0;
+}
+"""
+
+METRICS = ("cuMemGetInfo_ns", "cuMemAlloc+cuMemFree_ns", "launch_ns")
+
+
+def build_bench(workdir: Path) -> Path:
+    src = workdir / "shim_bench.c"
+    src.write_text(BENCH_C)
+    exe = workdir / "shim_bench"
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", exe, src, "-ldl"], check=True)
+    return exe
+
+
+def find_shim(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    from uvmtrace.shim.build import build_shim
+
+    return build_shim()
+
+
+def run_once(exe: Path, counts: list[str], shim: Path | None, run_dir: Path) -> dict:
+    env = dict(os.environ)
+    if shim is not None:
+        env["LD_PRELOAD"] = str(shim)
+        env["UVMTRACE_SHIM_DIR"] = str(run_dir)
+    out = subprocess.run([str(exe), *counts], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"shim_bench: {out.stderr.strip() or out.returncode}")
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shim", help="libuvmshim.so (default: build it)")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--info", type=int, default=200000, help="cuMemGetInfo calls per run")
+    ap.add_argument("--alloc", type=int, default=5000, help="cuMemAlloc+cuMemFree pairs per run")
+    ap.add_argument("--launch", type=int, default=100000, help="kernel launches per run")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args()
+    shim = find_shim(args.shim)
+    counts = [str(args.info), str(args.alloc), str(args.launch)]
+    runs: dict[str, list[dict]] = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_bench(Path(tmp))
+        for i in range(args.repeats):
+            # Alternate so drift (clocks, other load) hits both sides alike.
+            runs["without"].append(run_once(exe, counts, None, Path(tmp)))
+            run_dir = Path(tmp) / f"run{i}"
+            run_dir.mkdir(mode=0o700)
+            runs["with"].append(run_once(exe, counts, shim, run_dir))
+    result: dict = {"repeats": args.repeats, "counts": counts, "runs": runs, "median": {}}
+    print(f"{'metric':26} {'without':>12} {'with':>12} {'added':>10} {'ratio':>7}")
+    for m in METRICS:
+        a = statistics.median(r[m] for r in runs["without"])
+        b = statistics.median(r[m] for r in runs["with"])
+        ratio = b / a if a > 0 else None
+        result["median"][m] = {"without": a, "with": b, "added_ns": b - a, "ratio": ratio}
+        print(f"{m:26} {a:12.1f} {b:12.1f} {b - a:10.1f} {ratio or float('nan'):7.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
