@@ -152,3 +152,10 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     r = kvsizer("--weights", str(tmp_path / "w.bin"), "--weights-size", "1M", "--signal", "cuda",
                 "--device", "cpu")  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(os.path.exists("/dev/nvidiactl"), reason="this host has an NVIDIA driver")
+def test_cuda_without_a_driver_is_one_line(tmp_path: Path) -> None:
+    r = kvsizer("--weights", str(tmp_path / "w.bin"), "--weights-size", "1M", "--device", "cuda")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("kvsizer: error: no CUDA driver")

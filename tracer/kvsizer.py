@@ -206,7 +206,11 @@ class CudaDevice:
                     "--device cuda needs cuda-python (pip install cuda-python)"
                 ) from None
         self.cu = driver
-        self._check(driver.cuInit(0), "cuInit")
+        try:
+            ret = driver.cuInit(0)
+        except Exception as exc:  # cuda-python raises when libcuda itself cannot be loaded
+            raise KvSizerError(f"no CUDA driver: {str(exc).splitlines()[0][:160]}") from None
+        self._check(ret, "cuInit")
         self.dev = self._check(driver.cuDeviceGet(ordinal), "cuDeviceGet")
         self.ctx = self._check(
             driver.cuDevicePrimaryCtxRetain(self.dev), "cuDevicePrimaryCtxRetain"

@@ -22,7 +22,7 @@ LIMIT=${2:-3G}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 PY=${PYTHON:-python3}
 WORK=$(mktemp -d /tmp/uvmtrace-demo-gpu.XXXXXX)
-CG=/sys/fs/cgroup
+CG=${CGROUP_ROOT:-/sys/fs/cgroup}  # (a fake tree for dry runs of this script)
 mkdir -p "$OUT"
 
 # uvmtrace is not installed there: expose the component folders as the `uvmtrace` namespace.
