@@ -109,7 +109,7 @@ static void say_once(int bit, const char *msg)
     if (old & bit)
         return;
     char line[512];
-    int n = snprintf(line, sizeof line, "uvmshim[%d]: %s; not recording\n", (int)getpid(), msg);
+    int n = snprintf(line, sizeof line, "uvmshim[%d]: %s\n", (int)getpid(), msg);
     if (n > 0) {
         ssize_t w = write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
         (void)w;
@@ -195,7 +195,7 @@ static int open_file(void)
 {
     const char *dir = getenv("UVMTRACE_SHIM_DIR");
     if (!dir || !*dir) {
-        say_once(1, "UVMTRACE_SHIM_DIR is not set");
+        say_once(1, "UVMTRACE_SHIM_DIR is not set; not recording");
         return -1;
     }
     char path[PATH_MAX];
@@ -212,7 +212,8 @@ static int open_file(void)
     }
     if (fd < 0) {
         char msg[PATH_MAX + 64];
-        snprintf(msg, sizeof msg, "cannot create a file in %s: %s", dir, strerror(errno));
+        snprintf(msg, sizeof msg, "cannot create a file in %s: %s; not recording", dir,
+                 strerror(errno));
         say_once(2, msg);
         return -1;
     }
@@ -222,7 +223,8 @@ static int open_file(void)
                    : mmap(NULL, UVMSHIM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (hdr == MAP_FAILED) {
         char msg[PATH_MAX + 64];
-        snprintf(msg, sizeof msg, "cannot map %s: %s", path, strerror(rc ? rc : errno));
+        snprintf(msg, sizeof msg, "cannot map %s: %s; not recording", path,
+                 strerror(rc ? rc : errno));
         say_once(2, msg);
         close(fd);
         unlink(path);
@@ -284,7 +286,8 @@ static char *chunk(uint64_t index)
                      : mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
                             g_fd, off);
         if (m == MAP_FAILED) {
-            say_once(4, rc ? "the shim file cannot grow (disk full?)" : "cannot map the shim file");
+            say_once(4, rc ? "the shim file cannot grow (disk full?); later calls not recorded"
+                           : "cannot map more of the shim file; later calls not recorded");
             c = CHUNK_FAILED;
         } else {
             c = m;
@@ -834,7 +837,8 @@ static void *wrap(int v, void *real)
         if (cur == real)
             return g_tramps[v][i];
     }
-    count_passthrough("more distinct function pointers than trampoline slots");
+    count_passthrough("more distinct function pointers than trampoline slots; "
+                      "calls through the extra ones are not recorded");
     return real;
 }
 
@@ -927,8 +931,16 @@ static void *wrap_proc(const char *sym, int ver, void *real)
         return real; /* not a memory function */
     if (ensure_open())
         __atomic_fetch_add(&g_hdr->lookups, 1, __ATOMIC_RELAXED);
-    if (v < 0 || ver >= UVMSHIM_NEWEST_KNOWN_CUDA) {
-        count_passthrough("cuGetProcAddress asked for a function version this shim does not know");
+    if (v < 0) {
+        /* cuCtxCreate_v3/_v4 (other arguments): handed out as is, on purpose; counted only.
+         * Frameworks create contexts with cuDevicePrimaryCtxRetain, which is recorded. */
+        if (ensure_open())
+            __atomic_fetch_add(&g_hdr->passthrough, 1, __ATOMIC_RELAXED);
+        return real;
+    }
+    if (ver >= UVMSHIM_NEWEST_KNOWN_CUDA) {
+        count_passthrough("cuGetProcAddress asked for a CUDA version newer than this shim knows; "
+                          "memory calls from that caller are not recorded");
         return real;
     }
     return wrap(v, real);

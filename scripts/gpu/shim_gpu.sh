@@ -26,4 +26,4 @@ for case in driver_case; do
     python3 "scripts/gpu/$case.py" "$W/runs/$case.noshim.json" && echo "$case without shim ok"
 done
 tar -C "$W" -czf "$OUT/shim_runs.tar.gz" runs
-python3 bench/shim_bench.py --shim "$W/libuvmshim.so" --repeats 7 --json "$OUT/shim_bench.json"
+taskset -c 3 python3 bench/shim_bench.py --shim "$W/libuvmshim.so" --repeats 11 --json "$OUT/shim_bench.json"
