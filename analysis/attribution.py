@@ -13,31 +13,52 @@ from typing import Any
 import polars as pl
 
 from uvmtrace.analysis.items import KIND_PARTS, KINDS
-from uvmtrace.analysis.levels import bucket_levels, peak_end, rel_s
+from uvmtrace.analysis.levels import bucket_levels, peak_end_plan, rel_s
 from uvmtrace.analysis.load import RunData
 
-_KIND_MAP = pl.DataFrame(
-    [(item, kind, sign) for item, parts in KIND_PARTS.items() for kind, sign in parts],
-    schema={"item": pl.String, "kind": pl.String, "sign": pl.Int64},
-    orient="row",
-)
+_PRIMARY_KIND = {item: parts[0][0] for item, parts in KIND_PARTS.items()}
+# items that count, with the opposite sign, in a second kind (NR_SHMEM is taken out of file)
+_SECOND_KIND = {item: parts[1] for item, parts in KIND_PARTS.items() if len(parts) > 1}
+KIND = pl.Enum(list(KINDS))
 
 
 def kind_charges(run: RunData) -> pl.DataFrame:
-    """memcg charges as non-overlapping kinds: ts_ns, cgroup_id, pid, comm, kind, bytes."""
-    return (
-        run.charges.join(_KIND_MAP, on="item", how="inner")
-        .with_columns((pl.col("bytes") * pl.col("sign")).alias("bytes"))
-        .select("ts_ns", "cgroup_id", "pid", "comm", "kind", "bytes")
-    )
+    """memcg charges as non-overlapping kinds, in time order: ts_ns, cgroup_id, pid, comm, kind,
+    bytes. Built once per run (attribution, timeline and diff all read it)."""
+    if "kind_charges" not in run.derived:
+        cols = ["ts_ns", "cgroup_id", "pid", "comm"]
+        item = pl.col("item")
+        main = run.charges.filter(item.is_in(list(KIND_PARTS))).select(
+            *cols,
+            item.replace_strict(_PRIMARY_KIND, return_dtype=KIND).alias("kind"),
+            "bytes",
+        )
+        seconds = [
+            run.charges.filter(item == name).select(
+                *cols, pl.lit(kind, dtype=KIND).alias("kind"), pl.col("bytes") * sign
+            )
+            for name, (kind, sign) in _SECOND_KIND.items()
+        ]
+        seconds = [f for f in seconds if f.height]
+        frame = main
+        if seconds:
+            # a row and its second-kind twin share a timestamp: one step of every level
+            frame = pl.concat([main, *seconds]).sort("ts_ns", maintain_order=True)
+        run.derived["kind_charges"] = frame.with_columns(pl.col("ts_ns").set_sorted())
+    return run.derived["kind_charges"]
 
 
 def file_deltas(run: RunData) -> pl.DataFrame:
-    """Page-cache pages per file as signed deltas: ts_ns, path, cgroup_id, pid, bytes."""
-    sign = pl.when(pl.col("event") == "filemap_delete").then(-1).otherwise(1)
-    return run.files.filter(pl.col("path").is_not_null()).select(
-        "ts_ns", "path", "cgroup_id", "pid", (pl.col("bytes") * sign).alias("bytes")
-    )
+    """Page-cache pages per file as signed deltas, in time order: ts_ns, path, cgroup_id, pid,
+    bytes."""
+    if "file_deltas" not in run.derived:
+        sign = pl.when(pl.col("event") == "filemap_delete").then(-1).otherwise(1)
+        run.derived["file_deltas"] = (
+            run.files.filter(pl.col("path").is_not_null())
+            .select("ts_ns", "path", "cgroup_id", "pid", (pl.col("bytes") * sign).alias("bytes"))
+            .sort("ts_ns", maintain_order=True)
+        )
+    return run.derived["file_deltas"]
 
 
 def _rows(df: pl.DataFrame, run: RunData) -> list[dict[str, Any]]:
@@ -50,34 +71,47 @@ def _rows(df: pl.DataFrame, run: RunData) -> list[dict[str, Any]]:
 
 
 def attribute(run: RunData) -> dict[str, Any]:
-    charges = kind_charges(run)
-    by_cgroup = peak_end(charges, ["cgroup_id"])
-    cg_kind_end = charges.group_by("cgroup_id", "kind").agg(pl.col("bytes").sum().alias("end"))
+    charges = kind_charges(run).lazy()
+    files = file_deltas(run)
+    plans = [
+        peak_end_plan(charges, ["cgroup_id"]),
+        charges.group_by("cgroup_id", "kind").agg(pl.col("bytes").sum().alias("end")),
+        peak_end_plan(charges, ["kind"]),
+        peak_end_plan(run.charges.lazy().select("ts_ns", "item", "bytes"), ["item"]),
+        peak_end_plan(charges, ["pid"]).join(
+            run.charges.lazy()
+            .filter(pl.col("comm").is_not_null())
+            .group_by("pid")
+            .agg(pl.col("comm").last()),
+            on="pid",
+            how="left",
+        ),
+        peak_end_plan(files.lazy(), ["path"]).join(
+            files.lazy()
+            .filter(pl.col("bytes") > 0)
+            .group_by("path")
+            .agg(pl.col("cgroup_id").mode().first()),
+            on="path",
+            how="left",
+        ),
+        peak_end_plan(charges, []),
+    ]
+    by_cgroup, cg_kind_end, by_kind, by_item, procs, file_levels, total = pl.collect_all(plans)
+
+    end_by_kind: dict[int, dict[str, int]] = {}
+    for cg, kind, end in cg_kind_end.iter_rows():
+        end_by_kind.setdefault(cg, {})[kind] = int(end)
     cgroups = []
     for row in _rows(by_cgroup, run):
-        kinds = cg_kind_end.filter(pl.col("cgroup_id") == row["cgroup_id"])
         row["name"] = run.cgroup_name(row["cgroup_id"])
         row["path"] = run.cgroup_path(row["cgroup_id"])
-        row["end_by_kind"] = {k: int(v) for k, v in zip(kinds["kind"], kinds["end"], strict=True)}
+        row["end_by_kind"] = end_by_kind.get(row["cgroup_id"], {})
         cgroups.append(row)
 
-    by_kind = _rows(peak_end(charges, ["kind"]), run)
-    by_item = _rows(peak_end(run.charges.select("ts_ns", "item", "bytes"), ["item"]), run)
-    for row in by_item:
+    by_item_rows = _rows(by_item, run)
+    for row in by_item_rows:
         row["in_total"] = row["item"] in KIND_PARTS
 
-    comm = (
-        run.charges.filter(pl.col("comm").is_not_null()).group_by("pid").agg(pl.col("comm").last())
-    )
-    procs = peak_end(charges, ["pid"]).join(comm, on="pid", how="left")
-    by_process = _rows(procs, run)
-
-    files = file_deltas(run)
-    file_levels = peak_end(files, ["path"]).join(
-        files.filter(pl.col("bytes") > 0).group_by("path").agg(pl.col("cgroup_id").mode().first()),
-        on="path",
-        how="left",
-    )
     mapped = (
         run.mappings.filter((pl.col("event") == "mmap") & pl.col("path").is_not_null())
         .group_by("path")
@@ -105,13 +139,12 @@ def attribute(run: RunData) -> dict[str, Any]:
             }
         )
 
-    total = peak_end(charges.with_columns(pl.lit("all").alias("all")), ["all"])
     return {
-        "total": _rows(total.drop("all"), run)[0] if total.height else None,
+        "total": _rows(total, run)[0] if total.height else None,
         "by_cgroup": cgroups,
-        "by_kind": sorted(by_kind, key=lambda r: KINDS.index(r["kind"])),
-        "by_item": by_item,
-        "by_process": by_process,
+        "by_kind": sorted(_rows(by_kind, run), key=lambda r: KINDS.index(r["kind"])),
+        "by_item": by_item_rows,
+        "by_process": _rows(procs, run),
         "by_file": by_file,
     }
 

@@ -14,42 +14,38 @@ def rel_s(ts_col: str, t0_ns: int) -> pl.Expr:
     return ((pl.col(ts_col) - t0_ns) / 1e9).round(6)
 
 
-def peak_end(deltas: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Per key: `peak` (highest level, at least the starting 0), `peak_ts_ns`, `end`, `first_ts_ns`,
-    `last_ts_ns`. `deltas` has ts_ns, bytes and the key columns."""
-    schema = {
-        **{k: deltas.schema[k] for k in keys},
-        "peak": pl.Int64,
-        "peak_ts_ns": pl.Int64,
-        "end": pl.Int64,
-        "first_ts_ns": pl.Int64,
-        "last_ts_ns": pl.Int64,
-    }
-    if deltas.is_empty():
-        return pl.DataFrame(schema=schema)
-    levels = (
-        # rows that share a timestamp (one kernel bucket) are one step of the level
-        deltas.group_by([*keys, "ts_ns"])
-        .agg(pl.col("bytes").sum())
-        .sort([*keys, "ts_ns"])
-        .with_columns(pl.col("bytes").cum_sum().over(keys).alias("level"))
-    )
+def peak_end_plan(deltas: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+    """Per key: `peak` (highest level, at least the starting 0), `peak_ts_ns`, `end`,
+    `first_ts_ns`, `last_ts_ns`. `deltas` has ts_ns, bytes and the key columns, in time order.
+
+    One pass: group rows keep their time order, so each group's running sum is its level after
+    every row; rows that share a timestamp (one kernel bucket, or a charge split into two kinds)
+    are one step, so only the last row of each timestamp is a level the memory really had."""
+    step_end = (pl.col("ts_ns") != pl.col("ts_ns").shift(-1)).fill_null(True)
+    level = pl.col("bytes").fill_null(0).cum_sum().filter(step_end)
+    aggs = [
+        level.max().clip(lower_bound=0).alias("peak"),
+        pl.col("ts_ns").filter(step_end).get(level.arg_max()).alias("peak_ts_ns"),
+        pl.col("bytes").sum().alias("end"),
+        pl.col("ts_ns").first().alias("first_ts_ns"),
+        pl.col("ts_ns").last().alias("last_ts_ns"),
+    ]
+    per_key = deltas.group_by(keys).agg(aggs) if keys else deltas.select(aggs)
     return (
-        levels.group_by(keys)
-        .agg(
-            pl.col("level").max().clip(lower_bound=0).alias("peak"),
-            pl.col("ts_ns").get(pl.col("level").arg_max()).alias("peak_ts_ns"),
-            pl.col("level").last().alias("end"),
-            pl.col("ts_ns").first().alias("first_ts_ns"),
-            pl.col("ts_ns").last().alias("last_ts_ns"),
-        )
+        per_key.filter(pl.col("first_ts_ns").is_not_null())
         .with_columns(
             # a level that never rose above the start has no peak instant
             pl.when(pl.col("peak") > 0).then(pl.col("peak_ts_ns")).alias("peak_ts_ns")
         )
-        .select(list(schema))
-        .cast(schema)
+        .cast({c: pl.Int64 for c in ("peak", "peak_ts_ns", "end", "first_ts_ns", "last_ts_ns")})
     )
+
+
+def peak_end(deltas: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """`peak_end_plan` of an eager frame (sorted by time here if it is not)."""
+    if not deltas["ts_ns"].is_sorted():
+        deltas = deltas.sort("ts_ns", maintain_order=True)
+    return peak_end_plan(deltas.lazy(), keys).collect()
 
 
 def level_at(deltas: pl.DataFrame, keys: list[str], ts_ns: int) -> pl.DataFrame:

@@ -1,7 +1,11 @@
-"""Loads the parts of one recording that analysis needs, each as a small eager frame.
+"""Loads the parts of one recording that analysis needs, each as an eager frame.
 
-A 10-million-event recording is mostly `memcg_charge` and `page_fault` rows; every frame here is
-a filtered, column-pruned scan of the Parquet file, so only the bytes a question needs are read.
+A 10-million-event recording is mostly `memcg_charge` and `page_fault` rows (raw mode writes one
+row per update and per fault). The file is read by three queries collected together: the charges
+(six columns, dictionary columns kept categorical: casting millions of `item`/`comm` values to
+strings costs more than reading them), the fault rows folded per pid as they are read, and every
+other row (a few per cent of the file), which is split here into small frames by stream. The time
+span and the streams present come from those three results, so no query reads the file again.
 A recording without some stream still loads: its frames are empty and `missing` says what the
 report cannot tell.
 """
@@ -19,6 +23,8 @@ from uvmtrace.analysis.reader import Recording, open_recording
 from uvmtrace.recording.errors import RecordingError
 
 _STR = pl.String
+# the high-rate kernel events: never loaded row by row except the charges
+_BULK = ["memcg_charge", "page_fault", "memcg_event"]
 
 
 @dataclass
@@ -27,7 +33,9 @@ class RunData:
     t0_ns: int
     t_end_ns: int
     streams: set[str]
-    charges: pl.DataFrame  # memcg_charge: ts_ns, cgroup_id, item, bytes, pid, comm
+    charges: (
+        pl.DataFrame
+    )  # memcg_charge, by ts: ts_ns, cgroup_id, item (cat), bytes, pid, comm (cat)
     files: pl.DataFrame  # filemap_add/delete: ts_ns, event, cgroup_id, path, bytes, pid
     mappings: pl.DataFrame  # mmap/munmap/...: ts_ns, event, pid, bytes, path, flags, result
     calls: pl.DataFrame  # cuda stream + kernel sysinfo/openat: the queries and allocations
@@ -36,6 +44,8 @@ class RunData:
     logs: pl.DataFrame  # log stream
     fault_counts: pl.DataFrame  # page_fault summed per pid: pid, faults
     missing: list[str] = field(default_factory=list)
+    # frames derived from the charges, built once and shared by attribution, sizing and diff
+    derived: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -66,116 +76,104 @@ class RunData:
         return info.get("path")
 
 
-def _events(lf: pl.LazyFrame, stream: str, events: list[str] | None = None) -> pl.LazyFrame:
-    cond = pl.col("stream") == stream
-    if events is not None:
-        cond = cond & pl.col("event").cast(_STR).is_in(events)
-    return lf.filter(cond)
+def _queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
+    event = pl.col("event")
+    charges = lf.filter(event == "memcg_charge").select(
+        "ts_ns", "cgroup_id", "item", "bytes", "pid", "comm"
+    )
+    bulk = (
+        lf.filter(event.is_in(["page_fault", "memcg_event"]))
+        .group_by("pid", event.cast(_STR))
+        .agg(
+            pl.col("count").fill_null(1).sum().alias("faults"),
+            pl.col("ts_ns").min().alias("t0"),
+            pl.col("ts_ns").max().alias("t1"),
+        )
+    )
+    rest = lf.filter(~event.is_in(_BULK)).select(
+        "ts_ns",
+        *[pl.col(c).cast(_STR) for c in ("stream", "event", "item", "path", "caller", "comm")],
+        "pid",
+        "tid",
+        "cgroup_id",
+        "bytes",
+        "addr",
+        "free_bytes",
+        "total_bytes",
+        "result",
+        "flags",
+        "count",
+        "text",
+    )
+    return [charges, bulk, rest]
 
 
 def load_run(path: str | Path) -> RunData:
     rec = open_recording(path)
-    lf = rec.scan()
-    ev = pl.col("event").cast(_STR)
-    queries = [
-        _events(lf, "kernel", ["memcg_charge"]).select(
-            "ts_ns",
-            "cgroup_id",
-            pl.col("item").cast(_STR),
-            "bytes",
-            "pid",
-            pl.col("comm").cast(_STR),
-        ),
-        _events(lf, "kernel", ["filemap_add", "filemap_delete"]).select(
-            "ts_ns", ev.alias("event"), "cgroup_id", pl.col("path").cast(_STR), "bytes", "pid"
-        ),
-        _events(lf, "kernel", ["mmap", "munmap", "mremap", "brk"]).select(
-            "ts_ns",
-            ev.alias("event"),
-            "pid",
-            "bytes",
-            pl.col("path").cast(_STR),
-            "flags",
-            "result",
-        ),
-        lf.filter(
-            (pl.col("stream") == "cuda")
-            | ((pl.col("stream") == "kernel") & ev.is_in(["sysinfo", "openat"]))
-        ).select(
-            "ts_ns",
-            pl.col("stream").cast(_STR),
-            ev.alias("event"),
-            "pid",
-            "bytes",
-            "addr",
-            "free_bytes",
-            "total_bytes",
-            "result",
-            pl.col("path").cast(_STR),
-            pl.col("caller").cast(_STR),
-        ),
-        _events(lf, "sample").select(
-            "ts_ns",
-            ev.alias("event"),
-            "cgroup_id",
-            pl.col("item").cast(_STR),
-            "bytes",
-            "free_bytes",
-            "total_bytes",
-        ),
-        _events(lf, "proc").select(
-            "ts_ns",
-            ev.alias("event"),
-            "pid",
-            "tid",
-            pl.col("item").cast(_STR),
-            "count",
-            "result",
-            "text",
-            pl.col("comm").cast(_STR),
-        ),
-        _events(lf, "log").select(
-            "ts_ns", ev.alias("event"), pl.col("item").cast(_STR), "bytes", "text"
-        ),
-        _events(lf, "kernel", ["page_fault"])
-        .group_by("pid")
-        .agg(pl.col("count").fill_null(1).sum().alias("faults")),
-        lf.select(
-            pl.col("ts_ns").min().alias("t0"),
-            pl.col("ts_ns").max().alias("t1"),
-            pl.col("stream").cast(_STR).unique().implode().alias("streams"),
-        ),
-    ]
     try:
-        (charges, files, mappings, calls, samples, proc, logs, faults, span) = pl.collect_all(
-            queries
-        )
+        charges, bulk, rest = pl.collect_all(_queries(rec.scan()))
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise RecordingError(f"{rec.path}: unreadable recording ({exc})") from None
 
-    # `cuMemAlloc_v2` and `cuMemAlloc` are one call for analysis.
-    calls = calls.with_columns(pl.col("event").str.replace(VERSION_SUFFIX, "").alias("call"))
-    streams = (
-        set(span["streams"][0].to_list()) if span.height and span["t0"][0] is not None else set()
+    # the recorder writes in time order, so this is a check, not a sort, for real recordings
+    if not charges["ts_ns"].is_sorted():
+        charges = charges.sort("ts_ns", maintain_order=True)
+    charges = charges.with_columns(pl.col("ts_ns").set_sorted())
+
+    stream = pl.col("stream")
+    ev = pl.col("event")
+    files = rest.filter((stream == "kernel") & ev.is_in(["filemap_add", "filemap_delete"]))
+    mappings = rest.filter((stream == "kernel") & ev.is_in(["mmap", "munmap", "mremap", "brk"]))
+    calls = rest.filter(
+        (stream == "cuda") | ((stream == "kernel") & ev.is_in(["sysinfo", "openat"]))
     )
-    t0 = span["t0"][0] if span.height and span["t0"][0] is not None else 0
-    t1 = span["t1"][0] if span.height and span["t1"][0] is not None else t0
+    # `cuMemAlloc_v2` and `cuMemAlloc` are one call for analysis.
+    calls = calls.select(
+        "ts_ns",
+        "stream",
+        "event",
+        "pid",
+        "bytes",
+        "addr",
+        "free_bytes",
+        "total_bytes",
+        "result",
+        "path",
+        "caller",
+        ev.str.replace(VERSION_SUFFIX, "").alias("call"),
+    )
     run = RunData(
         recording=rec,
-        t0_ns=int(t0),
-        t_end_ns=int(t1),
-        streams=streams,
+        t0_ns=0,
+        t_end_ns=0,
+        streams=set(),
         charges=charges,
-        files=files,
-        mappings=mappings,
+        files=files.select("ts_ns", "event", "cgroup_id", "path", "bytes", "pid"),
+        mappings=mappings.select("ts_ns", "event", "pid", "bytes", "path", "flags", "result"),
         calls=calls,
-        samples=samples,
-        proc=proc,
-        logs=logs,
-        fault_counts=faults,
+        samples=rest.filter(stream == "sample").select(
+            "ts_ns", "event", "cgroup_id", "item", "bytes", "free_bytes", "total_bytes"
+        ),
+        proc=rest.filter(stream == "proc").select(
+            "ts_ns", "event", "pid", "tid", "item", "count", "result", "text", "comm"
+        ),
+        logs=rest.filter(stream == "log").select("ts_ns", "event", "item", "bytes", "text"),
+        fault_counts=bulk.filter(pl.col("event") == "page_fault").select("pid", "faults"),
     )
+    _span(run, rest, bulk)
     run.missing = _missing(run)
     return run
+
+
+def _span(run: RunData, rest: pl.DataFrame, bulk: pl.DataFrame) -> None:
+    """First and last timestamp and the streams present, from what the queries returned."""
+    firsts = [run.charges["ts_ns"].min(), rest["ts_ns"].min(), bulk["t0"].min()]
+    lasts = [run.charges["ts_ns"].max(), rest["ts_ns"].max(), bulk["t1"].max()]
+    run.t0_ns = min((int(t) for t in firsts if t is not None), default=0)  # type: ignore[call-overload]
+    run.t_end_ns = max((int(t) for t in lasts if t is not None), default=run.t0_ns)  # type: ignore[call-overload]
+    run.streams = set(rest["stream"].drop_nulls().unique().to_list())
+    if run.charges.height or bulk.height:
+        run.streams.add("kernel")
 
 
 def _missing(run: RunData) -> list[str]:

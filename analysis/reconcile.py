@@ -62,15 +62,25 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
         for cg, keys in zip(keys_of["cgroup_id"], keys_of["key"], strict=True)
     }
     members = _members(run, list(hierarchical), hierarchical)
+    # only the charges of sampled cgroups (and their members) to sampled items take part
+    charges = (
+        run.charges.lazy()
+        .filter(
+            pl.col("cgroup_id").is_in(members["member"].unique().implode())
+            & pl.col("item").is_in(windows["stat_item"].unique().implode())
+        )
+        .select(
+            pl.col("cgroup_id").alias("member"),
+            pl.col("item").cast(pl.String).alias("stat_item"),
+            "ts_ns",
+            "bytes",
+        )
+    )
     traced = (
-        windows.join(members, on="cgroup_id")
+        windows.lazy()
+        .join(members.lazy(), on="cgroup_id")
         .join(
-            run.charges.select(
-                pl.col("cgroup_id").alias("member"),
-                pl.col("item").alias("stat_item"),
-                "ts_ns",
-                "bytes",
-            ),
+            charges,
             on=["member", "stat_item"],
             how="inner",
         )
@@ -78,6 +88,7 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
         .filter((pl.col("ts_ns") > pl.col("t_first")) & (pl.col("ts_ns") <= pl.col("t_last")))
         .group_by("cgroup_id", "key")
         .agg(pl.col("bytes").sum().alias("traced_delta"))
+        .collect()
     )
     rows = (
         windows.join(traced, on=["cgroup_id", "key"], how="left")
