@@ -42,6 +42,7 @@ class Options:
     as_root: bool = False
     quiet: bool = False
     own_cgroup: bool = True
+    watch_cgroups: bool = False  # follow every cgroup created while recording (not only docker's)
     ringbuf_pages: int = 256
 
 
@@ -113,7 +114,9 @@ class Session:
             return None
         tracer = KernelTracer(raw=self.opts.raw, ringbuf_pages=self.opts.ringbuf_pages)
         tracer.start()
-        tracer.watch_new_cgroups(True)
+        # A container is not a child of `docker run`: follow the cgroups created while recording.
+        # Otherwise the command's own cgroup is exact, and other cgroups on the host are noise.
+        tracer.watch_new_cgroups(self.container is not None or self.opts.watch_cgroups)
         return tracer
 
     # ---- the run ------------------------------------------------------------------------

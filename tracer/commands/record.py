@@ -45,6 +45,12 @@ Examples:
     is_flag=True,
     help="Leave the command in uvmtrace's memory cgroup instead of a fresh child one.",
 )
+@click.option(
+    "--watch-cgroups",
+    is_flag=True,
+    help="Trace every cgroup created while recording (on by default for docker run; "
+    "use it when a script starts containers).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No live status line.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(
@@ -55,6 +61,7 @@ def command(
     inject: bool | None,
     as_root: bool,
     no_cgroup: bool,
+    watch_cgroups: bool,
     quiet: bool,
     command: tuple[str, ...],
 ) -> int:
@@ -69,6 +76,7 @@ def command(
             as_root=as_root,
             quiet=quiet,
             own_cgroup=not no_cgroup,
+            watch_cgroups=watch_cgroups,
         )
     )
     if not quiet:
