@@ -310,3 +310,37 @@ def test_shim_run_command_writes_a_recording(driver, shim, tmp_path):
     assert df.height == 1 + 2 + 1 + 17
     assert set(df["stream"].to_list()) == {"cuda"}
     assert "4 process(es)" in proc.stderr
+
+
+def test_bench_reaches_an_rtld_local_driver_under_the_shim(driver, shim, tmp_path):
+    # bench/shim_bench.py's program dlopens libcuda RTLD_LOCAL and links nothing: the stand-in's
+    # own pointers bind to the shim's exports, which must then find the real ones by handle.
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, LD_LIBRARY_PATH=str(driver))
+    bench = Path(__file__).resolve().parent.parent / "bench" / "shim_bench.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(bench),
+            "--shim",
+            str(shim),
+            "--repeats",
+            "1",
+            "--info",
+            "1000",
+            "--alloc",
+            "100",
+            "--launch",
+            "1",
+            "--json",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    median = json.loads(out.read_text())["median"]
+    assert median["cuMemGetInfo_ns"]["with"] > 0 and median["launch_ns"]["with"] == -1
