@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from uvmtrace.analysis.render_html import diff_html, report_html
 from uvmtrace.analysis.render_json import to_json
 from uvmtrace.analysis.render_markdown import diff_markdown, report_markdown
 from uvmtrace.analysis.render_terminal import print_diff, print_report
@@ -35,6 +34,9 @@ def write_outputs(
     if markdown:
         _write(markdown, diff_markdown(doc) if is_diff else report_markdown(doc))
     if html:
+        # matplotlib takes half a second to import: only HTML reports pay for it
+        from uvmtrace.analysis.render_html import diff_html, report_html
+
         _write(html, diff_html(doc) if is_diff else report_html(doc))
     if json_out == "-":
         sys.stdout.write(to_json(doc) + "\n")

@@ -94,6 +94,7 @@ class Story:
         self.load_end = self.duration * 3 // 10  # weights read in the first 30%
         self.query_at = self.duration * 4 // 10
         self.shards = [f"/models/llama/model-{i:05d}-of-00008.safetensors" for i in range(1, 9)]
+        self.cache_bytes = (16 if docker else 2) * GIB  # page cache of the weights kept
         self.free_at_query = (80 - (27 if docker else 4)) * GIB + 123_456_789
 
 
@@ -101,7 +102,7 @@ def _bulk(rng: np.random.Generator, story: Story, n: int, t_lo: int, t_hi: int) 
     """Raw memcg updates (60%), raw page faults (38%), memcg events (2%) between t_lo and t_hi."""
     ts = np.sort(rng.integers(t_lo, t_hi, size=n)).astype(np.int64)
     kind = rng.choice(3, size=n, p=[0.60, 0.38, 0.02])
-    charge, fault, mevent = kind == 0, kind == 1, kind == 2
+    charge, fault = kind == 0, kind == 1
     pid_idx = rng.choice(len(story.pids), size=n, p=_weights(len(story.pids)))
     pid = story.pids[pid_idx].astype(np.int32)
     tid = (pid + rng.integers(0, 48, size=n) * (pid_idx == 0)).astype(np.int32)
@@ -117,6 +118,12 @@ def _bulk(rng: np.random.Generator, story: Story, n: int, t_lo: int, t_hi: int) 
     slab = np.isin(item_idx, [items.index("NR_SLAB_UNRECLAIMABLE_B"), items.index("MEMCG_SOCK")])
     size = np.where(slab, rng.integers(1, 64, size=n) * 64, size)
     size = np.where(item_idx == items.index("NR_ANON_THPS"), 512 * PAGE, size)
+    # reading the weights: page cache charged in folios adding up to what filemap_add shows
+    weights = loading & (item_idx == items.index("NR_FILE_PAGES"))
+    if weights.any():
+        per_row = story.cache_bytes * S // story.load_end // int(weights.sum())
+        size = np.where(weights, max(per_row - per_row % PAGE, PAGE), size)
+        sign = np.where(weights, 1, sign)
     cg_idx = np.where(rng.random(n) < 0.97, 0, len(story.cgroups) - 1)
     fault_items = ["read", "write", "exec"]
     fault_kind = rng.choice(3, size=n, p=[0.3, 0.68, 0.02])
@@ -199,7 +206,7 @@ def _landmarks(rng: np.random.Generator, story: Story) -> list[pa.RecordBatch]:
     # page cache of the weight shards, per file and 100 ms bucket while loading
     buckets = np.arange(0, story.load_end, TICK)
     shard = (buckets * len(story.shards) // story.load_end).astype(np.int32)
-    per_bucket = (16 if story.docker else 2) * GIB * len(story.shards) // len(buckets)
+    per_bucket = story.cache_bytes // len(buckets)
     per_bucket -= per_bucket % PAGE
     out.append(
         make_batch(
