@@ -40,7 +40,7 @@ def proc_host_pid(pid_ns: int, ns_pid: int) -> int | None:
 
 
 class HostPid:
-    """Caches a host-pid mapping: it is asked once per distinct (namespace, pid)."""
+    """Caches a host-pid mapping: asked once per (namespace, pid) it could answer."""
 
     def __init__(self, mapping: Callable[[int, int], int | None]) -> None:
         self._mapping = mapping
@@ -48,6 +48,6 @@ class HostPid:
 
     def __call__(self, pid_ns: int, ns_pid: int) -> int | None:
         key = (pid_ns, ns_pid)
-        if key not in self._cache:
+        if self._cache.get(key) is None:  # a miss may be answered later (an announcement)
             self._cache[key] = self._mapping(pid_ns, ns_pid)
         return self._cache[key]

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <time.h>
@@ -191,6 +193,29 @@ static uint64_t pid_ns_inode(void)
     return open ? strtoull(open + 1, NULL, 10) : 0;
 }
 
+/* Tell the recorder, if it listens, who we are: it reads our pid as the kernel translates it into
+ * its own pid namespace (SO_PEERCRED), so CUDA calls made inside a container join the kernel
+ * events of the same process even after the process is gone. Non-blocking; failure is silent. */
+static void announce(const char *dir, uint64_t pid_ns)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" UVMSHIM_ANNOUNCE, dir);
+    if (n <= 0 || (size_t)n >= sizeof addr.sun_path)
+        return;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+        char msg[64];
+        int len = snprintf(msg, sizeof msg, "%llu %d\n", (unsigned long long)pid_ns,
+                           (int)getpid());
+        if (send(fd, msg, (size_t)len, MSG_NOSIGNAL) < 0) {
+            /* the recorder went away: nothing to tell */
+        }
+    }
+    close(fd);
+}
+
 static int open_file(void)
 {
     const char *dir = getenv("UVMTRACE_SHIM_DIR");
@@ -251,6 +276,7 @@ static int open_file(void)
     g_hdr = h;
     /* Magic last: the decoder skips a file whose header is not complete. */
     __atomic_store_n(&h->magic, UVMSHIM_MAGIC, __ATOMIC_RELEASE);
+    announce(dir, h->pid_ns);
     return 0;
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,43 @@ def need_gpu() -> None:
         "needs an NVIDIA GPU (GPU checks run on the device machine; see docs/validation.md)",
         ci_must_have=False,
     )
+
+
+STAND_IN = Path(__file__).parent / "stand_in_driver"
+
+
+@pytest.fixture(scope="session")
+def shim() -> Path:
+    from uvmtrace.shim.build import build_shim
+
+    return build_shim()
+
+
+@pytest.fixture(scope="session")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory holding the stand-in libcuda.so.1, libnvidia-ml.so.1 and driver_user."""
+    out = tmp_path_factory.mktemp("stand_in")
+    cc = ["cc", "-O1", "-fPIC"]
+    subprocess.run(
+        [*cc, "-shared", "-o", out / "libcuda.so.1", STAND_IN / "fake_cuda.c", "-lpthread"],
+        check=True,
+    )
+    subprocess.run(
+        [*cc, "-shared", "-o", out / "libnvidia-ml.so.1", STAND_IN / "fake_nvml.c"], check=True
+    )
+    subprocess.run(
+        [
+            *cc,
+            "-o",
+            out / "driver_user",
+            STAND_IN / "driver_user.c",
+            f"-L{out}",
+            "-l:libcuda.so.1",
+            "-l:libnvidia-ml.so.1",
+            f"-Wl,-rpath,{out}",
+            "-ldl",
+            "-lpthread",
+        ],
+        check=True,
+    )
+    return out

@@ -13,8 +13,8 @@ import pytest
 from tests.dockerimg import busybox_image
 from tests.test_record import (
     BUCKET_NS,
-    MiB,
     WORKLOAD,
+    MiB,
     charged_between_marks,
     cold_file,
     uvmtrace,
@@ -45,7 +45,7 @@ def docker_python(name: str, *args: str, mounts: list[str] = ()) -> list[str]:
 
 
 def test_a_container_is_found_named_and_charged_its_bytes(tmp_path: Path) -> None:
-    data = cold_file(tmp_path / "data.bin", 100 * MiB)
+    cold_file(tmp_path / "data.bin", 100 * MiB)
     name = f"uvmtrace-test-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "d.parquet"
     argv = docker_python(name, "-c", WORKLOAD, "/data/data.bin", mounts=[f"{tmp_path}:/data:ro"])

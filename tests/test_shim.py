@@ -13,48 +13,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from uvmtrace.shim.build import build_shim, glibc_needed
+from uvmtrace.shim.build import glibc_needed
 from uvmtrace.shim.decode import ShimDecoder
 from uvmtrace.shim.session import make_run_dir, shim_env
 
 STAND_IN = Path(__file__).parent / "stand_in_driver"
 MiB = 1 << 20
 GiB = 1 << 30
-
-
-@pytest.fixture(scope="session")
-def shim() -> Path:
-    return build_shim()
-
-
-@pytest.fixture(scope="session")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Directory holding the stand-in libcuda.so.1, libnvidia-ml.so.1 and driver_user."""
-    out = tmp_path_factory.mktemp("stand_in")
-    cc = ["cc", "-O1", "-fPIC"]
-    subprocess.run(
-        [*cc, "-shared", "-o", out / "libcuda.so.1", STAND_IN / "fake_cuda.c", "-lpthread"],
-        check=True,
-    )
-    subprocess.run(
-        [*cc, "-shared", "-o", out / "libnvidia-ml.so.1", STAND_IN / "fake_nvml.c"], check=True
-    )
-    subprocess.run(
-        [
-            *cc,
-            "-o",
-            out / "driver_user",
-            STAND_IN / "driver_user.c",
-            f"-L{out}",
-            "-l:libcuda.so.1",
-            "-l:libnvidia-ml.so.1",
-            f"-Wl,-rpath,{out}",
-            "-ldl",
-            "-lpthread",
-        ],
-        check=True,
-    )
-    return out
 
 
 def run(driver: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -74,6 +74,7 @@ class Session:
         self.not_traced: list[dict[str, str]] = []
         self.signals_seen: list[int] = []
         self.container: containers.ContainerRun | None = None
+        self.announcements: Any = None  # shim.announce.PidAnnouncements, with a shim
         self.command = list(opts.command)
         self.env = dict(os.environ)
         for var in ("SUDO_COMMAND", "SUDO_USER", "SUDO_UID", "SUDO_GID"):
@@ -84,13 +85,21 @@ class Session:
     # ---- set-up -------------------------------------------------------------------------
     def _work_dir(self) -> Path:
         # Next to the output: same filesystem as the spool, no shared /tmp involved.
-        return make_private_dir(self.opts.output.with_name(f".{self.opts.output.name}.uvmtrace"))
+        work = make_private_dir(self.opts.output.with_name(f".{self.opts.output.name}.uvmtrace"))
+        if self._other_uids_write():
+            os.chmod(work, 0o711)  # traversable, not listable: the shim's run dir lies inside
+        return work
+
+    def _other_uids_write(self) -> bool:
+        """Whether processes of another uid (sudo's user, a container's user) write shim files."""
+        return self.run_as is not None or containers.detect(self.command) is not None
 
     def _start_shim(self, work: Path) -> tuple[Any, Path | None, Path | None]:
         if not self.opts.shim:
             self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": "--no-shim"})
             return None, None, None
         try:
+            from uvmtrace.shim.announce import PidAnnouncements
             from uvmtrace.shim.build import build_shim
             from uvmtrace.shim.decode import ShimDecoder
             from uvmtrace.shim.session import make_run_dir, shim_env
@@ -102,9 +111,10 @@ class Session:
         except UserError as exc:
             self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": str(exc)})
             return None, None, None
-        run_dir = make_run_dir(work)
+        run_dir = make_run_dir(work, other_uids=self._other_uids_write())
         self.env = shim_env(run_dir, self.env, lib)
-        return ShimDecoder(run_dir, host_pid=resolve_host_pid), lib, run_dir
+        self.announcements = PidAnnouncements(run_dir)
+        return ShimDecoder(run_dir, host_pid=self.announcements.host_pid), lib, run_dir
 
     def _start_probes(self) -> Any:
         try:
@@ -221,6 +231,8 @@ class Session:
                 signal.signal(sig, signal.SIG_DFL)
             if run_cg is not None and not cgroups.remove_cgroup(run_cg):
                 self.not_traced.append({"what": "cleanup", "why": f"{run_cg} still has tasks"})
+            if self.announcements is not None:
+                self.announcements.close()
             _remove_tree(work)
         status.clear()
         meta["exit_code"] = code
@@ -281,6 +293,8 @@ class Session:
                 next_sample = now + self.opts.interval_s
                 self._watch_container(tracer, sampler, targets)
                 writer.write(sampler.sample())
+            if self.announcements is not None:
+                self.announcements.accept_all()  # before the shims' backlog fills
             if shim is not None and now >= next_shim:
                 next_shim = now + 0.25
                 for batch in shim.poll():
@@ -371,6 +385,7 @@ class Session:
                 self.not_traced.append({"what": "kernel events (final drain)", "why": str(exc)})
         if shim is not None:
             try:
+                self.announcements.accept_all()
                 for batch in shim.close():
                     writer.write(batch)
                 stats = shim.stats()
@@ -426,29 +441,3 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-
-
-_ns_cache: dict[tuple[int, int], int] = {}
-
-
-def resolve_host_pid(pid_ns: int, ns_pid: int) -> int | None:
-    """Map a pid inside a pid namespace to the host pid (NSpid line of /proc/PID/status)."""
-    key = (pid_ns, ns_pid)
-    if key in _ns_cache:
-        return _ns_cache[key]
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry.name}/ns/pid").st_ino != pid_ns:
-                continue
-            with open(f"/proc/{entry.name}/status") as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        if int(line.split()[-1]) == ns_pid:
-                            _ns_cache[key] = int(entry.name)
-                            return int(entry.name)
-                        break
-        except (OSError, ValueError):
-            continue
-    return None
