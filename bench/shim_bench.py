@@ -173,3 +173,45 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _stand_in_driver(workdir: Path) -> Path:
+    """Build the tests' stand-in libcuda.so.1 (CPU machines): the shim's own cost, no driver's."""
+    src = Path(__file__).resolve().parent.parent / "tests" / "stand_in_driver" / "fake_cuda.c"
+    cc = os.environ.get("CC", "cc")
+    subprocess.run([cc, "-O2", "-fPIC", "-shared", "-o", workdir / "libcuda.so.1", src,
+                    "-lpthread"], check=True)  # fmt: skip
+    return workdir
+
+
+def figures(reps: int, gpu: bool) -> list:
+    """For `python -m bench`: added ns per intercepted call, and the launch loop (GPU only)."""
+    from bench.common import Figure
+
+    label = "H100 driver" if gpu else "stand-in driver (CPU)"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if not gpu:
+            os.environ["LD_LIBRARY_PATH"] = str(_stand_in_driver(work))
+        exe = build_bench(work)
+        shim = find_shim(None)
+        counts = ["200000", "5000", "100000" if gpu else "0"]
+        runs: dict[str, list[dict]] = {"without": [], "with": []}
+        for i in range(reps):
+            runs["without"].append(run_once(exe, counts, None, work))
+            run_dir = work / f"run{i}"
+            run_dir.mkdir(mode=0o700)
+            runs["with"].append(run_once(exe, counts, shim, run_dir))
+    out = []
+    for metric, name in (("cuMemGetInfo_ns", "cuMemGetInfo"),
+                         ("cuMemAlloc+cuMemFree_ns", "cuMemAlloc+cuMemFree")):  # fmt: skip
+        a = statistics.median(r[metric] for r in runs["without"])
+        b = statistics.median(r[metric] for r in runs["with"])
+        out.append(Figure(f"shim: ns per {name} ({label})", a, b, "ns", goal="< +100 ns",
+                          met=b - a < 100, note=f"added {b - a:+.0f} ns"))  # fmt: skip
+    if gpu:
+        a = statistics.median(r["launch_ns"] for r in runs["without"])
+        b = statistics.median(r["launch_ns"] for r in runs["with"])
+        out.append(Figure("shim: ns per kernel launch (not intercepted)", a, b, "ns",
+                          goal="< 1.01x", met=b / a < 1.01))  # fmt: skip
+    return out

@@ -123,7 +123,11 @@ class Session:
             self.not_traced.append({"what": "kernel events", "why": f"probes: {exc}"})
             return None
         tracer = KernelTracer(raw=self.opts.raw, ringbuf_pages=self.opts.ringbuf_pages)
-        tracer.start()
+        try:
+            tracer.start()
+        except UserError as exc:  # no BCC, no tracefs, ...: record the rest, say what is missing
+            self.not_traced.append({"what": "kernel events", "why": str(exc)})
+            return None
         # A container is not a child of `docker run`: follow the cgroups created while recording.
         # Otherwise the command's own cgroup is exact, and other cgroups on the host are noise.
         tracer.watch_new_cgroups(self.container is not None or self.opts.watch_cgroups)

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from uvmtrace.analysis.output import write_outputs
-from uvmtrace.analysis.report import build_diff
 from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
 
 
@@ -49,5 +47,9 @@ def command(
     min_alloc_mib: int,
     tolerance: float,
 ) -> None:
+    # Imported here: matplotlib and the renderers are not needed by `record`'s start-up.
+    from uvmtrace.analysis.output import write_outputs
+    from uvmtrace.analysis.report import build_diff
+
     d = build_diff(a, b, min_alloc=min_alloc_mib << 20, tolerance=tolerance)
     write_outputs(d, markdown=markdown, html=html, json_out=json_out)
