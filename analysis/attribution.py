@@ -16,36 +16,45 @@ from uvmtrace.analysis.items import KIND_PARTS, KINDS
 from uvmtrace.analysis.levels import bucket_levels, peak_end_plan, rel_s
 from uvmtrace.analysis.load import RunData
 
-_PRIMARY_KIND = {item: parts[0][0] for item, parts in KIND_PARTS.items()}
-# items that count, with the opposite sign, in a second kind (NR_SHMEM is taken out of file)
-_SECOND_KIND = {item: parts[1] for item, parts in KIND_PARTS.items() if len(parts) > 1}
 KIND = pl.Enum(list(KINDS))
+# what one charge of an item adds to its cgroup's (or process's) total over all kinds: NR_SHMEM
+# adds +1 as shmem and -1 as file, so 0
+_NET_SIGN = {item: sum(sign for _, sign in parts) for item, parts in KIND_PARTS.items()}
 
 
 def kind_charges(run: RunData) -> pl.DataFrame:
-    """memcg charges as non-overlapping kinds, in time order: ts_ns, cgroup_id, pid, comm, kind,
-    bytes. Built once per run (attribution, timeline and diff all read it)."""
+    """memcg charges as non-overlapping kinds: ts_ns, cgroup_id, pid, comm, kind, bytes; one block
+    per kind, each in time order (a kind's level needs only its own rows in order, so the blocks
+    are never sorted together). Built once per run: attribution, timeline and diff read it."""
     if "kind_charges" not in run.derived:
-        cols = ["ts_ns", "cgroup_id", "pid", "comm"]
         item = pl.col("item")
-        main = run.charges.filter(item.is_in(list(KIND_PARTS))).select(
-            *cols,
-            item.replace_strict(_PRIMARY_KIND, return_dtype=KIND).alias("kind"),
-            "bytes",
-        )
-        seconds = [
-            run.charges.filter(item == name).select(
-                *cols, pl.lit(kind, dtype=KIND).alias("kind"), pl.col("bytes") * sign
+        blocks = []
+        for kind in KINDS:
+            signs = {i: sign for i, parts in KIND_PARTS.items() for k, sign in parts if k == kind}
+            signed = pl.col("bytes")
+            if set(signs.values()) != {1}:
+                signed = signed * item.replace_strict(signs, return_dtype=pl.Int64)
+            blocks.append(
+                run.charges.filter(item.is_in(list(signs))).select(
+                    "ts_ns", "cgroup_id", "pid", "comm", pl.lit(kind, KIND).alias("kind"), signed
+                )
             )
-            for name, (kind, sign) in _SECOND_KIND.items()
-        ]
-        seconds = [f for f in seconds if f.height]
-        frame = main
-        if seconds:
-            # a row and its second-kind twin share a timestamp: one step of every level
-            frame = pl.concat([main, *seconds]).sort("ts_ns", maintain_order=True)
-        run.derived["kind_charges"] = frame.with_columns(pl.col("ts_ns").set_sorted())
+        run.derived["kind_charges"] = pl.concat(blocks)
     return run.derived["kind_charges"]
+
+
+def net_charges(run: RunData) -> pl.DataFrame:
+    """Each charge's effect on the total of its cgroup and process, in time order: ts_ns,
+    cgroup_id, pid, bytes (a shmem charge is kept, as 0, so its instant still counts)."""
+    if "net_charges" not in run.derived:
+        item = pl.col("item")
+        run.derived["net_charges"] = run.charges.filter(item.is_in(list(KIND_PARTS))).select(
+            "ts_ns",
+            "cgroup_id",
+            "pid",
+            pl.col("bytes") * item.replace_strict(_NET_SIGN, return_dtype=pl.Int64),
+        )
+    return run.derived["net_charges"]
 
 
 def file_deltas(run: RunData) -> pl.DataFrame:
@@ -71,14 +80,15 @@ def _rows(df: pl.DataFrame, run: RunData) -> list[dict[str, Any]]:
 
 
 def attribute(run: RunData) -> dict[str, Any]:
-    charges = kind_charges(run).lazy()
+    kinds = kind_charges(run).lazy()
+    net = net_charges(run).lazy()
     files = file_deltas(run)
     plans = [
-        peak_end_plan(charges, ["cgroup_id"]),
-        charges.group_by("cgroup_id", "kind").agg(pl.col("bytes").sum().alias("end")),
-        peak_end_plan(charges, ["kind"]),
+        peak_end_plan(net, ["cgroup_id"]),
+        kinds.group_by("cgroup_id", "kind").agg(pl.col("bytes").sum().alias("end")),
+        peak_end_plan(kinds, ["kind"]),
         peak_end_plan(run.charges.lazy().select("ts_ns", "item", "bytes"), ["item"]),
-        peak_end_plan(charges, ["pid"]).join(
+        peak_end_plan(net, ["pid"]).join(
             run.charges.lazy()
             .filter(pl.col("comm").is_not_null())
             .group_by("pid")
@@ -94,7 +104,7 @@ def attribute(run: RunData) -> dict[str, Any]:
             on="path",
             how="left",
         ),
-        peak_end_plan(charges, []),
+        peak_end_plan(net, []),
     ]
     by_cgroup, cg_kind_end, by_kind, by_item, procs, file_levels, total = pl.collect_all(plans)
 

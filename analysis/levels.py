@@ -16,21 +16,27 @@ def rel_s(ts_col: str, t0_ns: int) -> pl.Expr:
 
 def peak_end_plan(deltas: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     """Per key: `peak` (highest level, at least the starting 0), `peak_ts_ns`, `end`,
-    `first_ts_ns`, `last_ts_ns`. `deltas` has ts_ns, bytes and the key columns, in time order.
+    `first_ts_ns`, `last_ts_ns`. `deltas` has ts_ns, bytes and the key columns, each key's rows
+    in time order.
 
-    One pass: group rows keep their time order, so each group's running sum is its level after
-    every row; rows that share a timestamp (one kernel bucket, or a charge split into two kinds)
+    No sort and no group per timestamp: a running sum per key gives the level after every row;
+    rows of one key that share a timestamp (one kernel bucket, or a charge split into two kinds)
     are one step, so only the last row of each timestamp is a level the memory really had."""
-    step_end = (pl.col("ts_ns") != pl.col("ts_ns").shift(-1)).fill_null(True)
-    level = pl.col("bytes").fill_null(0).cum_sum().filter(step_end)
+    level = pl.col("bytes").fill_null(0).cum_sum()
+    following = pl.col("ts_ns").shift(-1)
+    if keys:
+        level, following = level.over(keys), following.over(keys)
+    steps = deltas.with_columns(
+        level.alias("level"), (pl.col("ts_ns") != following).fill_null(True).alias("step_end")
+    ).filter("step_end")
     aggs = [
-        level.max().clip(lower_bound=0).alias("peak"),
-        pl.col("ts_ns").filter(step_end).get(level.arg_max()).alias("peak_ts_ns"),
-        pl.col("bytes").sum().alias("end"),
+        pl.col("level").max().clip(lower_bound=0).alias("peak"),
+        pl.col("ts_ns").get(pl.col("level").arg_max()).alias("peak_ts_ns"),
+        pl.col("level").last().alias("end"),
         pl.col("ts_ns").first().alias("first_ts_ns"),
         pl.col("ts_ns").last().alias("last_ts_ns"),
     ]
-    per_key = deltas.group_by(keys).agg(aggs) if keys else deltas.select(aggs)
+    per_key = steps.group_by(keys).agg(aggs) if keys else steps.select(aggs)
     return (
         per_key.filter(pl.col("first_ts_ns").is_not_null())
         .with_columns(
