@@ -2,7 +2,7 @@
 
 Recordings of N events shaped like a `record --raw` run of an LLM server, native and in Docker
 (bench/analysis_recordings.py), are written through the real writer. Each figure then runs, in a
-fresh process so that its peak RSS is its own (wait4's rusage of that child):
+fresh process whose peak RSS (VmHWM) it reports itself:
   baseline  a bare polars scan of the same file(s): one pass over every row, grouping by event
             and summing bytes (two columns read, nothing else)
   report    `uvmtrace report FILE` (terminal output, to /dev/null)
@@ -25,6 +25,8 @@ from pathlib import Path
 from bench.analysis_recordings import generate
 from bench.common import UVMTRACE, Figure, median
 
+CLI = UVMTRACE[1:]  # `-m uvmtrace.tracer`, run by the peak-measuring wrapper
+
 DIFF_GOAL_S = 10.0
 DIFF_GOAL_EVENTS = 10_000_000
 
@@ -33,17 +35,46 @@ _SCAN = (
     "for f in sys.argv[1:]:\n"
     "    pl.scan_parquet(f).group_by('event').agg(pl.col('bytes').sum(), pl.len()).collect()\n"
 )
+# Runs a module (`-m NAME ARGS`) or code (`-c CODE ARGS`) and, at exit, writes its own VmHWM to
+# the inherited fd. Not wait4's ru_maxrss: that counts the pages of the (large) benchmark process
+# the child was forked from.
+_PEAK = """
+import atexit, os, runpy, sys
+def _peak():
+    with open('/proc/self/status') as f:
+        kib = next(line.split()[1] for line in f if line.startswith('VmHWM:'))
+    os.write(int(os.environ['BENCH_PEAK_FD']), kib.encode())
+atexit.register(_peak)
+mode, what, *args = sys.argv[1:]
+if mode == '-m':
+    sys.argv = [what, *args]
+    runpy.run_module(what, run_name='__main__', alter_sys=True)
+else:
+    sys.argv = ['-c', *args]
+    exec(compile(what, '<bench>', 'exec'), {'__name__': '__main__'})
+"""
 
 
 def run_once(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one fresh process running `argv`."""
+    """Wall seconds and peak RSS (MiB) of one fresh Python process: `-m MODULE ARGS` or
+    `-c CODE ARGS`."""
+    read_fd, write_fd = os.pipe()
+    env = {**os.environ, "BENCH_PEAK_FD": str(write_fd)}
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PEAK, *argv],
+        stdout=subprocess.DEVNULL,
+        pass_fds=(write_fd,),
+        env=env,
+    )
+    os.close(write_fd)
+    status = proc.wait()
     wall = time.perf_counter() - t
-    if status != 0:
+    with os.fdopen(read_fd, "rb") as f:
+        peak_kib = f.read()
+    if status != 0 or not peak_kib:
         raise RuntimeError(f"benchmark command failed ({status}): {' '.join(argv)}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+    return wall, int(peak_kib) / 1024
 
 
 def timed(argv: list[str], reps: int) -> tuple[float, float]:
@@ -68,10 +99,10 @@ def figures(work: Path, sizes: tuple[int, ...], reps: int) -> list[Figure]:
     for n in sizes:
         a, b = recordings(work, n)
         label = f"{n / 1e6:g}M events"
-        scan1_s, scan1_rss = timed([sys.executable, "-c", _SCAN, str(b)], reps)
-        report_s, report_rss = timed([*UVMTRACE, "report", str(b)], reps)
-        scan2_s, scan2_rss = timed([sys.executable, "-c", _SCAN, str(a), str(b)], reps)
-        diff_s, diff_rss = timed([*UVMTRACE, "diff", str(a), str(b)], reps)
+        scan1_s, scan1_rss = timed(["-c", _SCAN, str(b)], reps)
+        report_s, report_rss = timed([*CLI, "report", str(b)], reps)
+        scan2_s, scan2_rss = timed(["-c", _SCAN, str(a), str(b)], reps)
+        diff_s, diff_rss = timed([*CLI, "diff", str(a), str(b)], reps)
         size_mib = b.stat().st_size / (1 << 20)
         out.append(
             Figure(
