@@ -1,8 +1,9 @@
-"""Drain an in-kernel aggregation map (hash: key with a time bucket -> struct agg_val) in batches.
+"""Drain an in-kernel aggregation hash (key with a time bucket and a flush number ->
+struct agg_val) in batches, and read the per-CPU slots once the probes are detached.
 
-Only buckets that ended more than `grace_ns` ago are taken (and deleted) while recording, so an
-entry is never read while an event can still add to it; `final=True` takes everything (the
-probes are detached by then). Keys and values land in numpy arrays via BPF_MAP_LOOKUP_BATCH.
+The BPF side never writes an entry after inserting it (events.h, struct agg_slot), so every
+entry can be taken (and deleted) at any time: nothing can add to an entry between our read and
+our delete. Keys and values land in numpy arrays via BPF_MAP_LOOKUP_BATCH.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import errno
 
 import numpy as np
 
-from uvmtrace.probes.layouts import AGG_VAL
-
-GRACE_NS = 20_000_000
+from uvmtrace.probes.layouts import AGG_SLOT, AGG_VAL
 
 
 class AggDrainer:
@@ -53,13 +52,9 @@ class AggDrainer:
                 break
         return total
 
-    def drain(self, now_ns: int, bucket_ns: int, *, final: bool) -> tuple[np.ndarray, np.ndarray]:
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
         n = self._lookup_all()
-        keys, vals = self._keys[:n], self._vals[:n]
-        if not final:
-            done = keys["bucket"].astype(np.int64) + bucket_ns <= now_ns - GRACE_NS
-            keys, vals = keys[done], vals[done]
-        keys, vals = keys.copy(), vals.copy()
+        keys, vals = self._keys[:n].copy(), self._vals[:n].copy()
         if keys.size:
             cnt = ct.c_uint32(keys.size)
             if self.lib.bpf_delete_batch(self.fd, keys.ctypes.data, ct.byref(cnt)) != 0:
@@ -68,3 +63,34 @@ class AggDrainer:
                 for i in range(keys.size):
                     self.lib.bpf_delete_elem(self.fd, base + i * self.key.itemsize)
         return keys, vals
+
+
+def read_slots(lib: ct.CDLL, map_fd: int, n: int, ncpus: int) -> np.ndarray:
+    """A per-CPU slot array as (n, ncpus) struct agg_slot; only once the probes are detached."""
+    out = np.zeros((n, ncpus), AGG_SLOT)
+    index = ct.c_uint32(0)
+    for i in range(n):
+        index.value = i
+        if lib.bpf_lookup_elem(map_fd, ct.byref(index), out[i].ctypes.data) != 0:
+            err = ct.get_errno()
+            raise OSError(err, f"BPF_MAP_LOOKUP_ELEM of slot {i}: {errno.errorcode.get(err, err)}")
+    return out
+
+
+def slot_entries(
+    slots: np.ndarray, key: np.dtype, fill: dict[str, np.ndarray | str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The non-empty slots as (keys, values) like a drain's. `fill`: key field -> a slot field's
+    name, or an array over slot indexes (e.g. the fault code a slot stands for)."""
+    used = slots["count"] > 0
+    index = np.broadcast_to(np.arange(slots.shape[0])[:, None], slots.shape)[used]
+    flat = slots[used]
+    keys = np.zeros(flat.size, key)
+    keys["bucket"] = flat["bucket"]
+    keys["pid"] = flat["pid"]
+    for name, value in fill.items():
+        keys[name] = flat[value] if isinstance(value, str) else value[index]
+    vals = np.zeros(flat.size, AGG_VAL)
+    for name in ("sum", "count", "tid", "comm"):
+        vals[name] = flat[name]
+    return keys, vals

@@ -3,7 +3,7 @@ file, then one file per concern. Each concern's C lives in its own `*.bpf.c` fil
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 PROBES_DIR = Path(__file__).resolve().parent
@@ -15,8 +15,15 @@ SMALL_RING_PAGES = 64  # proc and query events: low rate
 
 
 def bpf_text(
-    files: Iterable[str], *, raw: bool, ringbuf_pages: int, bucket_ns: int, small_pages: int
+    files: Iterable[str],
+    *,
+    raw: bool,
+    ringbuf_pages: int,
+    bucket_ns: int,
+    small_pages: int,
+    offsets: Mapping[str, int] | None = None,
 ) -> str:
+    """`offsets`: kernel struct member offsets from BTF (kernlayout), for raw tracepoints."""
     defines = {
         "UVM_RAW": int(raw),
         "UVM_RINGBUF_PAGES": ringbuf_pages,
@@ -25,12 +32,15 @@ def bpf_text(
         "UVM_MAX_PIDS": MAX_PIDS,
         "UVM_MAX_CGROUPS": MAX_CGROUPS,
         "UVM_MAX_AGG": MAX_AGG,
+        **(offsets or {}),
     }
     parts = [f"#define {k} {v}" for k, v in defines.items()]
     parts.append('#include "events.h"')
+    shared_memcg = False
     for name in ("scope.bpf.c", *files):
-        if name == "memcg_kprobe.bpf.c" or name == "memcg_tp.bpf.c":
-            parts.append((PROBES_DIR / "memcg.bpf.c").read_text())
+        if name in ("memcg_kprobe.bpf.c", "memcg_tp.bpf.c", "memcg_raw.bpf.c") and not shared_memcg:
+            parts.append((PROBES_DIR / "memcg.bpf.c").read_text())  # what every variant calls
+            shared_memcg = True
         parts.append((PROBES_DIR / name).read_text())
     return "\n".join(parts)
 

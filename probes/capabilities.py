@@ -10,6 +10,8 @@ import functools
 import os
 from dataclasses import dataclass
 
+from uvmtrace.probes import kernlayout
+
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
@@ -19,7 +21,7 @@ class Attachment:
 
     fn: str
     target: str
-    kind: str = "tracepoint"  # or "kprobe"
+    kind: str = "tracepoint"  # or "raw_tracepoint", "kprobe"
     optional: bool = False  # the probe still works without it
 
 
@@ -28,10 +30,25 @@ MEMCG_TRACEPOINTS = (
     Attachment("tp_memcg_lruvec", "memcg:mod_memcg_lruvec_state"),
     Attachment("tp_memcg_events", "memcg:count_memcg_events", optional=True),
 )
+# Same events attached raw: no trace record is built per update (see memcg_raw.bpf.c).
+MEMCG_RAW_TRACEPOINTS = (
+    Attachment("raw_memcg_state", "memcg:mod_memcg_state", "raw_tracepoint"),
+    Attachment("raw_memcg_lruvec", "memcg:mod_memcg_lruvec_state", "raw_tracepoint"),
+    Attachment("raw_memcg_events", "memcg:count_memcg_events", "raw_tracepoint", optional=True),
+)
 MEMCG_KPROBES = (
     Attachment("kp_memcg_state", "__mod_memcg_state", "kprobe"),
     Attachment("kp_memcg_lruvec", "__mod_memcg_lruvec_state", "kprobe"),
     Attachment("kp_memcg_events", "__count_memcg_events", "kprobe", optional=True),
+)
+
+FAULT_TRACEPOINTS = (
+    Attachment("tp_fault_user", "exceptions:page_fault_user"),
+    Attachment("tp_fault_kernel", "exceptions:page_fault_kernel", optional=True),
+)
+FAULT_RAW_TRACEPOINTS = (
+    Attachment("raw_fault_user", "exceptions:page_fault_user", "raw_tracepoint"),
+    Attachment("raw_fault_kernel", "exceptions:page_fault_kernel", "raw_tracepoint", optional=True),
 )
 
 # probe name -> (BPF source file, attachments); memcg picks its attachments by variant.
@@ -47,13 +64,7 @@ PROBES: dict[str, tuple[str, tuple[Attachment, ...]]] = {
         ),
     ),
     "memcg": ("memcg_tp.bpf.c", MEMCG_TRACEPOINTS),
-    "page_fault": (
-        "faults.bpf.c",
-        (
-            Attachment("tp_fault_user", "exceptions:page_fault_user"),
-            Attachment("tp_fault_kernel", "exceptions:page_fault_kernel", optional=True),
-        ),
-    ),
+    "page_fault": ("faults.bpf.c", FAULT_TRACEPOINTS),
     "mappings": (
         "mappings.bpf.c",
         (
@@ -119,8 +130,12 @@ def kernel_symbols() -> frozenset[str]:
 
 def attachment_missing(att: Attachment) -> str | None:
     """Why `att` cannot attach here, or None."""
-    if att.kind == "tracepoint":
-        return None if tracepoint_exists(att.target) else f"no tracepoint {att.target}"
+    if att.kind in ("tracepoint", "raw_tracepoint"):
+        if not tracepoint_exists(att.target):
+            return f"no tracepoint {att.target}"
+        if att.kind == "raw_tracepoint" and not kernlayout.optional_event_ok(event_of(att)):
+            return f"{att.target}: arguments not as expected (kernel BTF)"
+        return None
     if not kprobes_available():
         return "kernel has no kprobes (CONFIG_KPROBES / CONFIG_KPROBE_EVENTS off)"
     if att.target not in kernel_symbols():
@@ -128,8 +143,13 @@ def attachment_missing(att: Attachment) -> str | None:
     return None
 
 
+def event_of(att: Attachment) -> str:
+    """`memcg:mod_memcg_state` -> `mod_memcg_state`, the name a raw tracepoint attaches to."""
+    return att.target.partition(":")[2]
+
+
 def memcg_variant() -> tuple[str, str]:
-    """(`tracepoint` | `kprobe` | `sampling`, why)."""
+    """(`tracepoint` | `kprobe` | `sampling`, why). How the tracepoints attach: attach_mode()."""
     missing = [w for a in MEMCG_TRACEPOINTS if not a.optional if (w := attachment_missing(a))]
     if not missing:
         return "tracepoint", "memcg tracepoints present (kernel >= 6.14)"
@@ -139,10 +159,29 @@ def memcg_variant() -> tuple[str, str]:
     return "sampling", f"{missing[0]}; {kp_missing[0]}: memory.stat is sampled instead"
 
 
-def memcg_attachments(variant: str) -> tuple[str, tuple[Attachment, ...]]:
+def attach_mode(probe: str) -> tuple[str, str]:
+    """(`raw_tracepoint` | `tracepoint`, why) for a probe on hot tracepoints (memcg, page_fault).
+
+    Raw is preferred: a classic tracepoint program first has the kernel build the trace record
+    (~300 ns per page fault measured here); raw needs the arguments' types and struct offsets
+    from BTF, and falls back to classic when BTF lacks them."""
+    layout = kernlayout.raw_layout()
+    why_not = layout.memcg_why if probe == "memcg" else layout.fault_why
+    if why_not is None:
+        return "raw_tracepoint", "arguments and struct offsets from kernel BTF"
+    return "tracepoint", f"not raw: {why_not}"
+
+
+def memcg_attachments(variant: str, mode: str = "tracepoint") -> tuple[str, tuple[Attachment, ...]]:
     if variant == "kprobe":
         return "memcg_kprobe.bpf.c", MEMCG_KPROBES
+    if mode == "raw_tracepoint":
+        return "memcg_raw.bpf.c", MEMCG_RAW_TRACEPOINTS
     return "memcg_tp.bpf.c", MEMCG_TRACEPOINTS
+
+
+def fault_attachments(mode: str) -> tuple[Attachment, ...]:
+    return FAULT_RAW_TRACEPOINTS if mode == "raw_tracepoint" else FAULT_TRACEPOINTS
 
 
 def memory_hierarchy_id() -> int:
@@ -185,9 +224,16 @@ def probe_plan() -> dict:
     probes: dict[str, dict] = {}
     for name, (_src, atts) in PROBES.items():
         entry: dict = {"variant": "tracepoint"}
+        if name in ("memcg", "page_fault"):
+            entry["attach"], entry["attach_why"] = attach_mode(name)
         if name == "memcg":
             entry["variant"] = variant
-            atts = memcg_attachments(variant)[1] if variant != "sampling" else ()
+            if variant == "tracepoint":
+                atts = memcg_attachments(variant, entry["attach"])[1]
+            else:
+                atts = memcg_attachments(variant)[1] if variant != "sampling" else ()
+        elif name == "page_fault":
+            atts = fault_attachments(entry["attach"])
         required = [w for a in atts if not a.optional if (w := attachment_missing(a))]
         entry["missing_optional"] = [w for a in atts if a.optional if (w := attachment_missing(a))]
         entry["available"] = not required and (name != "memcg" or variant != "sampling")

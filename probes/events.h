@@ -33,7 +33,27 @@ enum uvm_mapping_call {
 };
 enum uvm_filemap_kind { UVM_FILEMAP_ADD = 0, UVM_FILEMAP_DELETE = 1 };
 
-/* Value of every aggregation map: increments are atomic adds on an entry created empty. */
+/* Aggregated mode, hot path: each CPU sums into a slot (BPF_PERCPU_ARRAY, one slot per item,
+ * fault code or page cache event kind) while the key stays the same: no hash lookup, no atomics.
+ * When another key takes the slot, the old sums are inserted into the concern's aggregation hash
+ * as a new entry of their own (the key's `seq` makes it unique), so an entry is complete when it
+ * appears and never written again: user space drains the hash at any time without racing a
+ * writer. The slots themselves are read once the probes are detached. */
+#define UVM_ITEM_SLOTS 256 /* memcg slot index: kind * UVM_ITEM_SLOTS + item */
+#define UVM_FAULT_SLOTS 32 /* error code & 0x1f */
+
+struct agg_slot {
+	__u64 bucket; /* bucket start, ns */
+	__u64 owner; /* compared on the hot path: memcg pointer or cgroup id; file inode */
+	__u64 key2; /* memcg: cgroup id; filemap: dev */
+	__s64 sum;
+	__u64 count; /* 0: slot empty */
+	__u32 pid;
+	__u32 tid; /* the thread that started the slot */
+	char comm[UVM_COMM_LEN];
+};
+
+/* Value of every aggregation hash entry: one slot's sums. */
 struct agg_val {
 	__s64 sum; /* sum of the tracepoint's val (pages, bytes, KiB or counts) */
 	__u64 count; /* updates folded in */
@@ -48,7 +68,7 @@ struct memcg_key {
 	__u32 pid;
 	__s32 item;
 	__u32 kind; /* enum uvm_memcg_kind */
-	__u32 pad;
+	__u32 seq; /* cpu << 20 | per-CPU counter: one entry per flushed slot */
 };
 
 struct memcg_rec {
@@ -66,6 +86,8 @@ struct fault_key {
 	__u64 bucket;
 	__u32 pid;
 	__u32 code; /* x86 error code, low 5 bits: present, write, user, reserved, fetch */
+	__u32 seq;
+	__u32 pad;
 };
 
 struct fault_rec {
@@ -98,7 +120,7 @@ struct filemap_key {
 	__u32 dev;
 	__u32 pid;
 	__u32 kind; /* enum uvm_filemap_kind */
-	__u32 pad;
+	__u32 seq;
 };
 
 struct query_rec {

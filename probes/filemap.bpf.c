@@ -1,35 +1,41 @@
 /* Page cache: pages added or removed by traced processes, summed per file and time bucket. */
+BPF_PERCPU_ARRAY(filemap_slots, struct agg_slot, 2); /* enum uvm_filemap_kind */
 BPF_HASH(filemap_agg, struct filemap_key, struct agg_val, UVM_MAX_AGG);
 
-static __always_inline void filemap_agg_add(struct filemap_key *key, s64 delta)
+static __always_inline void filemap_flush(struct agg_slot *s, u32 kind)
 {
-	struct agg_val *v = filemap_agg.lookup(key);
-	if (!v) {
-		struct agg_val empty = {};
-		agg_init(&empty);
-		filemap_agg.insert(key, &empty);
-		v = filemap_agg.lookup(key);
-	}
-	if (!v) {
-		count_lost(UVM_LOST_FILEMAP);
+	if (!s->count)
 		return;
-	}
-	__sync_fetch_and_add(&v->sum, delta);
-	__sync_fetch_and_add(&v->count, 1);
+	struct filemap_key key = {};
+	key.bucket = s->bucket;
+	key.ino = s->owner;
+	key.dev = (u32)s->key2;
+	key.pid = s->pid;
+	key.kind = kind;
+	key.seq = agg_next_seq();
+	struct agg_val v = {};
+	slot_value(s, &v);
+	if (filemap_agg.insert(&key, &v))
+		count_lost_n(UVM_LOST_FILEMAP, s->count);
 }
 
 static __always_inline void filemap_record(u32 kind, u64 ino, u32 dev, u32 order)
 {
 	u32 tgid = current_tgid();
+	u64 bucket = bucket_of(bpf_ktime_get_ns());
+	s64 pages = (s64)1 << (order & 31);
+	struct agg_slot *s = filemap_slots.lookup(&kind);
+	if (!s)
+		return;
+	if (s->count && s->owner == ino && s->key2 == dev && s->pid == tgid && s->bucket == bucket) {
+		s->sum += pages;
+		s->count++;
+		return;
+	}
 	if (!is_target_pid(tgid))
 		return;
-	struct filemap_key key = {};
-	key.bucket = bucket_of(bpf_ktime_get_ns());
-	key.ino = ino;
-	key.dev = dev;
-	key.pid = tgid;
-	key.kind = kind;
-	filemap_agg_add(&key, (s64)1 << (order & 31));
+	filemap_flush(s, kind);
+	slot_start(s, bucket, ino, dev, tgid, pages);
 }
 
 int tp_filemap_add(struct tracepoint__filemap__mm_filemap_add_to_page_cache *args)

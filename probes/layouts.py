@@ -19,7 +19,7 @@ MEMCG_KEY = _struct(
     ("pid", "<u4"),
     ("item", "<i4"),
     ("kind", "<u4"),
-    ("pad", "<u4"),
+    ("seq", "<u4"),
 )
 MEMCG_REC = _struct(
     ("ts", "<u8"),
@@ -31,7 +31,9 @@ MEMCG_REC = _struct(
     ("kind", "<u4"),
     ("comm", COMM),
 )
-FAULT_KEY = _struct(("bucket", "<u8"), ("pid", "<u4"), ("code", "<u4"))
+FAULT_KEY = _struct(
+    ("bucket", "<u8"), ("pid", "<u4"), ("code", "<u4"), ("seq", "<u4"), ("pad", "<u4")
+)
 FAULT_REC = _struct(
     ("ts", "<u8"), ("addr", "<u8"), ("ip", "<u8"), ("code", "<u8"), ("pid", "<u4"), ("tid", "<u4")
 )
@@ -55,8 +57,20 @@ FILEMAP_KEY = _struct(
     ("dev", "<u4"),
     ("pid", "<u4"),
     ("kind", "<u4"),
-    ("pad", "<u4"),
+    ("seq", "<u4"),
 )
+AGG_SLOT = _struct(
+    ("bucket", "<u8"),
+    ("owner", "<u8"),
+    ("key2", "<u8"),
+    ("sum", "<i8"),
+    ("count", "<u8"),
+    ("pid", "<u4"),
+    ("tid", "<u4"),
+    ("comm", COMM),
+)
+ITEM_SLOTS = 256
+FAULT_SLOTS = 32
 QUERY_REC = _struct(
     ("ts", "<u8"),
     ("total", "<u8"),
@@ -87,6 +101,7 @@ PROC_REC = _struct(
 # C struct name -> dtype, for the layout test.
 C_STRUCTS: dict[str, np.dtype] = {
     "agg_val": AGG_VAL,
+    "agg_slot": AGG_SLOT,
     "memcg_key": MEMCG_KEY,
     "memcg_rec": MEMCG_REC,
     "fault_key": FAULT_KEY,
@@ -121,4 +136,6 @@ C_ENUMS: dict[str, int] = {
     "UVM_LOST_SCOPE": LOST_SLOTS.index("scope"),
     "UVM_LOST_SLOTS": len(LOST_SLOTS),
     "UVM_NO_CODE": NO_CODE,
+    "UVM_ITEM_SLOTS": ITEM_SLOTS,
+    "UVM_FAULT_SLOTS": FAULT_SLOTS,
 }

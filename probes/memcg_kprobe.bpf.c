@@ -18,7 +18,7 @@ static __always_inline u64 memcg_cgroup_id(struct mem_cgroup *memcg)
 
 int kp_memcg_state(struct pt_regs *ctx, struct mem_cgroup *memcg, int idx, int val)
 {
-	memcg_update(memcg_cgroup_id(memcg), idx, val, UVM_MEMCG_STATE);
+	memcg_update(memcg_cgroup_id(memcg), 0, idx, val, UVM_MEMCG_STATE);
 	return 0;
 }
 
@@ -29,12 +29,12 @@ int kp_memcg_lruvec(struct pt_regs *ctx, struct lruvec *lruvec, int idx, int val
 	struct mem_cgroup *memcg = NULL;
 	bpf_probe_read_kernel(&memcg, sizeof(memcg),
 			      pn + offsetof(struct mem_cgroup_per_node, memcg));
-	memcg_update(memcg_cgroup_id(memcg), idx, val, UVM_MEMCG_LRUVEC);
+	memcg_update(memcg_cgroup_id(memcg), 0, idx, val, UVM_MEMCG_LRUVEC);
 	return 0;
 }
 
 int kp_memcg_events(struct pt_regs *ctx, struct mem_cgroup *memcg, int idx, unsigned long count)
 {
-	memcg_update(memcg_cgroup_id(memcg), idx, (s64)count, UVM_MEMCG_EVENT);
+	memcg_update(memcg_cgroup_id(memcg), 0, idx, (s64)count, UVM_MEMCG_EVENT);
 	return 0;
 }

@@ -37,17 +37,55 @@ static __always_inline u64 bucket_of(u64 ts)
 	return ts - ts % UVM_BUCKET_NS;
 }
 
-/* Aggregation: find or create the entry (created empty, so racing creators lose nothing), then add
- * atomically. A full map is a counted loss, never a silent one. */
-static __always_inline void agg_init(struct agg_val *v)
+/* Aggregation (see struct agg_slot in events.h): per-CPU slots on the hot path, flushed into the
+ * concern's hash as immutable entries. A flush that finds the hash full is a counted loss of all
+ * the updates it carried, never a silent one. */
+BPF_PERCPU_ARRAY(agg_seq, u32, 1);
+
+static __always_inline void count_lost_n(int slot, u64 n)
 {
-	v->tid = (u32)bpf_get_current_pid_tgid();
-	bpf_get_current_comm(&v->comm, sizeof(v->comm));
+	u64 *c = lost.lookup(&slot);
+	if (c)
+		*c += n;
 }
 
-/* Each aggregation map has its own copy of this (BCC cannot use map calls inside a macro):
- *	v = map.lookup(key); if (!v) { map.insert(key, &empty); v = map.lookup(key); }
- *	if (v) { atomic v->sum += delta; atomic v->count += 1; } else count_lost(slot); */
+/* Unique per flush: this CPU's number and a per-CPU counter (wraps after 2^20 flushes, long
+ * after the entry it could collide with has been drained). */
+static __always_inline u32 agg_next_seq(void)
+{
+	u32 zero = 0, n = 0;
+	u32 *c = agg_seq.lookup(&zero);
+	if (c) {
+		n = *c;
+		*c = n + 1;
+	}
+	return (bpf_get_smp_processor_id() << 20) | (n & 0xFFFFF);
+}
+
+static __always_inline void slot_start(struct agg_slot *s, u64 bucket, u64 owner, u64 key2,
+				       u32 pid, s64 delta)
+{
+	s->bucket = bucket;
+	s->owner = owner;
+	s->key2 = key2;
+	s->sum = delta;
+	s->count = 1;
+	s->pid = pid;
+	s->tid = (u32)bpf_get_current_pid_tgid();
+	bpf_get_current_comm(&s->comm, sizeof(s->comm)); /* once per key, not per update */
+}
+
+static __always_inline void slot_value(struct agg_slot *s, struct agg_val *v)
+{
+	v->sum = s->sum;
+	v->count = s->count;
+	v->tid = s->tid;
+	__builtin_memcpy(&v->comm, &s->comm, sizeof(v->comm));
+}
+
+/* Each concern has its own flush (BCC cannot use map calls inside a macro):
+ *	if (!s->count) return; key from the slot, key.seq = agg_next_seq(); slot_value(s, &v);
+ *	if (map.insert(&key, &v)) count_lost_n(slot, s->count); */
 
 static __always_inline struct proc_rec *proc_reserve(u32 kind)
 {

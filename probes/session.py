@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from uvmtrace.probes import bpfsource, capabilities, cgroups, decode, layouts
+from uvmtrace.probes import bpfsource, capabilities, cgroups, decode, kernlayout, layouts
+from uvmtrace.probes import aggmap
 from uvmtrace.probes.aggmap import AggDrainer
 from uvmtrace.probes.bccfind import import_bcc
 from uvmtrace.probes.capabilities import Attachment
@@ -36,6 +37,21 @@ AGGS = {
     "fault_agg": ("page_fault", layouts.FAULT_KEY),
     "filemap_agg": ("filemap", layouts.FILEMAP_KEY),
 }
+_MEMCG_SLOT = np.arange(3 * layouts.ITEM_SLOTS)
+# aggregation hash -> (its per-CPU slot array, number of slots, slot fields -> key fields)
+SLOTS: dict[str, tuple[str, int, dict[str, np.ndarray | str]]] = {
+    "memcg_agg": (
+        "memcg_slots",
+        _MEMCG_SLOT.size,
+        {
+            "cgroup_id": "key2",
+            "item": _MEMCG_SLOT % layouts.ITEM_SLOTS,
+            "kind": _MEMCG_SLOT // layouts.ITEM_SLOTS,
+        },
+    ),
+    "fault_agg": ("fault_slots", layouts.FAULT_SLOTS, {"code": np.arange(layouts.FAULT_SLOTS)}),
+    "filemap_agg": ("filemap_slots", 2, {"ino": "owner", "dev": "key2", "kind": np.arange(2)}),
+}
 
 
 @dataclass
@@ -43,6 +59,8 @@ class ProbeState:
     attached: bool = False
     variant: str = "tracepoint"
     why: str = ""
+    attach: str = ""  # hot probes: "raw_tracepoint" or "tracepoint" (classic), and why
+    attach_why: str = ""
     links: list[Attachment] = field(default_factory=list)
 
 
@@ -73,6 +91,7 @@ class KernelTracer:
         self.page_size = os.sysconf("SC_PAGE_SIZE")
         self.states: dict[str, ProbeState] = {}
         self.memcg_variant = "sampling"
+        self.memcg_why = ""
         self._bpf = None
         self._rings: dict[str, RingReader] = {}
         self._aggs: dict[str, AggDrainer] = {}
@@ -98,6 +117,12 @@ class KernelTracer:
         self._bpf = self._compile(bcc, plan)
         for name, atts in plan.items():
             self._attach(name, atts)
+            state = self.states[name]
+            if not state.attached and state.attach == "raw_tracepoint":
+                # The kernel refused the raw attachment: the classic programs are compiled too.
+                state.attach, state.attach_why = "tracepoint", f"raw attach failed: {state.why}"
+                state.why = self.memcg_why if name == "memcg" else ""
+                self._attach(name, self._classic(name))
         if not any(s.attached for s in self.states.values()):
             whys = "; ".join(f"{n}: {s.why}" for n, s in self.states.items())
             self._bpf.cleanup()
@@ -115,16 +140,23 @@ class KernelTracer:
     def _plan(self) -> dict[str, tuple[Attachment, ...]]:
         variant, why = capabilities.memcg_variant()
         self.memcg_variant = variant if "memcg" in self.wanted else "sampling"
+        self.memcg_why = why
         plan = {}
         for name in sorted(self.wanted, key=list(capabilities.PROBES).index):
             _src, atts = capabilities.PROBES[name]
             state = ProbeState()
+            if name in ("memcg", "page_fault"):
+                state.attach, state.attach_why = capabilities.attach_mode(name)
             if name == "memcg":
                 state.variant, state.why = variant, why
                 if variant == "sampling":
                     self.states[name] = state
                     continue
-                atts = capabilities.memcg_attachments(variant)[1]
+                if variant != "tracepoint":
+                    state.attach, state.attach_why = variant, ""
+                atts = capabilities.memcg_attachments(variant, state.attach)[1]
+            elif name == "page_fault":
+                atts = capabilities.fault_attachments(state.attach)
             required = [a for a in atts if not a.optional]
             missing = [w for a in required if (w := capabilities.attachment_missing(a))]
             if missing:
@@ -135,6 +167,11 @@ class KernelTracer:
             plan[name] = atts
         return plan
 
+    def _classic(self, name: str) -> tuple[Attachment, ...]:
+        if name == "memcg":
+            return capabilities.MEMCG_TRACEPOINTS
+        return capabilities.FAULT_TRACEPOINTS
+
     def _sources(self, names) -> list[str]:
         files = []
         for name in names:
@@ -142,7 +179,9 @@ class KernelTracer:
                 continue
             src = capabilities.PROBES[name][0]
             if name == "memcg":
-                src = capabilities.memcg_attachments(self.memcg_variant)[0]
+                src = capabilities.memcg_attachments(self.memcg_variant, self.states[name].attach)[0]
+                if src == "memcg_raw.bpf.c":
+                    files.append("memcg_tp.bpf.c")  # the classic programs: fallback at attach
             files.append(src)
         return files
 
@@ -154,6 +193,7 @@ class KernelTracer:
                 ringbuf_pages=self.ringbuf_pages,
                 bucket_ns=self.bucket_ns,
                 small_pages=bpfsource.SMALL_RING_PAGES,
+                offsets=kernlayout.raw_layout().defines,
             )
             return bcc.BPF(text=text.encode(), cflags=bpfsource.cflags())
 
@@ -186,6 +226,9 @@ class KernelTracer:
             try:
                 if att.kind == "kprobe":
                     self._bpf.attach_kprobe(event=att.target.encode(), fn_name=att.fn.encode())
+                elif att.kind == "raw_tracepoint":
+                    tp = capabilities.event_of(att).encode()
+                    self._bpf.attach_raw_tracepoint(tp=tp, fn_name=att.fn.encode())
                 else:
                     self._bpf.attach_tracepoint(tp=att.target.encode(), fn_name=att.fn.encode())
                 state.links.append(att)
@@ -205,6 +248,8 @@ class KernelTracer:
             try:
                 if att.kind == "kprobe":
                     self._bpf.detach_kprobe(event=att.target.encode())
+                elif att.kind == "raw_tracepoint":
+                    self._bpf.detach_raw_tracepoint(tp=capabilities.event_of(att).encode())
                 else:
                     self._bpf.detach_tracepoint(tp=att.target.encode())
             except Exception:
@@ -300,37 +345,54 @@ class KernelTracer:
         names = self._names
         assert names is not None
         out: list[pa.RecordBatch] = []
-        now = monotonic_ns()
         for ring, reader in self._rings.items():
             rec = reader.drain()
             if rec.size:
                 out.extend(self._ring_rows(ring, rec))
         for agg, drainer in self._aggs.items():
-            keys, vals = drainer.drain(now, self.bucket_ns, final=final)
-            if not keys.size:
-                continue
-            if agg == "memcg_agg":
-                out.extend(
-                    decode.memcg_rows(
-                        names,
-                        ts=keys["bucket"],
-                        cgroup_id=keys["cgroup_id"],
-                        pid=keys["pid"],
-                        tid=None,
-                        item=keys["item"],
-                        kind=keys["kind"],
-                        val=vals["sum"],
-                        updates=vals["count"],
-                        comm=vals["comm"],
-                    )
-                )
-            elif agg == "fault_agg":
-                out.append(decode.fault_rows_agg(keys, vals))
-            else:
-                dev = decode.kernel_dev_to_user(keys["dev"].astype(np.uint64))
-                paths = self._paths.files(keys["pid"], dev, keys["ino"])
-                out.append(decode.filemap_rows(keys, vals, self.page_size, paths))
+            keys, vals = drainer.drain()
+            if keys.size:
+                out.extend(self._agg_rows(agg, keys, vals))
+            if final:  # the probes are detached: what the per-CPU slots still hold
+                keys, vals = self._slot_entries(agg)
+                if keys.size:
+                    out.extend(self._agg_rows(agg, keys, vals))
         self._paths.forget_maps()
+        return out
+
+    def _slot_entries(self, agg: str) -> tuple[np.ndarray, np.ndarray]:
+        from bcc import libbcc
+
+        table, n, fill = SLOTS[agg]
+        fd = self._bpf.get_table(table.encode()).map_fd
+        slots = aggmap.read_slots(libbcc.lib, fd, n, possible_cpus())
+        return aggmap.slot_entries(slots, AGGS[agg][1], fill)
+
+    def _agg_rows(self, agg: str, keys: np.ndarray, vals: np.ndarray) -> list[pa.RecordBatch]:
+        names = self._names
+        assert names is not None
+        out: list[pa.RecordBatch] = []
+        if agg == "memcg_agg":
+            out.extend(
+                decode.memcg_rows(
+                    names,
+                    ts=keys["bucket"],
+                    cgroup_id=keys["cgroup_id"],
+                    pid=keys["pid"],
+                    tid=None,
+                    item=keys["item"],
+                    kind=keys["kind"],
+                    val=vals["sum"],
+                    updates=vals["count"],
+                    comm=vals["comm"],
+                )
+            )
+        elif agg == "fault_agg":
+            out.append(decode.fault_rows_agg(keys, vals))
+        else:
+            dev = decode.kernel_dev_to_user(keys["dev"].astype(np.uint64))
+            paths = self._paths.files(keys["pid"], dev, keys["ino"])
+            out.append(decode.filemap_rows(keys, vals, self.page_size, paths))
         return out
 
     def _ring_rows(self, ring: str, rec: np.ndarray) -> list[pa.RecordBatch]:
@@ -371,7 +433,12 @@ class KernelTracer:
         lost = self._lost_final if self._bpf is None else self._read_lost()
         return {
             "probes": {
-                n: {"attached": s.attached, "variant": s.variant, "why": s.why}
+                n: {
+                    "attached": s.attached,
+                    "variant": s.variant,
+                    "why": s.why,
+                    **({"attach": s.attach, "attach_why": s.attach_why} if s.attach else {}),
+                }
                 for n, s in self.states.items()
             },
             "memcg_variant": self.memcg_variant,
@@ -381,6 +448,13 @@ class KernelTracer:
             "raw": self.raw,
             "bucket_ns": self.bucket_ns,
         }
+
+
+def possible_cpus() -> int:
+    """Per-CPU map values come in one slot per possible CPU (not only the online ones)."""
+    from bcc.utils import get_possible_cpus
+
+    return len(get_possible_cpus())
 
 
 def descendants(pid: int) -> list[int]:
