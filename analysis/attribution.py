@@ -76,7 +76,10 @@ def _rows(df: pl.DataFrame, run: RunData) -> list[dict[str, Any]]:
         rel_s("first_ts_ns", run.t0_ns).alias("first_t_s"),
         rel_s("last_ts_ns", run.t0_ns).alias("last_t_s"),
     ).drop("peak_ts_ns", "first_ts_ns", "last_ts_ns")
-    return out.sort("peak", "end", descending=True).to_dicts()
+    # ties (files of one size, ...) in key order, so the same recording gives the same report
+    return out.sort(
+        ["peak", "end", df.columns[0]], descending=[True, True, False], nulls_last=True
+    ).to_dicts()
 
 
 def attribute(run: RunData) -> dict[str, Any]:
@@ -134,7 +137,7 @@ def attribute(run: RunData) -> dict[str, Any]:
     mapped_of = dict(zip(mapped["path"], mapped["mapped_bytes"], strict=True))
     for row in by_file:
         row["mapped_bytes"] = mapped_of.pop(row["path"], 0)
-    for path, nbytes in sorted(mapped_of.items(), key=lambda kv: -kv[1]):
+    for path, nbytes in sorted(mapped_of.items(), key=lambda kv: (-kv[1], kv[0])):
         by_file.append(
             {
                 "path": path,

@@ -286,7 +286,9 @@ def infer_sizing(
         "minus_mem_available",
     ]
     per_alloc = detail.group_by("alloc").agg(
-        pl.struct(signal_cols).sort_by("q_ts_ns", descending=True).alias("signals")
+        pl.struct(signal_cols)
+        .sort_by(["q_ts_ns", "signal"], descending=[True, False])
+        .alias("signals")
     )
     chosen = detail.select(
         "alloc",
