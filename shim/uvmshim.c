@@ -190,7 +190,12 @@ static uint64_t pid_ns_inode(void)
         return 0;
     link[n] = 0;
     const char *open = strchr(link, '[');
-    return open ? strtoull(open + 1, NULL, 10) : 0;
+    /* By hand: glibc >= 2.38 headers turn strtoull into __isoc23_strtoull (GLIBC_2.38), which
+     * older glibc in a container does not have. */
+    uint64_t v = 0;
+    for (const char *c = open ? open + 1 : ""; *c >= '0' && *c <= '9'; c++)
+        v = v * 10 + (uint64_t)(*c - '0');
+    return v;
 }
 
 /* Tell the recorder, if it listens, who we are: it reads our pid as the kernel translates it into

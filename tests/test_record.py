@@ -120,16 +120,24 @@ def test_a_command_killed_by_a_signal_leaves_a_complete_file(tmp_path: Path) -> 
     assert df.filter(pl.col("event") == "meminfo").height > 0
 
 
+def start_recording(out: Path, *command: str) -> subprocess.Popen:
+    """A recording whose command prints "started" first: returns once the command runs."""
+    proc = subprocess.Popen([*UVMTRACE, "record", "-q", "-o", str(out), "--", *command],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    return proc
+
+
 def test_ctrl_c_goes_to_the_command_and_the_file_is_complete(tmp_path: Path) -> None:
     out = tmp_path / "c.parquet"
     script = (
-        "import time\ntry:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n    raise SystemExit(42)"
+        "import time\nprint('started', flush=True)\ntry:\n    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n    raise SystemExit(42)"
     )
-    proc = subprocess.Popen([*UVMTRACE, "record", "-q", "-o", str(out), "--",
-                             sys.executable, "-c", script])  # fmt: skip
-    time.sleep(3)
+    proc = start_recording(out, sys.executable, "-c", script)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 42  # the command's own answer to Ctrl-C
+    assert proc.wait(timeout=60) == 42  # the command's own answer to Ctrl-C
     rec = open_recording(out)
     assert rec.metadata["exit_code"] == 42
     assert rec.metadata["signals_forwarded"] == ["SIGINT"]
@@ -137,11 +145,27 @@ def test_ctrl_c_goes_to_the_command_and_the_file_is_complete(tmp_path: Path) -> 
 
 def test_sigterm_to_uvmtrace_reaches_the_command(tmp_path: Path) -> None:
     out = tmp_path / "t.parquet"
-    proc = subprocess.Popen([*UVMTRACE, "record", "-q", "-o", str(out), "--", "sleep", "30"])
-    time.sleep(2)
+    proc = start_recording(out, "sh", "-c", "echo started; exec sleep 60")
     proc.terminate()
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert open_recording(out).metadata["exit_code"] == 128 + signal.SIGTERM
+
+
+def test_a_signal_during_set_up_stops_before_the_command_runs(tmp_path: Path) -> None:
+    out = tmp_path / "s.parquet"
+    marker = tmp_path / "ran"
+    proc = subprocess.Popen([*UVMTRACE, "record", "-q", "-o", str(out), "--",
+                             "touch", str(marker)])  # fmt: skip
+    time.sleep(0.8)  # imports done, probes still compiling (or, without BPF, launching)
+    proc.terminate()
+    code = proc.wait(timeout=60)
+    rec = open_recording(out)  # complete either way
+    if code == 128 + signal.SIGTERM and not marker.exists():
+        assert {"what": "the command", "why": "interrupted during set-up"} in rec.metadata[
+            "not_traced"
+        ]
+    else:  # the machine was fast: the command had already run to its end
+        assert code == 0 and marker.exists()
 
 
 @pytest.mark.parametrize(

@@ -88,13 +88,21 @@ def read_stat(path: Path) -> dict[str, int]:
 
 
 def make_run_cgroup(h: MemoryHierarchy, name: str) -> Path:
-    """A child memory cgroup of ours for the traced command."""
+    """A memory cgroup for the traced command: a child of ours, or on v2, where ours holds
+    processes and so cannot delegate the controller ("no internal processes"), a sibling."""
     parent = own_memory_cgroup(h)
     if h.version == 2:
-        # A v2 child gets memory accounting only if the parent delegates the controller.
         ctl = parent / "cgroup.subtree_control"
         if "memory" not in ctl.read_text().split():
-            ctl.write_text("+memory")
+            try:
+                ctl.write_text("+memory")
+            except OSError:
+                if parent == h.mount:
+                    raise
+                parent = parent.parent
+                ctl = parent / "cgroup.subtree_control"
+                if "memory" not in ctl.read_text().split():
+                    ctl.write_text("+memory")
     path = parent / name
     path.mkdir(mode=0o755)
     return path

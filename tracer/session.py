@@ -31,6 +31,14 @@ from uvmtrace.tracer.writer import RecordingWriter
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
+class Interrupted(Exception):
+    """A signal arrived before the command started: stop with a complete, empty-handed file."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 @dataclass
 class Options:
     output: Path
@@ -73,6 +81,7 @@ class Session:
         self.hierarchy = cgroups.memory_hierarchy()
         self.not_traced: list[dict[str, str]] = []
         self.signals_seen: list[int] = []
+        self.child_pid: int | None = None
         self.container: containers.ContainerRun | None = None
         self.announcements: Any = None  # shim.announce.PidAnnouncements, with a shim
         self.command = list(opts.command)
@@ -136,6 +145,10 @@ class Session:
     # ---- the run ------------------------------------------------------------------------
     def run(self) -> Outcome:
         opts = self.opts
+        # From the first moment: a signal during set-up (BPF compilation takes seconds) must not
+        # kill us half-way; it stops the recording instead, and later ones go to the command.
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, self._on_signal)
         anchor = {"monotonic_ns": monotonic_ns(), "wall_ns": time.time_ns()}
         writer = RecordingWriter(opts.output, owner=self.owner)
         work = self._work_dir()
@@ -176,7 +189,15 @@ class Session:
             nvml = Nvml()
             sampler = Sampler(self.hierarchy, nvml)
             if self.hierarchy and opts.own_cgroup:
-                run_cg = cgroups.make_run_cgroup(self.hierarchy, f"uvmtrace-{os.getpid()}")
+                try:
+                    run_cg = cgroups.make_run_cgroup(self.hierarchy, f"uvmtrace-{os.getpid()}")
+                except OSError as exc:
+                    self.not_traced.append(
+                        {
+                            "what": "the command's own memory cgroup",
+                            "why": f"{exc.strerror}: it runs in uvmtrace's cgroup",
+                        }  # fmt: skip
+                    )
             target_cg = run_cg or (
                 cgroups.own_memory_cgroup(self.hierarchy) if self.hierarchy else None
             )
@@ -196,10 +217,14 @@ class Session:
                 capture_output=True,
             )
             pid = launched.pid
+            if self.signals_seen:  # interrupted during set-up: the command never starts
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise Interrupted(128 + self.signals_seen[0])
             sampler.pids.add(pid)
             if tracer is not None:
                 tracer.add_pid(pid)
-            self._install_signal_forwarding(pid)
+            self.child_pid = pid
             launched.release()
             why = exec_error(launched)
             if why is not None:
@@ -217,6 +242,9 @@ class Session:
                 )
             )
             code = self._follow(launched, writer, tracer, shim, sampler, scanner, status, targets)
+        except Interrupted as stop:
+            code = stop.code
+            self.not_traced.append({"what": "the command", "why": "interrupted during set-up"})
         except UserError:
             status.clear()
             self._finish(writer, tracer, shim, meta, None, targets)
@@ -235,23 +263,20 @@ class Session:
                 signal.signal(sig, signal.SIG_DFL)
             if run_cg is not None and not cgroups.remove_cgroup(run_cg):
                 self.not_traced.append({"what": "cleanup", "why": f"{run_cg} still has tasks"})
-            if self.announcements is not None:
-                self.announcements.close()
             _remove_tree(work)
         status.clear()
         meta["exit_code"] = code
         lost = self._finish(writer, tracer, shim, meta, sampler, targets)
         path = writer.close()
+        if self.announcements is not None:
+            self.announcements.close()
         return Outcome(exit_code=code, path=path, rows=writer.rows, lost=lost)
 
-    def _install_signal_forwarding(self, pid: int) -> None:
-        def forward(signum: int, _frame: Any) -> None:
-            self.signals_seen.append(signum)
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.signals_seen.append(signum)
+        if self.child_pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-        for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, forward)
+                os.kill(self.child_pid, signum)
 
     def _follow(
         self,
