@@ -1,5 +1,13 @@
 """Files behind mappings and page-cache pages, resolved in user space from /proc/PID/maps and
-/proc/PID/fd while the process still has them (best effort: a closed, unmapped file stays null)."""
+/proc/PID/fd while the process still has them (best effort: a closed, unmapped file stays null).
+
+Overlayfs (a container reading a file of its image): the page cache belongs to the real inode
+of the upper or lower layer, so the filemap tracepoint names that file's filesystem and inode,
+while /proc/PID/fd and maps show the overlay's st_dev. For a non-directory, overlayfs reports
+the real inode's number as st_ino when its layers share one filesystem, so a miss is matched by
+inode among the process's overlay files whose layers sit on the event's filesystem. The path
+kept is the one the process sees (e.g. /models/weights.bin); the host path of the layer file is
+kept on the side (`host_paths`)."""
 
 from __future__ import annotations
 
@@ -10,14 +18,43 @@ import numpy as np
 MAP_ANONYMOUS = 0x20
 
 
+def overlay_layers(pid: int) -> dict[int, list[str]]:
+    """Overlay mounts in `pid`'s mount namespace: overlay st_dev -> layer dirs (upper first)."""
+    out: dict[int, list[str]] = {}
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            lines = f.readlines()
+    except OSError:
+        return out
+    for line in lines:
+        pre, sep, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if not sep or len(fields) < 5 or len(tail) < 3 or tail[0] != "overlay":
+            continue
+        major, minor = (int(x) for x in fields[2].split(":"))
+        layers = []
+        for opt in tail[2].split(","):
+            key, _, value = opt.partition("=")
+            if key == "upperdir":
+                layers.insert(0, value)
+            elif key == "lowerdir":
+                layers.extend(d for d in value.split(":") if d)
+        out[os.makedev(major, minor)] = layers
+    return out
+
+
 class PathResolver:
     def __init__(self) -> None:
         self._files: dict[tuple[int, int], str] = {}  # (st_dev, inode) -> path
         self._maps: dict[int, list[tuple[int, int, int, int, str]]] = {}
+        # per pid: inode -> (path in the process's view, overlay st_dev), for overlay files
+        self._overlay: dict[int, dict[int, tuple[str, int]]] = {}
+        self.host_paths: dict[str, str] = {}  # path as the process sees it -> layer file
 
     def forget_maps(self) -> None:
-        """Mappings change; parse them again on the next drain."""
+        """Mappings and open files change; read them again on the next drain."""
         self._maps.clear()
+        self._overlay.clear()
 
     def _read_maps(self, pid: int) -> list[tuple[int, int, int, int, str]]:
         if pid in self._maps:
@@ -53,6 +90,30 @@ class PathResolver:
                 continue
             if target.startswith("/"):
                 self._files.setdefault((st.st_dev, st.st_ino), target)
+                self._overlay.setdefault(pid, {}).setdefault(st.st_ino, (target, st.st_dev))
+
+    def _from_overlay(self, pid: int, dev: int, ino: int) -> str | None:
+        """The overlay file of `pid` whose real inode is (dev, ino), as `pid` sees it."""
+        if pid not in self._overlay:
+            self._scan_fds(pid)
+        files = self._overlay.setdefault(pid, {})
+        for _lo, _hi, mdev, mino, mpath in self._read_maps(pid):
+            files.setdefault(mino, (mpath, mdev))
+        found = files.get(ino)
+        if found is None:
+            return None
+        path, overlay_dev = found
+        for layer in overlay_layers(pid).get(overlay_dev, []):
+            host = os.path.join(layer, path.lstrip("/"))
+            try:
+                st = os.stat(layer)
+                real = os.stat(host)
+            except OSError:
+                continue
+            if st.st_dev == dev and real.st_ino == ino:  # the layer file itself
+                self.host_paths[path] = os.path.realpath(host)
+                return path
+        return None
 
     def files(self, pids: np.ndarray, devs: np.ndarray, inos: np.ndarray) -> list[str | None]:
         out: list[str | None] = []
@@ -62,6 +123,10 @@ class PathResolver:
                 self._read_maps(pid)
                 if key not in self._files:
                     self._scan_fds(pid)
+                if key not in self._files:
+                    path = self._from_overlay(pid, dev, ino)
+                    if path is not None:
+                        self._files[key] = path
             out.append(self._files.get(key))
         return out
 

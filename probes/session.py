@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from uvmtrace.probes import bpfsource, capabilities, cgroups, decode, kernlayout, layouts
-from uvmtrace.probes import aggmap
+from uvmtrace.probes import aggmap, bpfsource, capabilities, cgroups, decode, kernlayout, layouts
 from uvmtrace.probes.aggmap import AggDrainer
 from uvmtrace.probes.bccfind import import_bcc
 from uvmtrace.probes.capabilities import Attachment
@@ -193,7 +192,9 @@ class KernelTracer:
                 continue
             src = capabilities.PROBES[name][0]
             if name == "memcg":
-                src = capabilities.memcg_attachments(self.memcg_variant, self.states[name].attach)[0]
+                src = capabilities.memcg_attachments(self.memcg_variant, self.states[name].attach)[
+                    0
+                ]
                 if src == "memcg_raw.bpf.c":
                     files.append("memcg_tp.bpf.c")  # the classic programs: fallback at attach
             files.append(src)
@@ -338,7 +339,19 @@ class KernelTracer:
             return []
         if timeout_ms > 0 and not any(r.available() for r in self._rings.values()):
             self._poller.poll(timeout_ms)
+        self._learn_filemap_paths()
         return self._drain(final=False)
+
+    def _learn_filemap_paths(self) -> None:
+        """Resolve the files the page cache slots are summing now, while their readers still
+        hold them open: a slot reaches the hash only when evicted, or at stop, when the command
+        may be gone. Reads the slots racily, which is harmless: only keys are used."""
+        if "filemap_agg" not in self._aggs:
+            return
+        keys, _vals = self._slot_entries("filemap_agg")
+        if keys.size:
+            dev = decode.kernel_dev_to_user(keys["dev"].astype(np.uint64))
+            self._paths.files(keys["pid"], dev, keys["ino"])
 
     def stop(self) -> list[pa.RecordBatch]:
         if self._bpf is None:
@@ -458,6 +471,8 @@ class KernelTracer:
             "memcg_variant": self.memcg_variant,
             "lost": lost or {},
             "cgroups": {str(k): v for k, v in self._cgroups.items()},
+            # overlayfs files (a container's image): path as the container sees it -> host file
+            "host_paths": dict(self._paths.host_paths),
             "page_size": self.page_size,
             "raw": self.raw,
             "bucket_ns": self.bucket_ns,
