@@ -257,15 +257,9 @@ def test_library_loads_with_old_glibc_and_exports_only_hooks(shim):
 def test_shim_run_command_writes_a_recording(driver, shim, tmp_path):
     out = tmp_path / "cuda.parquet"
     env = dict(os.environ, LD_LIBRARY_PATH=str(driver))
-    # The command module alone (not the whole CLI, whose other commands are built elsewhere).
-    cli = (
-        "import sys; from uvmtrace.tracer.commands.shim import command; "
-        "sys.exit(command.main(args=sys.argv[1:], prog_name='uvmtrace shim', "
-        "standalone_mode=False))"
-    )
-    args = ["run", "-o", str(out), "--", str(driver / "driver_user"), "forkexec"]
+    args = ["shim", "run", "-o", str(out), "--", str(driver / "driver_user"), "forkexec"]
     proc = subprocess.run(
-        [sys.executable, "-c", cli, *args], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "uvmtrace.tracer", *args], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     from uvmtrace.analysis.reader import open_recording
