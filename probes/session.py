@@ -452,6 +452,10 @@ class KernelTracer:
             return [decode.mapping_rows(rec, self._paths.mappings(rec))]
         return decode.query_rows(rec)
 
+    def lost(self) -> int:
+        """Events lost so far, all probes together (for a live status line)."""
+        return sum(self._read_lost().values()) if self._bpf is not None else 0
+
     def _read_lost(self) -> dict[str, int]:
         table = self._bpf.get_table(b"lost")
         return {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(layouts.LOST_SLOTS)}

@@ -330,6 +330,8 @@ class Session:
                     writer.write(batch)
             if now >= status_due:
                 status_due = now + 0.5
+                if tracer is not None and status.tty:
+                    status.drops = tracer.lost()
                 status.update(now - started, writer.rows, self._charged(sampler, targets))
             try:
                 info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
