@@ -12,14 +12,16 @@ from typing import Any
 
 import polars as pl
 
-from uvmtrace.analysis.items import KIND_PARTS, KINDS
-from uvmtrace.analysis.levels import bucket_levels, peak_end_plan, rel_s
+from uvmtrace.analysis.items import KIND_PARTS, KINDS, OWN_FILE_PATTERN
+from uvmtrace.analysis.levels import bucket_levels, peak_end, peak_end_plan, rel_s
 from uvmtrace.analysis.load import RunData
+from uvmtrace.analysis.scope import process_cgroups
 
 KIND = pl.Enum(list(KINDS))
 # what one charge of an item adds to its cgroup's (or process's) total over all kinds: NR_SHMEM
 # adds +1 as shmem and -1 as file, so 0
 _NET_SIGN = {item: sum(sign for _, sign in parts) for item, parts in KIND_PARTS.items()}
+_NEAR_NS = 1_000_000_000  # a filemap row and the charge of its pages: the same 100 ms bucket
 
 
 def kind_charges(run: RunData) -> pl.DataFrame:
@@ -57,17 +59,70 @@ def net_charges(run: RunData) -> pl.DataFrame:
     return run.derived["net_charges"]
 
 
-def file_deltas(run: RunData) -> pl.DataFrame:
+def _all_file_deltas(run: RunData) -> pl.DataFrame:
     """Page-cache pages per file as signed deltas, in time order: ts_ns, path, cgroup_id, pid,
-    bytes."""
-    if "file_deltas" not in run.derived:
+    bytes, own (a file of uvmtrace itself)."""
+    if "all_file_deltas" not in run.derived:
         sign = pl.when(pl.col("event") == "filemap_delete").then(-1).otherwise(1)
-        run.derived["file_deltas"] = (
+        files = (
             run.files.filter(pl.col("path").is_not_null())
             .select("ts_ns", "path", "cgroup_id", "pid", (pl.col("bytes") * sign).alias("bytes"))
             .sort("ts_ns", maintain_order=True)
         )
+        run.derived["all_file_deltas"] = _reader_cgroups(run, files).with_columns(
+            pl.col("path").str.contains(OWN_FILE_PATTERN).alias("own")
+        )
+    return run.derived["all_file_deltas"]
+
+
+def _reader_cgroups(run: RunData, files: pl.DataFrame) -> pl.DataFrame:
+    """Fills the cgroup of filemap rows, which the tracepoints do not carry: the cgroup the
+    reading process's page-cache charges (NR_FILE_PAGES) went to nearest in time, within a
+    second (the same pages, charged in the same bucket), else the cgroup most of its charges
+    went to. A row that already has a cgroup keeps it."""
+    if files.is_empty() or files["cgroup_id"].null_count() == 0:
+        return files
+    charged = run.charges.filter(
+        (pl.col("item") == "NR_FILE_PAGES") & (pl.col("bytes") > 0)
+    ).select(pl.col("ts_ns").alias("c_ts_ns"), "pid", pl.col("cgroup_id").alias("charged"))
+    return (
+        files.join_asof(
+            charged,
+            left_on="ts_ns",
+            right_on="c_ts_ns",
+            by="pid",
+            strategy="nearest",
+            tolerance=_NEAR_NS,
+            check_sortedness=False,
+        )
+        .join(process_cgroups(run).rename({"cgroup_id": "main"}), on="pid", how="left")
+        .select(
+            "ts_ns",
+            "path",
+            pl.coalesce(
+                pl.col("cgroup_id"), pl.col("charged").cast(files.schema["cgroup_id"]), "main"
+            ).alias("cgroup_id"),
+            "pid",
+            "bytes",
+        )
+    )
+
+
+def file_deltas(run: RunData) -> pl.DataFrame:
+    """The workload's page cache per file (uvmtrace's own files left out), in time order:
+    ts_ns, path, cgroup_id, pid, bytes."""
+    if "file_deltas" not in run.derived:
+        files = _all_file_deltas(run)
+        run.derived["file_deltas"] = files.filter(~pl.col("own")).drop("own")
     return run.derived["file_deltas"]
+
+
+def own_file_deltas(run: RunData) -> pl.DataFrame:
+    """The page cache of uvmtrace's own files (shim records, spool), same columns."""
+    if "own_file_deltas" not in run.derived:
+        files = _all_file_deltas(run)
+        run.derived["own_file_deltas"] = files.filter(pl.col("own")).drop("own")
+    return run.derived["own_file_deltas"]
 
 
 def _rows(df: pl.DataFrame, run: RunData) -> list[dict[str, Any]]:
@@ -125,11 +180,13 @@ def attribute(run: RunData) -> dict[str, Any]:
     for row in by_item_rows:
         row["in_total"] = row["item"] in KIND_PARTS
 
-    mapped = (
+    all_mapped = (
         run.mappings.filter((pl.col("event") == "mmap") & pl.col("path").is_not_null())
         .group_by("path")
         .agg(pl.col("bytes").sum().alias("mapped_bytes"))
+        .with_columns(pl.col("path").str.contains(OWN_FILE_PATTERN).alias("own"))
     )
+    mapped = all_mapped.filter(~pl.col("own"))
     by_file = []
     for row in _rows(file_levels, run):
         row["cgroup"] = run.cgroup_name(row["cgroup_id"])
@@ -153,12 +210,29 @@ def attribute(run: RunData) -> dict[str, Any]:
         )
 
     return {
+        "own_files": _own_files(run, all_mapped.filter(pl.col("own"))),
         "total": _rows(total, run)[0] if total.height else None,
         "by_cgroup": cgroups,
         "by_kind": sorted(_rows(by_kind, run), key=lambda r: KINDS.index(r["kind"])),
         "by_item": by_item_rows,
         "by_process": _rows(procs, run),
         "by_file": by_file,
+    }
+
+
+def _own_files(run: RunData, mapped: pl.DataFrame) -> dict[str, Any] | None:
+    """uvmtrace's own files as one line: how many, their page cache together (peak, end) and
+    the bytes mapped of them."""
+    own = own_file_deltas(run)
+    paths = set(own["path"].unique().to_list()) | set(mapped["path"].to_list())
+    if not paths:
+        return None
+    level = peak_end(own.select("ts_ns", "bytes"), []) if own.height else None
+    return {
+        "files": len(paths),
+        "peak": int(level["peak"][0]) if level is not None and level.height else 0,
+        "end": int(level["end"][0]) if level is not None and level.height else 0,
+        "mapped_bytes": int(mapped["mapped_bytes"].sum() or 0),
     }
 
 

@@ -48,6 +48,16 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
         lines.append(
             f"{len(unexplained)} other large allocation(s) are not explained by any query."
         )
+    outside = sizing.get("outside_command") or []
+    if outside:
+        biggest = sorted(outside, key=lambda a: (-a["bytes"], a["t_s"]))[:3]
+        named = ", ".join(
+            f"{a['comm'] or 'pid'} {a['pid']} {a['event']} {fmt_bytes(a['bytes'])}" for a in biggest
+        )
+        lines.append(
+            f"{len(outside)} large allocation(s) by processes outside the traced command were "
+            f"not considered ({named}{', ...' if len(outside) > len(biggest) else ''})."
+        )
     if sizing.get("log_kv") and kv:
         lk = sizing["log_kv"]
         lines.append(
@@ -63,9 +73,14 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
             f"Most memory was charged to {top['name']}: peak {fmt_bytes(top['peak'])} at "
             f"{fmt_s(top['peak_t_s'])}, {fmt_bytes(top['end'])} at the end ({kind_txt})"
         )
-        if att["by_file"] and att["by_file"][0]["peak"] > 0:
-            f = att["by_file"][0]
-            line += f"; biggest file in page cache: {f['path']} {fmt_bytes(f['peak'])}"
+        # the biggest file of that cgroup: a file some other process read elsewhere is no
+        # part of this sentence
+        files = [
+            f for f in att["by_file"] if f["peak"] > 0 and f["cgroup_id"] == top["cgroup_id"]
+        ]
+        if files:
+            f = files[0]
+            line += f"; biggest file in its page cache: {f['path']} {fmt_bytes(f['peak'])}"
         lines.append(line + ".")
     for m in rep["run"]["missing"]:
         lines.append(f"Missing: {m}.")
@@ -87,11 +102,16 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
         )
         parts = []
         if sig["device_memory"]:
-            parts.append(
-                f"{fmt_bytes(dec['cuda_device_bytes'])} of it is CUDA device memory B held"
-            )
+            lines += _device_signal_lines(name, sig, dec, head)
         else:
-            files = [f for f in dec["by_file"] if f["difference"] > 0]
+            # a file is named when the command's cgroups hold it and it is a visible part of
+            # the difference (not 4 KiB of a daemon's log against gigabytes)
+            floor = abs(delta) // 100
+            files = [
+                f
+                for f in dec["by_file"]
+                if f["difference"] > floor and f.get("b_in_scope", True)
+            ]
             # the top file is named on its own; the other charges are the kinds minus it
             top_file = files[0]["difference"] if files else 0
             remaining = {
@@ -116,14 +136,15 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
                 detail = ", ".join(
                     f"{label} {fmt_bytes(v, signed=True)}" for label, v in remaining.items() if v
                 )
-                parts.append(f"{fmt_bytes(rest, signed=True)} other charges ({detail})")
+                what = "other charges" if files else "charged memory"
+                parts.append(f"{fmt_bytes(rest, signed=True)} {what} ({detail})")
             if dec["baseline_bytes"]:
                 parts.append(
                     f"{fmt_bytes(dec['baseline_bytes'], signed=True)} less free memory "
                     "before the recordings started"
                 )
-        parts.append(f"{fmt_bytes(dec['unexplained_bytes'])} unexplained")
-        lines.append(head + "; " + "; ".join(parts) + ".")
+            parts.append(f"{fmt_bytes(dec['unexplained_bytes'])} unexplained")
+            lines.append(head + "; " + "; ".join(parts) + ".")
     else:
         lines.append(
             "No KV-sizing query was found in "
@@ -146,3 +167,44 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
     lines.append("A " + d["trust"]["a"][0].lower() + d["trust"]["a"][1:])
     lines.append("B " + d["trust"]["b"][0].lower() + d["trust"]["b"][1:])
     return lines
+
+
+DISCRETE = "discrete GPU; metadata gpu.unified_memory false"
+
+
+def _device_signal_lines(
+    name: str, sig: dict[str, Any], dec: dict[str, Any], head: str
+) -> list[str]:
+    """A device-memory signal (cuMemGetInfo/NVML on a discrete GPU): the CUDA memory that moved
+    it, and the negative control -- the host memory B held more, which it does not count."""
+    if sig["difference_bytes"] == 0:
+        head = f"B's {name} free at the KV-sizing call equals A's ({fmt_bytes(sig['a_free_bytes'])})"
+    else:
+        head += (
+            f"; {fmt_bytes(dec['cuda_device_bytes'])} of it is CUDA device memory B held; "
+            f"{fmt_bytes(dec['unexplained_bytes'])} unexplained"
+        )
+    host = dec.get("host_memory")
+    if host is None:
+        return [
+            f"{head}: this signal counts device memory only ({DISCRETE}); no host memory "
+            "figures (kernel stream or memory.stat samples) to compare it with."
+        ]
+    held = host["difference_bytes"]
+    kinds = sorted(host["by_kind"].items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+    detail = ", ".join(f"{KIND_LABEL.get(k, k)} {fmt_bytes(v, signed=True)}" for k, v in kinds[:3])
+    if held > 0:
+        amount = f"{fmt_bytes(held, signed=True)} more host memory"
+    elif held < 0:
+        amount = f"{fmt_bytes(-held)} less host memory"
+    else:
+        amount = "as much host memory as A's"
+    held_txt = f"B's cgroup held {amount}" + (f" ({detail})" if detail else "") + " at that moment"
+    if sig["difference_bytes"] == 0 and held > 0:
+        line = f"{head} although {held_txt}: this signal does not count host memory ({DISCRETE})."
+    else:
+        line = (
+            f"{head}. {held_txt}, which this signal does not count "
+            f"(a device-memory signal: {DISCRETE})."
+        )
+    return [line, f"Host memory from {host['source']}."]

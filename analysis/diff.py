@@ -13,7 +13,9 @@ has none, its end). The signal difference (A - B) is split into:
   unexplained  the rest: memory taken outside the traced cgroups, untraced kernel memory, ...
 
 Each part counts bytes once: kinds do not overlap, and cgroups/processes/files are other views of
-the same charges, never added to them.
+the same charges, never added to them. uvmtrace's own files (shim records, spool) are one line
+apart from the ranked files. For a device-memory signal the host memory B held more than A is
+stated next to it (host_memory.py): the negative control that this signal does not count it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Any
 
 import polars as pl
 
-from uvmtrace.analysis.attribution import file_deltas, kind_charges
+from uvmtrace.analysis.attribution import file_deltas, kind_charges, own_file_deltas
 from uvmtrace.analysis.cuda_memory import device_bytes_at
+from uvmtrace.analysis.host_memory import host_memory_difference
 from uvmtrace.analysis.items import DEVICE_SIGNALS, KIND_LABEL
 from uvmtrace.analysis.levels import level_at
 from uvmtrace.analysis.load import RunData
 from uvmtrace.analysis.phases import ALIGNABLE
+from uvmtrace.analysis.scope import scope_cgroups
 
 
 def _by(a: pl.DataFrame, b: pl.DataFrame, key: str) -> list[dict[str, Any]]:
@@ -109,12 +113,19 @@ def diff_runs(
         )
     )
     spans = {r["path"]: r for r in b_spans.to_dicts()}
+    b_scope = scope_cgroups(b)
     for r in by_file:
         s = spans.get(r["key"])
+        # charged to a cgroup the command ran in (or the run tells none): a file the conclusion
+        # may name; a log dockerd wrote in its own cgroup is listed, not named
+        r["b_in_scope"] = bool(s) and (not b_scope or s["cgroup_id"] in b_scope)
         r["b_cgroup"] = b.cgroup_name(s["cgroup_id"]) if s else None
         r["b_cgroup_path"] = b.cgroup_path(s["cgroup_id"]) if s else None
         r["b_first_t_s"] = b.rel_s(s["t_first"]) if s else None
         r["b_last_t_s"] = b.rel_s(s["t_last"]) if s else None
+
+    own_a = int(own_file_deltas(a).filter(pl.col("ts_ns") <= ta)["bytes"].sum() or 0)
+    own_b = int(own_file_deltas(b).filter(pl.col("ts_ns") <= tb)["bytes"].sum() or 0)
 
     charged = sum(r["difference"] for r in by_kind)
     signal = None
@@ -126,6 +137,8 @@ def diff_runs(
         "by_cgroup": by_cgroup,
         "by_process": by_process,
         "by_file": by_file,
+        # shim records and spool: the tracer's overhead, kept out of the ranked files
+        "own_files": {"a_bytes": own_a, "b_bytes": own_b, "difference": own_b - own_a},
         "charged_difference_bytes": charged,
     }
     if at_sizing:
@@ -134,9 +147,12 @@ def diff_runs(
         device = _device_signal(sig_b, b) or _device_signal(sig_a, a)
         baseline = None
         cuda_dev = None
+        host = None
         if device:
             cuda_dev = device_bytes_at(b, tb) - device_bytes_at(a, ta)
             explained = cuda_dev
+            # the negative control: host memory moved, the device signal did not count it
+            host = host_memory_difference(a, b, ta, tb)
         else:
             fa0, fb0 = _first_memfree(a), _first_memfree(b)
             baseline = fa0 - fb0 if fa0 is not None and fb0 is not None else None
@@ -149,12 +165,17 @@ def diff_runs(
             "b_free_bytes": kv_b["query_free_bytes"],
             "difference_bytes": delta,
             "device_memory": device,
+            "unified_memory": {
+                "a": (a.metadata.get("gpu") or {}).get("unified_memory"),
+                "b": (b.metadata.get("gpu") or {}).get("unified_memory"),
+            },
         }
         decomposition.update(
             {
                 "signal_difference_bytes": delta,
                 "baseline_bytes": baseline,
                 "cuda_device_bytes": cuda_dev,
+                "host_memory": host,
                 "explained_bytes": explained,
                 "unexplained_bytes": delta - explained,
             }
@@ -165,6 +186,7 @@ def diff_runs(
                 "signal_difference_bytes": None,
                 "baseline_bytes": None,
                 "cuda_device_bytes": None,
+                "host_memory": None,
                 "explained_bytes": None,
                 "unexplained_bytes": None,
             }

@@ -108,6 +108,18 @@ NO_LIMIT = 1 << 60  # v1 reports "no limit" as ~2^63 rounded to a page
 VERSION_SUFFIX = r"_v\d+$"  # `cuMemAlloc_v2` is `cuMemAlloc` for analysis
 
 
+# uvmtrace's own files: the shim's per-process record files and their symbol tables (`*.uvm`,
+# `*.uvm.syms`, in a run dir under /.uvmtrace/ inside a container or the `.<output>.uvmtrace` work
+# dir next to the output), and the recorder's spool (`<output>.spool/`). Their page cache is the
+# tracer's overhead, never the workload's explanation.
+OWN_FILE_PATTERN = (
+    r"(\.uvm|\.uvm\.syms)$"
+    r"|(^|/)\.uvmtrace/"
+    r"|/\.[^/]+\.uvmtrace(/|$)"
+    r"|\.spool(/|$)"
+)
+
+
 def is_cgroup_memory_file(path: str) -> bool:
     name = path.rsplit("/", 1)[-1]
     return path.startswith("/sys/fs/cgroup") and name.startswith("memory.")

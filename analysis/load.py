@@ -45,7 +45,7 @@ class RunData:
     fault_counts: pl.DataFrame  # page_fault summed per pid: pid, faults
     missing: list[str] = field(default_factory=list)
     # frames derived from the charges, built once and shared by attribution, sizing and diff
-    derived: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
+    derived: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -67,13 +67,22 @@ class RunData:
             return f"container {info['container_name']}"
         if info.get("container_id"):
             return f"container {str(info['container_id'])[:12]}"
+        container = self.metadata.get("container")
+        if isinstance(container, dict) and str(container.get("cgroup_id")) == str(cgroup_id):
+            if container.get("name") or container.get("id"):
+                return f"container {container.get('name') or str(container['id'])[:12]}"
         if info.get("path"):
             return str(info["path"])
         return f"cgroup {cgroup_id}"
 
     def cgroup_path(self, cgroup_id: int | None) -> str | None:
         info = (self.metadata.get("cgroups") or {}).get(str(cgroup_id)) or {}
-        return info.get("path")
+        if info.get("path"):
+            return str(info["path"])
+        container = self.metadata.get("container")
+        if isinstance(container, dict) and str(container.get("cgroup_id")) == str(cgroup_id):
+            return container.get("cgroup_path")
+        return None
 
 
 def _queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
@@ -176,15 +185,32 @@ def _span(run: RunData, rest: pl.DataFrame, bulk: pl.DataFrame) -> None:
         run.streams.add("kernel")
 
 
+def is_kernel_side(what: str) -> bool:
+    """A metadata `not_traced` entry about the kernel side (eBPF probes, kernel events)."""
+    what = what.lower()
+    return any(w in what for w in ("kernel", "ebpf", "bpf", "memcg", "probe"))
+
+
 def _missing(run: RunData) -> list[str]:
     """What this recording cannot tell, in words a reader acts on."""
     out: list[str] = []
     if not run.recording.num_rows:
         out.append("the recording holds no events")
+    not_traced = [
+        e for e in run.metadata.get("not_traced") or [] if isinstance(e, dict) and e.get("what")
+    ]
     if "kernel" not in run.streams:
+        # the recorder's own reason, when it wrote one, instead of a guess
+        why = next((e for e in not_traced if is_kernel_side(str(e["what"]))), None)
+        if why is not None:
+            not_traced.remove(why)
         out.append(
             "no kernel stream: memory charges, page faults and page cache were not traced "
-            "(was `record` run as root with eBPF?)"
+            + (
+                f"({why['what']}: {why.get('why') or 'no reason given'})"
+                if why
+                else "(was `record` run as root with eBPF?)"
+            )
         )
     elif run.charges.is_empty():
         out.append("no memcg_charge events: charges by cgroup and kind are unknown")
@@ -192,7 +218,6 @@ def _missing(run: RunData) -> list[str]:
         out.append("no cuda stream: CUDA queries and allocations were not traced")
     if "sample" not in run.streams:
         out.append("no sample stream: no memory.stat/meminfo samples to reconcile against")
-    for entry in run.metadata.get("not_traced") or []:
-        if isinstance(entry, dict) and entry.get("what"):
-            out.append(f"not traced: {entry['what']} ({entry.get('why', 'no reason given')})")
+    for entry in not_traced:
+        out.append(f"not traced: {entry['what']} ({entry.get('why') or 'no reason given'})")
     return out

@@ -17,7 +17,7 @@ import polars as pl
 
 from uvmtrace.analysis.cuda_memory import device_deltas
 from uvmtrace.analysis.items import KIND_PARTS, STAT_KEY_ITEM, V2_ONLY_KEYS
-from uvmtrace.analysis.load import RunData
+from uvmtrace.analysis.load import RunData, is_kernel_side
 from uvmtrace.analysis.units import fmt_pct
 
 _STAT_KEYS = pl.DataFrame({"key": list(STAT_KEY_ITEM), "item": list(STAT_KEY_ITEM.values())})
@@ -158,9 +158,28 @@ def cuda_vs_nvml(run: RunData) -> dict[str, Any] | None:
     }
 
 
+def kernel_not_traced(run: RunData) -> str | None:
+    """Why the kernel side (memcg charges, page faults) is absent, or None when it was traced:
+    the recording's own `not_traced` reason, else the probes that did not attach."""
+    probes = run.metadata.get("probes") or {}
+    memcg = probes.get("memcg") if isinstance(probes, dict) else None
+    detached = isinstance(memcg, dict) and memcg.get("attached") is False
+    if "kernel" in run.streams and not detached:
+        return None
+    for entry in run.metadata.get("not_traced") or []:
+        if isinstance(entry, dict) and is_kernel_side(str(entry.get("what", ""))):
+            return f"{entry['what']}: {entry.get('why') or 'no reason given'}"
+    if detached:
+        return f"memcg probe: {memcg.get('why') or 'not attached'}"
+    return "the recording holds no kernel events"
+
+
 def reconcile(run: RunData) -> dict[str, Any]:
-    memcg = memcg_rows(run)
-    faults = fault_rows(run)
+    untraced = kernel_not_traced(run)
+    # without the kernel side there is nothing to hold memory.stat and /proc against: comparing
+    # them with zero traced bytes would read as "0 % agreement"
+    memcg = memcg_rows(run) if untraced is None else []
+    faults = fault_rows(run) if untraced is None else []
     nvml = cuda_vs_nvml(run)
     lost = {str(k): int(v) for k, v in (run.metadata.get("lost") or {}).items()}
     probes = run.metadata.get("probes") or {}
@@ -179,12 +198,20 @@ def reconcile(run: RunData) -> dict[str, Any]:
         )
     proc_total = sum(r["proc_faults"] for r in faults)
     fault_share = (sum(r["traced_faults"] for r in faults) / proc_total) if proc_total else None
+    nvml_agreement = _nvml_agreement(nvml)
     summary = {
+        "kernel_traced": untraced is None,
+        "kernel_not_traced_why": untraced,
         "memcg_agreement": memcg_agreement,
         "memcg_unaccounted_bytes": diff_abs if main else None,
         "fault_share": fault_share,
+        "nvml_agreement": nvml_agreement,
         "lost_events": sum(lost.values()),
-        "trust": _verdict(memcg_agreement, fault_share, sum(lost.values()), bool(memcg)),
+        "trust": (
+            _verdict(memcg_agreement, fault_share, sum(lost.values()), bool(memcg))
+            if untraced is None
+            else _verdict(nvml_agreement, None, sum(lost.values()), nvml is not None)
+        ),
     }
     summary["line"] = trust_line(summary, memcg, nvml, run.missing)
     return {
@@ -208,12 +235,22 @@ def _verdict(memcg: float | None, faults: float | None, lost: int, has_memcg: bo
     return "low"
 
 
+def _nvml_agreement(nvml: dict[str, Any] | None) -> float | None:
+    """1 - |CUDA net - NVML used change| / the larger of the two (1.0 when both are 0)."""
+    if nvml is None:
+        return None
+    scale = max(abs(nvml["nvml_used_delta"]), abs(nvml["cuda_net_bytes"]))
+    return 1.0 if scale == 0 else max(0.0, 1.0 - abs(nvml["difference"]) / scale)
+
+
 def trust_line(
     summary: dict[str, Any],
     memcg: list[dict[str, Any]],
     nvml: dict[str, Any] | None,
     missing: list[str],
 ) -> str:
+    if not summary.get("kernel_traced", True):
+        return _cuda_side_line(summary, nvml, missing)
     parts = []
     if summary["memcg_agreement"] is None:
         parts.append("no memory.stat samples to check the charges against")
@@ -233,3 +270,20 @@ def trust_line(
     if missing:
         parts.append(f"{len(missing)} thing(s) not traced")
     return f"Trust: {summary['trust']} — " + "; ".join(parts) + "."
+
+
+def _cuda_side_line(summary: dict[str, Any], nvml: dict[str, Any] | None, missing: list[str]) -> str:
+    """The verdict of a recording without the kernel side: what was not traced and why, then
+    only the checks that exist."""
+    parts = [f"kernel side not traced ({summary['kernel_not_traced_why']})"]
+    if nvml is not None:
+        parts.append(
+            f"CUDA allocations vs NVML used differ by {abs(nvml['difference']) / (1 << 20):.0f} MiB"
+        )
+    else:
+        parts.append("no NVML samples to check the CUDA stream against")
+    parts.append(f"{summary['lost_events']} events lost")
+    others = [m for m in missing if not m.startswith("no kernel stream")]
+    if others:
+        parts.append(f"{len(others)} other thing(s) not traced")
+    return f"Trust (CUDA side only): {summary['trust']} — " + "; ".join(parts) + "."

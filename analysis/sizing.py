@@ -30,6 +30,7 @@ from uvmtrace.analysis.items import (
 )
 from uvmtrace.analysis.levels import rel_s
 from uvmtrace.analysis.load import RunData
+from uvmtrace.analysis.scope import command_pids, process_cgroups
 
 DEFAULT_MIN_ALLOC = 256 << 20
 # When two signals fit equally (the shim's and the kernel's view of one sysinfo() call, or a
@@ -79,21 +80,13 @@ def large_allocations(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.Da
     return pl.concat([cuda, host]).sort("ts_ns").with_row_index("alloc")
 
 
-def process_cgroups(run: RunData) -> pl.DataFrame:
-    """pid -> the cgroup most of its charges went to (pid, cgroup_id); on a tie, the lowest id.
-
-    Counted per (pid, cgroup) pair: a hash of two integers over the charges, then a tiny sort,
-    where `mode()` per pid would gather every charge of every process."""
-    if "process_cgroups" not in run.derived:
-        run.derived["process_cgroups"] = (
-            run.charges.filter(pl.col("cgroup_id").is_not_null())
-            .group_by("pid", "cgroup_id")
-            .len()
-            .sort(["len", "cgroup_id"], descending=[True, False])
-            .group_by("pid", maintain_order=True)
-            .agg(pl.col("cgroup_id").first())
-        )
-    return run.derived["process_cgroups"]
+def split_by_scope(run: RunData, allocs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(allocations of the traced command's processes, allocations of other processes)."""
+    pids = command_pids(run)
+    if pids is None:
+        return allocs, allocs.clear()
+    inside = pl.col("pid").is_in(sorted(pids))
+    return allocs.filter(inside), allocs.filter(~inside | pl.col("pid").is_null())
 
 
 def default_cgroup(run: RunData) -> int | None:
@@ -215,7 +208,10 @@ def infer_sizing(
     min_bytes: int = DEFAULT_MIN_ALLOC,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict[str, Any]:
-    allocs = large_allocations(run, min_bytes)
+    allocs, strangers = split_by_scope(run, large_allocations(run, min_bytes))
+    # renumbered so that `alloc` stays a dense index of the candidates
+    allocs = allocs.drop("alloc").with_row_index("alloc")
+    outside = _outside(run, strangers)
     queries = memory_queries(run).sort("q_ts_ns")
     signals = queries.select("signal").unique()
     if allocs.is_empty():
@@ -225,6 +221,7 @@ def infer_sizing(
             "min_alloc_bytes": min_bytes,
             "tolerance": tolerance,
             "log_kv": log_kv(run),
+            "outside_command": outside,
         }
 
     # each allocation x each signal -> that signal's last query before it, same process
@@ -341,7 +338,35 @@ def infer_sizing(
         "min_alloc_bytes": min_bytes,
         "tolerance": tolerance,
         "log_kv": log_kv(run),
+        "outside_command": outside,
     }
+
+
+def _outside(run: RunData, strangers: pl.DataFrame) -> list[dict[str, Any]]:
+    """Large allocations of processes outside the traced command: never KV candidates, listed
+    so a reader sees what was left out (pid, comm, event, bytes, t_s)."""
+    if strangers.is_empty():
+        return []
+    pids = strangers["pid"].unique().drop_nulls().implode()
+    named = [
+        run.proc.filter(pl.col("pid").is_in(pids) & pl.col("comm").is_not_null()),
+        run.charges.filter(pl.col("pid").is_in(pids) & pl.col("comm").is_not_null()),
+    ]
+    comm_of: dict[int, str] = {}
+    for frame in reversed(named):  # the proc stream's name (after exec) wins
+        comm_of |= dict(
+            frame.group_by("pid").agg(pl.col("comm").cast(pl.String).last()).iter_rows()
+        )
+    return [
+        {
+            "t_s": run.rel_s(r["ts_ns"]),
+            "pid": r["pid"],
+            "comm": comm_of.get(r["pid"]),
+            "event": r["event"],
+            "bytes": r["bytes"],
+        }
+        for r in strangers.sort("ts_ns").iter_rows(named=True)
+    ]
 
 
 def _what_if(kv: dict[str, Any]) -> list[dict[str, Any]]:

@@ -21,6 +21,21 @@ def _largest(allocs: list[dict[str, Any]], n: int = 20) -> list[dict[str, Any]]:
     return sorted(keep, key=lambda a: a["ts_ns"])
 
 
+def _own_files_row(own: dict[str, Any] | None) -> list[list[str]]:
+    """uvmtrace's own files (shim records, spool) as one line under the workload's files."""
+    if not own:
+        return []
+    return [
+        [
+            f"uvmtrace's own files ({own['files']})",
+            "",
+            fmt_bytes(own["peak"]),
+            fmt_bytes(own["end"]),
+            fmt_bytes(own["mapped_bytes"]),
+        ]
+    ]
+
+
 def report_tables(rep: dict[str, Any]) -> list[Table]:
     att, sz, rc = rep["attribution"], rep["sizing"], rep["reconciliation"]
     t: list[Table] = []
@@ -100,7 +115,8 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
                     fmt_bytes(r["mapped_bytes"]),
                 ]
                 for r in att["by_file"][:15]
-            ],
+            ]
+            + _own_files_row(att.get("own_files")),
         )
     )
     t.append(
@@ -211,6 +227,20 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
     return t
 
 
+def _own_files_diff_row(dec: dict[str, Any]) -> list[list[str]]:
+    own = dec.get("own_files")
+    if not own or not (own["a_bytes"] or own["b_bytes"]):
+        return []
+    return [
+        [
+            "uvmtrace's own files",
+            fmt_bytes(own["a_bytes"]),
+            fmt_bytes(own["b_bytes"]),
+            fmt_bytes(own["difference"], signed=True),
+        ]
+    ]
+
+
 def diff_tables(d: dict[str, Any]) -> list[Table]:
     dec = d["decomposition"]
     t: list[Table] = []
@@ -247,6 +277,19 @@ def diff_tables(d: dict[str, Any]) -> list[Table]:
         rows.append([f"charged {k['label']} (B - A)", fmt_bytes(k["difference"], signed=True)])
     if dec["unexplained_bytes"] is not None:
         rows.append(["unexplained", fmt_bytes(dec["unexplained_bytes"], signed=True)])
+    host = dec.get("host_memory")
+    if host:
+        # a device-memory signal: the host side, which the signal does not count
+        rows.append(
+            [
+                "host memory held (B - A), not in the signal",
+                fmt_bytes(host["difference_bytes"], signed=True),
+            ]
+        )
+        rows += [
+            [f"  {KIND_LABEL.get(k, k)}", fmt_bytes(v, signed=True)]
+            for k, v in host["by_kind"].items()
+        ]
     t.append(
         (
             f"Decomposition at the {dec['at'].replace('_', ' ')} (A {fmt_s(dec['a_t_s'])}, "
@@ -272,7 +315,8 @@ def diff_tables(d: dict[str, Any]) -> list[Table]:
                         fmt_bytes(r["difference"], signed=True),
                     ]
                     for r in dec[key][:15]
-                ],
+                ]
+                + (_own_files_diff_row(dec) if key == "by_file" else []),
             )
         )
     t.append(
