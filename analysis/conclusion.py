@@ -75,9 +75,7 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
         )
         # the biggest file of that cgroup: a file some other process read elsewhere is no
         # part of this sentence
-        files = [
-            f for f in att["by_file"] if f["peak"] > 0 and f["cgroup_id"] == top["cgroup_id"]
-        ]
+        files = [f for f in att["by_file"] if f["peak"] > 0 and f["cgroup_id"] == top["cgroup_id"]]
         if files:
             f = files[0]
             line += f"; biggest file in its page cache: {f['path']} {fmt_bytes(f['peak'])}"
@@ -108,9 +106,7 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
             # the difference (not 4 KiB of a daemon's log against gigabytes)
             floor = abs(delta) // 100
             files = [
-                f
-                for f in dec["by_file"]
-                if f["difference"] > floor and f.get("b_in_scope", True)
+                f for f in dec["by_file"] if f["difference"] > floor and f.get("b_in_scope", True)
             ]
             # the top file is named on its own; the other charges are the kinds minus it
             top_file = files[0]["difference"] if files else 0
@@ -178,7 +174,8 @@ def _device_signal_lines(
     """A device-memory signal (cuMemGetInfo/NVML on a discrete GPU): the CUDA memory that moved
     it, and the negative control -- the host memory B held more, which it does not count."""
     if sig["difference_bytes"] == 0:
-        head = f"B's {name} free at the KV-sizing call equals A's ({fmt_bytes(sig['a_free_bytes'])})"
+        same = fmt_bytes(sig["a_free_bytes"])
+        head = f"B's {name} free at the KV-sizing call equals A's ({same})"
     else:
         head += (
             f"; {fmt_bytes(dec['cuda_device_bytes'])} of it is CUDA device memory B held; "

@@ -98,9 +98,7 @@ def host_memory_difference(a: RunData, b: RunData, ta: int, tb: int) -> dict[str
             return None
         la, lb = sa, sb
         source = SOURCE_STAT
-    by_kind = {
-        str(k): int(lb.get(k, 0) - la.get(k, 0)) for k in sorted(set(la) | set(lb), key=str)
-    }
+    by_kind = {str(k): int(lb.get(k, 0) - la.get(k, 0)) for k in sorted(set(la) | set(lb), key=str)}
     return {
         "a_bytes": int(sum(la.values())),
         "b_bytes": int(sum(lb.values())),

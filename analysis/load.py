@@ -68,9 +68,12 @@ class RunData:
         if info.get("container_id"):
             return f"container {str(info['container_id'])[:12]}"
         container = self.metadata.get("container")
-        if isinstance(container, dict) and str(container.get("cgroup_id")) == str(cgroup_id):
-            if container.get("name") or container.get("id"):
-                return f"container {container.get('name') or str(container['id'])[:12]}"
+        if (
+            isinstance(container, dict)
+            and str(container.get("cgroup_id")) == str(cgroup_id)
+            and (container.get("name") or container.get("id"))
+        ):
+            return f"container {container.get('name') or str(container['id'])[:12]}"
         if info.get("path"):
             return str(info["path"])
         return f"cgroup {cgroup_id}"

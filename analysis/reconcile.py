@@ -272,7 +272,9 @@ def trust_line(
     return f"Trust: {summary['trust']} — " + "; ".join(parts) + "."
 
 
-def _cuda_side_line(summary: dict[str, Any], nvml: dict[str, Any] | None, missing: list[str]) -> str:
+def _cuda_side_line(
+    summary: dict[str, Any], nvml: dict[str, Any] | None, missing: list[str]
+) -> str:
     """The verdict of a recording without the kernel side: what was not traced and why, then
     only the checks that exist."""
     parts = [f"kernel side not traced ({summary['kernel_not_traced_why']})"]

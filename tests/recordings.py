@@ -57,7 +57,9 @@ class Recorder:
         return self
 
     # kernel stream
-    def charge(self, t: float, cgroup: int, item: str, nbytes: int, pid: int = PID) -> Recorder:
+    def charge(
+        self, t: float, cgroup: int, item: str, nbytes: int, pid: int = PID, comm: str = "trtllm"
+    ) -> Recorder:
         return self.add(
             t,
             "kernel",
@@ -67,11 +69,14 @@ class Recorder:
             bytes=nbytes,
             pid=pid,
             tid=pid,
-            comm="trtllm",
+            comm=comm,
             count=1,
         )
 
-    def filemap(self, t: float, path: str, nbytes: int, cgroup: int, pid: int = PID) -> Recorder:
+    def filemap(
+        self, t: float, path: str, nbytes: int, cgroup: int | None, pid: int = PID
+    ) -> Recorder:
+        """Page-cache pages of `path`; the real tracepoint has no cgroup (pass None)."""
         event = "filemap_add" if nbytes >= 0 else "filemap_delete"
         return self.add(
             t, "kernel", event, path=path, bytes=abs(nbytes), cgroup_id=cgroup, pid=pid, count=1
@@ -79,6 +84,12 @@ class Recorder:
 
     def fault(self, t: float, count: int, pid: int = PID, kind: str = "anon") -> Recorder:
         return self.add(t, "kernel", "page_fault", pid=pid, tid=pid, item=kind, count=count)
+
+    def mapping(self, t: float, pid: int, nbytes: int, addr: int = 1 << 40) -> Recorder:
+        """An anonymous private mmap (MAP_PRIVATE | MAP_ANONYMOUS) of `nbytes`."""
+        return self.add(
+            t, "kernel", "mmap", pid=pid, tid=pid, bytes=nbytes, flags=0x22, result=addr
+        )
 
     # cuda stream
     def query(
@@ -120,6 +131,20 @@ class Recorder:
         return self.add(
             t, "sample", "memory.limit", cgroup_id=cgroup, bytes=limit, item="memory.limit_in_bytes"
         )
+
+    def nvml(self, t: float, used: int, total: int = 80 * GIB) -> Recorder:
+        return self.add(
+            t, "sample", "nvml_memory", item="0", bytes=used, free_bytes=total - used,
+            total_bytes=total,
+        )  # fmt: skip
+
+    # proc stream
+    def launched(self, t: float, pid: int, command: str) -> Recorder:
+        """The recorder's own row for the command it started (no comm: not from a probe)."""
+        return self.add(t, "proc", "exec", pid=pid, text=command)
+
+    def fork(self, t: float, child: int, parent: int, comm: str = "python") -> Recorder:
+        return self.add(t, "proc", "fork", pid=child, tid=child, count=parent, comm=comm)
 
     def write(self, path: Path, rows: Iterable[dict[str, Any]] | None = None) -> Path:
         rows = list(self.rows if rows is None else rows)
@@ -189,15 +214,16 @@ def _story(rec: Recorder, cgroup: int, *, docker: bool) -> Recorder:
     return rec
 
 
-def native_run(path: Path) -> Path:
+def native_recorder(**metadata: Any) -> Recorder:
     rec = Recorder(
         cgroups={str(NATIVE_CGROUP): {"path": "/user.slice/bench.scope", "hierarchy": "memory"}},
         target_cgroups=[NATIVE_CGROUP],
+        **metadata,
     )
-    return _story(rec, NATIVE_CGROUP, docker=False).write(path)
+    return _story(rec, NATIVE_CGROUP, docker=False)
 
 
-def docker_run(path: Path) -> Path:
+def docker_recorder(**metadata: Any) -> Recorder:
     rec = Recorder(
         command=["docker", "run", "--rm", "trt", "trtllm-bench", "throughput"],
         cgroups={
@@ -209,5 +235,14 @@ def docker_run(path: Path) -> Path:
             }
         },
         target_cgroups=[DOCKER_CGROUP],
+        **metadata,
     )
-    return _story(rec, DOCKER_CGROUP, docker=True).write(path)
+    return _story(rec, DOCKER_CGROUP, docker=True)
+
+
+def native_run(path: Path) -> Path:
+    return native_recorder().write(path)
+
+
+def docker_run(path: Path) -> Path:
+    return docker_recorder().write(path)
