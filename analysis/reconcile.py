@@ -288,4 +288,4 @@ def _cuda_side_line(
     others = [m for m in missing if not m.startswith("no kernel stream")]
     if others:
         parts.append(f"{len(others)} other thing(s) not traced")
-    return f"Trust (CUDA side only): {summary['trust']} — " + "; ".join(parts) + "."
+    return f"Trust: {summary['trust']} (CUDA side only) — " + "; ".join(parts) + "."

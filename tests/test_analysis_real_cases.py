@@ -4,7 +4,10 @@ known numbers through the real writer (tests/recordings.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import jsonschema
 
 from tests.recordings import (
     CONTAINER_ID,
@@ -19,6 +22,7 @@ from tests.recordings import (
 )
 from uvmtrace.analysis.host_memory import SOURCE_CHARGES, SOURCE_STAT
 from uvmtrace.analysis.load import load_run
+from uvmtrace.analysis.render_json import load_schema, to_json
 from uvmtrace.analysis.report import build_diff, build_report
 from uvmtrace.analysis.scope import command_pids
 from uvmtrace.analysis.tables import diff_tables, report_tables
@@ -67,7 +71,7 @@ def test_without_a_kernel_stream_trust_is_judged_on_the_cuda_side_and_says_why(t
     assert rc["summary"]["kernel_traced"] is False
     assert rc["cuda_vs_nvml"]["cuda_net_bytes"] == rc["cuda_vs_nvml"]["nvml_used_delta"]
     assert rep["conclusion"][-1] == (
-        "Trust (CUDA side only): high — kernel side not traced (kernel events: tracefs is not "
+        "Trust: high (CUDA side only) — kernel side not traced (kernel events: tracefs is not "
         "mounted); CUDA allocations vs NVML used differ by 0 MiB; 0 events lost."
     )
     assert (
@@ -82,7 +86,7 @@ def test_without_a_kernel_stream_nvml_disagreeing_with_cuda_lowers_the_trust(tmp
     path = _h100_run(tmp_path / "a.parquet", 2060, file=MIB, anon=0, nvml_used_delta=40 * GIB)
     summary = build_report(path)["reconciliation"]["summary"]
     assert summary["trust"] == "low"
-    assert summary["line"].startswith("Trust (CUDA side only): low — kernel side not traced")
+    assert summary["line"].startswith("Trust: low (CUDA side only) — kernel side not traced")
 
 
 def test_a_discrete_gpu_signal_ignores_the_page_cache_the_limited_cgroup_holds(tmp_path: Path):
@@ -106,6 +110,7 @@ def test_a_discrete_gpu_signal_ignores_the_page_cache_the_limited_cgroup_holds(t
     )
     rows = dict((r[0], r[1]) for r in diff_tables(d)[1][2])
     assert rows["host memory held (B - A), not in the signal"] == "+2.0 GiB"
+    jsonschema.Draft202012Validator(load_schema()).validate(json.loads(to_json(d)))
 
 
 def test_nested_v2_targets_are_not_counted_twice_in_host_memory(tmp_path: Path):
