@@ -4,8 +4,8 @@ by gigabytes without moving it; a diff shows that by putting the host difference
 unchanged signal.
 
 Sources, best first:
-  charges       the kernel stream's memcg charges since the start, all traced cgroups, by the
-                non-overlapping kinds of items.py;
+  charges       the kernel stream's memcg charges since the start to the command's cgroups
+                (target cgroups, the container's), by the non-overlapping kinds of items.py;
   memory.stat   the nearest sample of each target cgroup at that instant (no kernel stream):
                 v1 cache/rss/shmem, v2 file/anon/shmem/kernel/sock; page cache = file (or
                 cache) minus shmem, which both count. With v2, a target nested in another target
@@ -23,7 +23,7 @@ from uvmtrace.analysis.levels import level_at
 from uvmtrace.analysis.load import RunData
 from uvmtrace.analysis.scope import scope_cgroups
 
-SOURCE_CHARGES = "eBPF memcg charges since the start"
+SOURCE_CHARGES = "eBPF memcg charges to the target cgroups since the start"
 SOURCE_STAT = "memory.stat samples of the target cgroups at the sizing instant (no kernel stream)"
 
 # kind -> (memory.stat keys added, keys subtracted); v2 keys first, v1 when the v2 key is absent
@@ -85,12 +85,21 @@ def stat_by_kind(run: RunData, ts_ns: int) -> dict[str, int] | None:
     return out
 
 
+def _charged_by_kind(run: RunData, ts_ns: int) -> dict[str, int]:
+    """Per kind, bytes charged since the start up to `ts_ns` to the command's cgroups (all
+    traced cgroups when the recording names none)."""
+    charges = kind_charges(run)
+    cgroups = scope_cgroups(run)
+    if cgroups:
+        charges = charges.filter(pl.col("cgroup_id").is_in(sorted(cgroups)))
+    return {str(k): int(v) for k, v in level_at(charges, ["kind"], ts_ns).iter_rows()}
+
+
 def host_memory_difference(a: RunData, b: RunData, ta: int, tb: int) -> dict[str, Any] | None:
     """B - A host memory at the two instants: total, by_kind {kind: bytes}, source; None when
     neither source exists in both runs."""
     if not a.charges.is_empty() and not b.charges.is_empty():
-        la = dict(level_at(kind_charges(a), ["kind"], ta).iter_rows())
-        lb = dict(level_at(kind_charges(b), ["kind"], tb).iter_rows())
+        la, lb = _charged_by_kind(a, ta), _charged_by_kind(b, tb)
         source = SOURCE_CHARGES
     else:
         sa, sb = stat_by_kind(a, ta), stat_by_kind(b, tb)

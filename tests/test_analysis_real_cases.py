@@ -135,7 +135,10 @@ def test_with_a_kernel_stream_a_discrete_gpu_diff_takes_host_memory_from_the_cha
     tmp_path: Path,
 ):
     a = native_recorder(gpu=DISCRETE).write(tmp_path / "a.parquet")
-    b = docker_recorder(gpu=DISCRETE).write(tmp_path / "b.parquet")
+    rec = docker_recorder(gpu=DISCRETE)
+    # dockerd's own cgroup is traced too (adopted charges), but it is not where B ran
+    rec.charge(1.5, 5, "NR_FILE_PAGES", 4 * GIB, pid=4262, comm="dockerd")
+    b = rec.write(tmp_path / "b.parquet")
     d = build_diff(a, b)
     host = d["decomposition"]["host_memory"]
     assert host["source"] == SOURCE_CHARGES
@@ -147,7 +150,9 @@ def test_with_a_kernel_stream_a_discrete_gpu_diff_takes_host_memory_from_the_cha
         "+1.0 GiB) at that moment, which this signal does not count (a device-memory signal: "
         "discrete GPU; metadata gpu.unified_memory false)."
     )
-    assert d["conclusion"][1] == "Host memory from eBPF memcg charges since the start."
+    assert d["conclusion"][1] == (
+        "Host memory from eBPF memcg charges to the target cgroups since the start."
+    )
 
 
 STRANGER = 900  # another session's process, adopted by the probes after it touched a target page
