@@ -529,7 +529,10 @@ def build_parser(prog: str = "python -m uvmtrace.tracer.kvsizer") -> argparse.Ar
     p = argparse.ArgumentParser(
         prog=prog,
         description="Size a KV cache from a free-memory signal, as inference servers do.",
-        epilog="The last output line is `uvmtrace-kvsizer {json}` with every byte count.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The last output line is `uvmtrace-kvsizer {json}` with every byte count.\n\n"
+        "Example:\n"
+        f"  {prog} --weights /tmp/w.bin --weights-size 1G --signal sysinfo --fraction 0.1",
     )
     p.add_argument("--weights", required=True, help="weights file to load")
     p.add_argument("--weights-size", type=_size_arg, help="create the weights file if absent")
