@@ -213,3 +213,33 @@ def test_under_sudo_the_command_runs_as_the_invoking_user(tmp_path: Path, need_r
     assert (tmp_path / "id.txt").read_text().strip() == "65534"
     assert out.stat().st_uid == 65534  # the recording belongs to the user, not to root
     assert open_recording(out).metadata["run_as"] == "nobody"
+
+
+def test_framework_log_lines_pass_through_and_become_log_events(tmp_path: Path) -> None:
+    out = tmp_path / "l.parquet"
+    line = (
+        "[TensorRT-LLM][INFO] [MemUsageChange] Allocated 1.34 GiB for max tokens in paged KV "
+        "cache (11008)."
+    )
+    r = uvmtrace("record", "-q", "-o", str(out), "--", "sh", "-c", f"echo '{line}'; echo other >&2")
+    assert r.returncode == 0
+    assert r.stdout == line + "\n"  # still shown, unchanged
+    assert r.stderr.strip() == "other"
+    kv = events(out).filter(pl.col("event") == "kv_cache").row(0, named=True)
+    assert kv["stream"] == "log" and kv["item"] == "tensorrt_llm"
+    assert kv["bytes"] == pytest.approx(1.34 * (1 << 30), rel=0.005)
+    assert kv["text"] == line
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_recording(tmp_path: Path) -> None:
+    out = tmp_path / "p.parquet"
+    proc = subprocess.Popen(
+        [*UVMTRACE, "record", "-q", "-o", str(out), "--", "sh", "-c",
+         "i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done; exit 3"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # like `uvmtrace record ... | head -1`
+    assert proc.wait(timeout=120) == 3
+    assert open_recording(out).metadata["exit_code"] == 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
+import shutil
 import signal
 import sys
 import time
@@ -21,8 +21,9 @@ from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.tracer import __version__, cgroups, containers
 from uvmtrace.tracer.hostinfo import gpu_info, host_info
-from uvmtrace.tracer.launch import RunAs, exec_error, exit_code, invoking_user, launch
+from uvmtrace.tracer.launch import Launched, RunAs, exec_error, exit_code, invoking_user, launch
 from uvmtrace.tracer.logs import LogScanner
+from uvmtrace.tracer.output_pump import OutputPump
 from uvmtrace.tracer.safefs import check_writable_target, make_private_dir
 from uvmtrace.tracer.samplers import Nvml, Sampler, monotonic_ns
 from uvmtrace.tracer.status import StatusLine
@@ -86,10 +87,9 @@ class Session:
         self.announcements: Any = None  # shim.announce.PidAnnouncements, with a shim
         self.command = list(opts.command)
         self.env = dict(os.environ)
-        for var in ("SUDO_COMMAND", "SUDO_USER", "SUDO_UID", "SUDO_GID"):
-            if self.run_as is None:
-                break
-            self.env.pop(var, None)
+        if self.run_as is not None:  # the command runs as that user: it is not under sudo
+            for var in ("SUDO_COMMAND", "SUDO_USER", "SUDO_UID", "SUDO_GID"):
+                self.env.pop(var, None)
 
     # ---- set-up -------------------------------------------------------------------------
     def _work_dir(self) -> Path:
@@ -208,7 +208,6 @@ class Session:
                 if tracer is not None:
                     tracer.add_cgroup(cgid)
             writer.write(sampler.sample())  # the baseline before the command starts
-            scanner = LogScanner()
             launched = launch(
                 self.command,
                 self.env,
@@ -241,7 +240,7 @@ class Session:
                     }  # fmt: skip
                 )
             )
-            code = self._follow(launched, writer, tracer, shim, sampler, scanner, status, targets)
+            code = self._follow(launched, writer, tracer, shim, sampler, status, targets)
         except Interrupted as stop:
             code = stop.code
             self.not_traced.append({"what": "the command", "why": "interrupted during set-up"})
@@ -263,7 +262,7 @@ class Session:
                 signal.signal(sig, signal.SIG_DFL)
             if run_cg is not None and not cgroups.remove_cgroup(run_cg):
                 self.not_traced.append({"what": "cleanup", "why": f"{run_cg} still has tasks"})
-            _remove_tree(work)
+            shutil.rmtree(work, ignore_errors=True)
         status.clear()
         meta["exit_code"] = code
         lost = self._finish(writer, tracer, shim, meta, sampler, targets)
@@ -280,40 +279,35 @@ class Session:
 
     def _follow(
         self,
-        launched: Any,
+        launched: Launched,
         writer: RecordingWriter,
         tracer: Any,
         shim: Any,
         sampler: Sampler,
-        scanner: LogScanner,
         status: StatusLine,
         targets: dict[int, Path],
     ) -> int:
+        """Pass the command's output on and drain every source until the command exits."""
         pid = launched.pid
-        fds = {launched.stdout_fd: sys.stdout.buffer, launched.stderr_fd: sys.stderr.buffer}
-        partial: dict[int, bytes] = {fd: b"" for fd in fds}
-        next_sample = next_shim = time.monotonic()
+        scanner = LogScanner()
+
+        def log_events(lines: list[bytes]) -> None:
+            batch = scanner.scan(lines, monotonic_ns())
+            if batch is not None:
+                writer.write(batch)
+
+        pump = OutputPump(
+            {launched.stdout_fd: sys.stdout.buffer, launched.stderr_fd: sys.stderr.buffer},
+            log_events,
+            before_write=status.clear,
+        )
         started = time.monotonic()
-        status_due = started
+        next_sample = next_shim = status_due = started
         while True:
-            readable: list[int] = []
-            if fds:
-                try:
-                    readable, _, _ = select.select(list(fds), [], [], 0.05)
-                except InterruptedError:
-                    readable = []
+            if pump.open:
+                pump.pump(0.05)
             else:
                 time.sleep(0.05)
-            for fd in readable:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    self._flush_lines(partial.pop(fd), fd, fds, scanner, writer, status, True)
-                    os.close(fd)
-                    del fds[fd]
-                    continue
-                partial[fd] = self._flush_lines(
-                    partial[fd] + chunk, fd, fds, scanner, writer, status, False
-                )
             if tracer is not None:
                 for batch in tracer.poll(0):
                     writer.write(batch)
@@ -334,19 +328,15 @@ class Session:
                     status.drops = tracer.lost()
                 status.update(now - started, writer.rows, self._charged(sampler, targets))
             try:
-                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    break
             except ChildProcessError:
-                info = None
-            if info is not None:
                 break
         # The command has exited but is not reaped: its /proc/PID/stat still holds its counters.
         sampler.pids.add(pid)
         writer.write(sampler.sample())
         _, status_word = os.waitpid(pid, 0)
-        for fd in list(fds):  # output still buffered in pipes held by surviving children
-            rest = _drain(fd)
-            self._flush_lines(partial[fd] + rest, fd, fds, scanner, writer, status, True)
-            os.close(fd)
+        pump.finish()
         code = exit_code(status_word)
         writer.write(
             make_batch(
@@ -360,21 +350,6 @@ class Session:
             )
         )
         return code
-
-    def _flush_lines(self, data, fd, fds, scanner, writer, status, final) -> bytes:
-        *lines, rest = data.split(b"\n")
-        if final and rest:
-            lines.append(rest)
-            rest = b""
-        if lines:
-            status.clear()
-            out = fds.get(fd) or (sys.stdout.buffer if fd is None else sys.stderr.buffer)
-            out.write(b"".join(line + b"\n" for line in lines))
-            out.flush()
-            batch = scanner.scan(lines, monotonic_ns())
-            if batch is not None:
-                writer.write(batch)
-        return rest
 
     def _watch_container(self, tracer: Any, sampler: Sampler, targets: dict[int, Path]) -> None:
         run = self.container
@@ -455,20 +430,3 @@ class Session:
             meta["signals_forwarded"] = [signal.Signals(s).name for s in self.signals_seen]
         writer.update_metadata(**meta)
         return lost
-
-
-def _drain(fd: int) -> bytes:
-    os.set_blocking(fd, False)
-    chunks = []
-    try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    except BlockingIOError:
-        pass
-    return b"".join(chunks)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
