@@ -62,6 +62,13 @@ struct agg_val {
 	char comm[UVM_COMM_LEN];
 };
 
+/* Value of the `pids` map: why a process is traced. */
+struct pid_scope {
+	__u32 root; /* the pid whose tree it belongs to (itself when adopted) */
+	__u32 pad;
+	__u64 via_cgroup; /* adopted as a member of this watched cgroup (0: added or forked) */
+};
+
 struct memcg_key {
 	__u64 bucket; /* bucket start, ns */
 	__u64 cgroup_id;

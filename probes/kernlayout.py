@@ -21,6 +21,15 @@ MEMCG_OFFSETS = {
     "UVM_OFF_KERNFS_ID": ("kernfs_node", "id"),
 }
 FAULT_OFFSETS = {"UVM_OFF_PT_REGS_IP": ("pt_regs", "ip")}
+# current->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id: the current task's memory cgroup,
+# so that only a member of a watched cgroup is adopted (memcg.bpf.c current_in_memcg)
+MEMBER_OFFSETS = {
+    "UVM_OFF_TASK_CGROUPS": ("task_struct", "cgroups"),
+    "UVM_OFF_CSS_SET_SUBSYS": ("css_set", "subsys"),
+    "UVM_OFF_CSS_CGROUP": ("cgroup_subsys_state", "cgroup"),
+    "UVM_OFF_CGROUP_KN": ("cgroup", "kn"),
+    "UVM_OFF_KERNFS_ID": ("kernfs_node", "id"),
+}
 MEMCG_EVENTS = ("mod_memcg_state", "mod_memcg_lruvec_state", "count_memcg_events")
 FAULT_EVENTS = ("page_fault_user", "page_fault_kernel")
 
@@ -58,6 +67,14 @@ def _args_are(types: btf.BtfTypes, event: str, pointee: dict[int, str], nargs: i
     return None
 
 
+def _enum_value(path: str, enum: str, name: str) -> int | None:
+    try:
+        values = btf.read_enums(path).get(enum, {})
+    except UserError:
+        return None
+    return next((v for v, n in values.items() if n == name), None)
+
+
 @functools.lru_cache(maxsize=4)
 def raw_layout(path: str = btf.VMLINUX_BTF) -> RawLayout:
     try:
@@ -74,6 +91,10 @@ def raw_layout(path: str = btf.VMLINUX_BTF) -> RawLayout:
     fault_why = fault_why or _args_are(types, FAULT_EVENTS[0], {1: "pt_regs"}, 3)
     if fault_why is None:
         defines.update(fault_offsets)
+    member_offsets, member_why = _offsets(types, MEMBER_OFFSETS)
+    memory_id = _enum_value(path, "cgroup_subsys_id", "memory_cgrp_id")
+    if member_why is None and memory_id is not None:
+        defines.update(member_offsets, UVM_MEMORY_CGRP_ID=memory_id)
     return RawLayout(defines=defines, memcg_why=memcg_why, fault_why=fault_why)
 
 

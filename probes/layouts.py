@@ -13,6 +13,7 @@ def _struct(*fields: tuple[str, str]) -> np.dtype:
 
 
 AGG_VAL = _struct(("sum", "<i8"), ("count", "<u8"), ("tid", "<u4"), ("pad", "<u4"), ("comm", COMM))
+PID_SCOPE = _struct(("root", "<u4"), ("pad", "<u4"), ("via_cgroup", "<u8"))
 MEMCG_KEY = _struct(
     ("bucket", "<u8"),
     ("cgroup_id", "<u8"),
@@ -100,6 +101,7 @@ PROC_REC = _struct(
 
 # C struct name -> dtype, for the layout test.
 C_STRUCTS: dict[str, np.dtype] = {
+    "pid_scope": PID_SCOPE,
     "agg_val": AGG_VAL,
     "agg_slot": AGG_SLOT,
     "memcg_key": MEMCG_KEY,

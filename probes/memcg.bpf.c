@@ -43,6 +43,34 @@ static __always_inline u64 memcg_id_of(u64 memcg)
 }
 #endif
 
+/* Whether the current task is a member of memory cgroup `cgid`. A charge to a cgroup is not
+ * always made by one of its members: whoever drains a CPU's LRU batch moves other cgroups'
+ * folios (and their lruvec counters), reclaim and IRQs charge on behalf of others. Only a member
+ * may be adopted. current->cgroups->subsys[memory]->cgroup->kn->id, offsets from BTF. */
+static __always_inline int current_in_memcg(u64 cgid)
+{
+#ifdef UVM_OFF_TASK_CGROUPS
+	u64 task = (u64)bpf_get_current_task(), cset = 0, css = 0, cgroup = 0, kn = 0, id = 0;
+	bpf_probe_read_kernel(&cset, sizeof(cset), (void *)(task + UVM_OFF_TASK_CGROUPS));
+	if (!cset)
+		return 0;
+	bpf_probe_read_kernel(&css, sizeof(css),
+			      (void *)(cset + UVM_OFF_CSS_SET_SUBSYS + 8 * UVM_MEMORY_CGRP_ID));
+	if (!css)
+		return 0;
+	bpf_probe_read_kernel(&cgroup, sizeof(cgroup), (void *)(css + UVM_OFF_CSS_CGROUP));
+	if (!cgroup)
+		return 0;
+	bpf_probe_read_kernel(&kn, sizeof(kn), (void *)(cgroup + UVM_OFF_CGROUP_KN));
+	if (!kn)
+		return 0;
+	bpf_probe_read_kernel(&id, sizeof(id), (void *)(kn + UVM_OFF_KERNFS_ID));
+	return id == cgid;
+#else
+	return 1; /* no BTF: adopt any charger (may take in strangers; said in metadata) */
+#endif
+}
+
 /* owner: the memcg as the caller has it: its pointer (owner_is_ptr, raw tracepoints: the id is
  * read only when the hot path misses) or its cgroup id. */
 static __always_inline void memcg_update(u64 owner, int owner_is_ptr, s32 item, s64 val,
@@ -74,8 +102,8 @@ static __always_inline void memcg_update(u64 owner, int owner_is_ptr, s32 item, 
 	if (!target && !is_target_pid(tgid))
 		return;
 	if (target && kind == UVM_MEMCG_LRUVEC && val > 0 && tgid && tgid != config_get(2) &&
-	    !is_target_pid(tgid)) {
-		u32 self = tgid;
+	    !is_target_pid(tgid) && current_in_memcg(cgid)) {
+		struct pid_scope self = {.root = tgid, .via_cgroup = cgid};
 		if (pids.insert(&tgid, &self) && !is_target_pid(tgid))
 			count_lost(UVM_LOST_SCOPE);
 	}

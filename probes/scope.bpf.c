@@ -2,7 +2,7 @@
  * (fork / exec / exit / cgroup_mkdir). Included first; the other concerns use its maps. */
 #include <uapi/linux/sched.h>
 
-BPF_HASH(pids, u32, u32, UVM_MAX_PIDS);         /* tgid -> root pid of its tree */
+BPF_HASH(pids, u32, struct pid_scope, UVM_MAX_PIDS); /* tgid -> why it is traced */
 BPF_HASH(cg_targets, u64, u8, UVM_MAX_CGROUPS); /* memcg id (cgroup inode) -> 1 */
 BPF_HASH(exit_codes, u32, s32, UVM_MAX_PIDS);   /* tgid -> exit_group status */
 BPF_ARRAY(config, u64, 4);                      /* [0] watch new cgroups, [1] memory hierarchy id, [2] our own tgid */
@@ -110,11 +110,13 @@ static __always_inline struct proc_rec *proc_reserve(u32 kind)
 int tp_task_newtask(struct tracepoint__task__task_newtask *args)
 {
 	u32 parent = current_tgid();
-	u32 *root = pids.lookup(&parent);
-	if (!root || (args->clone_flags & CLONE_THREAD))
+	struct pid_scope *scope = pids.lookup(&parent);
+	if (!scope || (args->clone_flags & CLONE_THREAD))
 		return 0;
-	u32 child = args->pid, r0 = *root;
-	if (pids.update(&child, &r0))
+	/* the child inherits how its parent came in: forgetting a cgroup drops its whole tree */
+	u32 child = args->pid;
+	struct pid_scope inherited = *scope;
+	if (pids.update(&child, &inherited))
 		count_lost(UVM_LOST_SCOPE);
 	struct proc_rec *r = proc_reserve(UVM_PROC_FORK);
 	if (!r)

@@ -6,6 +6,7 @@ so a probe that cannot attach is recorded with its reason while the others run.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import os
 import select
@@ -15,7 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from uvmtrace.probes import aggmap, bpfsource, capabilities, cgroups, decode, kernlayout, layouts
+from uvmtrace.probes import (
+    aggmap,
+    bpfsource,
+    capabilities,
+    cgroups,
+    decode,
+    kernlayout,
+    layouts,
+    progstats,
+)
 from uvmtrace.probes.aggmap import AggDrainer
 from uvmtrace.probes.bccfind import import_bcc
 from uvmtrace.probes.capabilities import Attachment
@@ -107,6 +117,8 @@ class KernelTracer:
         self._names: decode.ItemNames | None = None
         self._paths = PathResolver()
         self._lost_final: dict[str, int] | None = None
+        self._explicit_cgroups: set[int] = set()
+        self._forgotten: set[int] = set()
         self._poller = select.poll()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -308,10 +320,12 @@ class KernelTracer:
             return
         pids = self._bpf.get_table(b"pids")
         for p in [pid, *descendants(pid)]:
-            pids[ct.c_uint32(p)] = ct.c_uint32(pid)
+            pids[ct.c_uint32(p)] = pids.Leaf(pid, 0, 0)
 
     def add_cgroup(self, cgroup_id: int) -> None:
         """Keep every memcg event of this memory cgroup (id = its directory's inode)."""
+        self._explicit_cgroups.add(cgroup_id)
+        self._forgotten.discard(cgroup_id)
         if self._bpf is None:
             self._pending_cgroups.append(cgroup_id)
             return
@@ -329,9 +343,43 @@ class KernelTracer:
                 self._cgroups.setdefault(aid, {"path": anc, "hierarchy": hierarchy})
 
     def watch_new_cgroups(self, on: bool = True) -> None:
-        """Make memory cgroups created from now on targets (a container's cgroup)."""
+        """Make memory cgroups created from now on targets (a container's cgroup); off: stop
+        adding them (those added so far stay until forget_cgroup)."""
         self._watch = on
         self._set_config(0, int(on))
+
+    def watched_cgroups(self) -> set[int]:
+        """Target cgroups the kernel added because they were created while watching (not
+        through add_cgroup); read from the kernel's map, so none is missed that the proc
+        stream has not delivered yet."""
+        if self._bpf is None:
+            return set()
+        keys = {int(k.value) for k in self._bpf.get_table(b"cg_targets")}
+        return keys - self._explicit_cgroups
+
+    def forget_cgroup(self, cgroup_id: int) -> None:
+        """Stop keeping this cgroup's charges, and stop tracing the processes adopted as its
+        members (with the children they forked). Sums already started for them end with their
+        time bucket."""
+        self._explicit_cgroups.discard(cgroup_id)
+        self._forgotten.add(cgroup_id)
+        entry = self._cgroups.get(cgroup_id)
+        if entry is not None:
+            entry["target"] = False
+            entry["forgotten"] = True
+        if self._bpf is None:
+            if cgroup_id in self._pending_cgroups:
+                self._pending_cgroups.remove(cgroup_id)
+            return
+        targets = self._bpf.get_table(b"cg_targets")
+        with contextlib.suppress(KeyError):  # not a target (any more)
+            del targets[ct.c_uint64(cgroup_id)]
+        # After the target is gone nothing new is adopted through it: sweep who was.
+        pids = self._bpf.get_table(b"pids")
+        for pid, scope in list(pids.items()):
+            if scope.via_cgroup == cgroup_id:
+                with contextlib.suppress(KeyError):  # exited meanwhile
+                    del pids[pid]
 
     # -- draining --------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 100) -> list[pa.RecordBatch]:
@@ -356,10 +404,11 @@ class KernelTracer:
     def stop(self) -> list[pa.RecordBatch]:
         if self._bpf is None:
             return []
+        misses = self._recursion_misses()  # before detaching: the programs are still loaded
         for state in self.states.values():
             self._detach(state)
         batches = self._drain(final=True)
-        self._lost_final = self._read_lost()
+        self._lost_final = {**self._read_lost(), **self._recursion_misses(misses)}
         for reader in self._rings.values():
             reader.close()
         self._rings.clear()
@@ -427,10 +476,12 @@ class KernelTracer:
         assert names is not None
         if ring == "proc_rb":
             for r in rec[rec["kind"] == layouts.PROC_MKDIR]:
-                self._cgroups[int(r["cgroup_id"])] = {
+                cgid = int(r["cgroup_id"])
+                self._cgroups[cgid] = {
                     "path": r["text"].decode("utf-8", "replace"),
                     "hierarchy": self._hierarchies.get(int(r["root"]), str(int(r["root"]))),
                     "created": True,
+                    **({"target": False, "forgotten": True} if cgid in self._forgotten else {}),
                 }
             return decode.proc_rows(rec, self._hierarchies)
         if ring == "memcg_rb":
@@ -454,14 +505,37 @@ class KernelTracer:
 
     def lost(self) -> int:
         """Events lost so far, all probes together (for a live status line)."""
-        return sum(self._read_lost().values()) if self._bpf is not None else 0
+        if self._bpf is None:
+            return 0
+        return sum(self._read_lost().values()) + sum(self._recursion_misses().values())
+
+    def _recursion_misses(self, last: dict[str, int] | None = None) -> dict[str, int]:
+        """Program runs the kernel skipped, per probe: "<probe>_nested" (see progstats).
+        `last`: an earlier reading, kept where the programs can no longer be asked."""
+        from bcc import libbcc
+
+        out = dict(last or {})
+        for name, state in self.states.items():
+            total = None
+            for att in state.links:
+                fn = self._bpf.funcs.get(att.fn.encode())
+                n = progstats.recursion_misses(libbcc.lib, fn.fd) if fn is not None else None
+                if n is not None:
+                    total = (total or 0) + n
+            if total is not None:
+                out[f"{name}_nested"] = total
+        return out
 
     def _read_lost(self) -> dict[str, int]:
         table = self._bpf.get_table(b"lost")
         return {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(layouts.LOST_SLOTS)}
 
     def metadata(self) -> dict:
-        lost = self._lost_final if self._bpf is None else self._read_lost()
+        lost = (
+            self._lost_final
+            if self._bpf is None
+            else {**self._read_lost(), **self._recursion_misses()}
+        )
         return {
             "probes": {
                 n: {

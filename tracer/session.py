@@ -368,6 +368,8 @@ class Session:
         if tracer is not None:
             tracer.add_cgroup(cgid)
             tracer.add_pid(run.host_pid)
+            if not self.opts.watch_cgroups:
+                _keep_only_container(tracer, "/" + str(path.relative_to(self.hierarchy.mount)))
         run.extra["cgroup_id"] = cgid
         run.extra["cgroup_path"] = "/" + str(path.relative_to(self.hierarchy.mount))
 
@@ -430,3 +432,22 @@ class Session:
             meta["signals_forwarded"] = [signal.Signals(s).name for s in self.signals_seen]
         writer.update_metadata(**meta)
         return lost
+
+
+def _keep_only_container(tracer: Any, container: str) -> None:
+    """The container is known: stop adopting new cgroups, and forget those adopted meanwhile
+    that are not the container's own, an ancestor or a descendant (another session's cgroup,
+    a service restarting on the host)."""
+    from uvmtrace.probes.cgroups import find_cgroup
+
+    tracer.watch_new_cgroups(False)
+    for cgid in tracer.watched_cgroups():
+        found = find_cgroup(cgid)
+        rel = found[0] if found else None
+        related = rel is not None and (
+            rel == container
+            or rel.startswith(container.rstrip("/") + "/")
+            or container.startswith(rel.rstrip("/") + "/")
+        )
+        if not related:
+            tracer.forget_cgroup(cgid)
