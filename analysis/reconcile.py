@@ -181,7 +181,11 @@ def reconcile(run: RunData) -> dict[str, Any]:
     memcg = memcg_rows(run) if untraced is None else []
     faults = fault_rows(run) if untraced is None else []
     nvml = cuda_vs_nvml(run)
-    lost = {str(k): int(v) for k, v in (run.metadata.get("lost") or {}).items()}
+    counted = {str(k): int(v) for k, v in (run.metadata.get("lost") or {}).items()}
+    # `<probe>_nested`: program runs the kernel skipped because the same program was already
+    # running on that CPU (an IRQ's update). Host-wide, mostly other cgroups': shown, not judged.
+    lost = {k: v for k, v in counted.items() if not k.endswith("_nested")}
+    nested = {k: v for k, v in counted.items() if k.endswith("_nested")}
     probes = run.metadata.get("probes") or {}
     not_attached = [
         {"probe": name, "why": (p or {}).get("why") or "not attached"}
@@ -207,6 +211,7 @@ def reconcile(run: RunData) -> dict[str, Any]:
         "fault_share": fault_share,
         "nvml_agreement": nvml_agreement,
         "lost_events": sum(lost.values()),
+        "nested_skips": sum(nested.values()),
         "trust": (
             _verdict(memcg_agreement, fault_share, sum(lost.values()), bool(memcg))
             if untraced is None
@@ -219,6 +224,7 @@ def reconcile(run: RunData) -> dict[str, Any]:
         "faults": faults,
         "cuda_vs_nvml": nvml,
         "lost": lost,
+        "nested_skips": nested,
         "probes_not_attached": not_attached,
         "summary": summary,
     }
@@ -267,6 +273,8 @@ def trust_line(
             f"CUDA allocations vs NVML used differ by {abs(nvml['difference']) / (1 << 20):.0f} MiB"
         )
     parts.append(f"{summary['lost_events']} events lost")
+    if summary.get("nested_skips"):
+        parts.append(f"{summary['nested_skips']} host-wide updates skipped by the kernel (nested)")
     if missing:
         parts.append(f"{len(missing)} thing(s) not traced")
     return f"Trust: {summary['trust']} — " + "; ".join(parts) + "."

@@ -220,6 +220,10 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
     )
     extra += [[f"lost events: {k}", str(v), ""] for k, v in rc["lost"].items()]
     extra += [
+        [f"skipped by the kernel (nested, host-wide): {k}", str(v), ""]
+        for k, v in rc.get("nested_skips", {}).items()
+    ]
+    extra += [
         [f"probe not attached: {p['probe']}", p["why"], ""] for p in rc["probes_not_attached"]
     ]
     if extra:

@@ -217,6 +217,18 @@ def test_untraced_charges_and_lost_events_lower_the_trust(tmp_path: Path):
     assert "1200 events lost" in rep["conclusion"][-1]
 
 
+def test_nested_skips_are_shown_but_do_not_count_as_losses(tmp_path: Path):
+    rec = Recorder(lost={"memcg": 0, "memcg_nested": 37})
+    rec.memory_stat(0.0, NATIVE_CGROUP, anon=0, file=0)
+    rec.charge(1.0, NATIVE_CGROUP, "NR_ANON_MAPPED", 600 * MIB)
+    rec.memory_stat(2.0, NATIVE_CGROUP, anon=600 * MIB, file=0)
+    rep = build_report(rec.write(tmp_path / "nested.parquet"))
+    summary = rep["reconciliation"]["summary"]
+    assert summary["lost_events"] == 0 and summary["nested_skips"] == 37
+    assert summary["trust"] == "high"
+    assert "37 host-wide updates skipped by the kernel (nested)" in rep["conclusion"][-1]
+
+
 def test_a_recording_without_kernel_stream_degrades(tmp_path: Path, runs: tuple[Path, Path]):
     rec = Recorder()
     rec.query(1.0, "cuMemGetInfo", free=10 * GIB)
