@@ -52,7 +52,7 @@ class Options:
     quiet: bool = False
     own_cgroup: bool = True
     watch_cgroups: bool = False  # follow every cgroup created while recording (not only docker's)
-    ringbuf_pages: int = 256
+    ringbuf_pages: int | None = None  # per ring buffer; None: 256, or 4096 with --raw
 
 
 @dataclass
@@ -70,6 +70,9 @@ def record(opts: Options) -> Outcome:
         raise UserError(
             "uvmtrace record needs root for eBPF; run it with sudo (the command still runs as you)"
         )
+    pages = opts.ringbuf_pages
+    if pages is not None and pages & (pages - 1):
+        raise UserError(f"--ring-pages must be a power of two (BPF ring buffers), not {pages}")
     check_writable_target(opts.output)
     return Session(opts).run()
 
@@ -131,7 +134,8 @@ class Session:
         except ImportError as exc:
             self.not_traced.append({"what": "kernel events", "why": f"probes: {exc}"})
             return None
-        tracer = KernelTracer(raw=self.opts.raw, ringbuf_pages=self.opts.ringbuf_pages)
+        pages = self.opts.ringbuf_pages or (4096 if self.opts.raw else 256)
+        tracer = KernelTracer(raw=self.opts.raw, ringbuf_pages=pages)
         try:
             tracer.start()
         except UserError as exc:  # no BCC, no tracefs, ...: record the rest, say what is missing

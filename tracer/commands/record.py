@@ -33,6 +33,12 @@ Examples:
     help="Seconds between samples of /proc/meminfo, memory.stat and NVML.",
 )
 @click.option("--raw", is_flag=True, help="Keep every fault and charge event (no aggregation).")
+@click.option(
+    "--ring-pages",
+    type=click.IntRange(1, 1 << 20),
+    default=None,
+    help="Pages per BPF ring buffer (a power of two; default 256, 4096 with --raw).",
+)
 @click.option("--no-shim", is_flag=True, help="Do not preload the CUDA/NVML/libc shim.")
 @click.option(
     "--inject/--no-inject",
@@ -57,6 +63,7 @@ def command(
     output: Path,
     interval: float,
     raw: bool,
+    ring_pages: int | None,
     no_shim: bool,
     inject: bool | None,
     as_root: bool,
@@ -71,6 +78,7 @@ def command(
             command=list(command),
             interval_s=interval,
             raw=raw,
+            ringbuf_pages=ring_pages,
             shim=not no_shim,
             inject=inject,
             as_root=as_root,
