@@ -29,6 +29,7 @@ def bpf_text(
         "UVM_RINGBUF_PAGES": ringbuf_pages,
         "UVM_RINGBUF_PAGES_SMALL": small_pages,
         "UVM_BUCKET_NS": f"{bucket_ns}ULL",
+        "UVM_JIFFY_NS": f"{jiffy_ns()}ULL",
         "UVM_MAX_PIDS": MAX_PIDS,
         "UVM_MAX_CGROUPS": MAX_CGROUPS,
         "UVM_MAX_AGG": MAX_AGG,
@@ -43,6 +44,25 @@ def bpf_text(
             shared_memcg = True
         parts.append((PROBES_DIR / name).read_text())
     return "\n".join(parts)
+
+
+def jiffy_ns() -> int:
+    """Nanoseconds per jiffy (1e9 / CONFIG_HZ) from the running kernel's config; 0 when it
+    cannot be found (the buckets then use bpf_ktime_get_ns)."""
+    import gzip
+    import os
+
+    release = os.uname().release
+    for path in ("/proc/config.gz", f"/boot/config-{release}"):
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt") as f:
+                for line in f:
+                    if line.startswith("CONFIG_HZ="):
+                        return 1_000_000_000 // int(line.split("=", 1)[1])
+        except (OSError, ValueError):
+            continue
+    return 0
 
 
 def cflags() -> list[str]:

@@ -52,7 +52,7 @@ static __always_inline void fault_record(u64 addr, u64 ip, int ip_is_regs, u64 c
 	r->tid = (u32)id;
 	fault_rb.ringbuf_submit(r, 0);
 #else
-	u64 bucket = bucket_of(bpf_ktime_get_ns());
+	u64 bucket = bucket_now();
 	u32 idx = code & (UVM_FAULT_SLOTS - 1);
 	struct agg_slot *s = fault_slots.lookup(&idx);
 	if (!s)

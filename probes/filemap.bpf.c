@@ -22,7 +22,7 @@ static __always_inline void filemap_flush(struct agg_slot *s, u32 kind)
 static __always_inline void filemap_record(u32 kind, u64 ino, u32 dev, u32 order)
 {
 	u32 tgid = current_tgid();
-	u64 bucket = bucket_of(bpf_ktime_get_ns());
+	u64 bucket = bucket_now();
 	s64 pages = (s64)1 << (order & 31);
 	struct agg_slot *s = filemap_slots.lookup(&kind);
 	if (!s)

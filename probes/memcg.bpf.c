@@ -78,9 +78,8 @@ static __always_inline void memcg_update(u64 owner, int owner_is_ptr, s32 item, 
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;
-	u64 ts = bpf_ktime_get_ns();
 #if !UVM_RAW
-	u64 bucket = bucket_of(ts);
+	u64 bucket = bucket_now();
 	u32 idx = kind * UVM_ITEM_SLOTS + (u32)item;
 	struct agg_slot *slot = NULL;
 	if (item >= 0 && item < UVM_ITEM_SLOTS)
@@ -113,7 +112,7 @@ static __always_inline void memcg_update(u64 owner, int owner_is_ptr, s32 item, 
 		count_lost(UVM_LOST_MEMCG);
 		return;
 	}
-	r->ts = ts;
+	r->ts = bpf_ktime_get_ns();
 	r->cgroup_id = cgid;
 	r->val = val;
 	r->pid = tgid;

@@ -37,6 +37,28 @@ static __always_inline u64 bucket_of(u64 ts)
 	return ts - ts % UVM_BUCKET_NS;
 }
 
+/* The clock of aggregation buckets. bpf_ktime_get_ns() costs ~40 ns in a VM and runs several
+ * times per page fault; jiffies cost a load. One (ktime, jiffies) pair, taken by the first
+ * program run, anchors the conversion (a racing second anchor is as good as the first); the
+ * result is within a tick (UVM_JIFFY_NS) of the monotonic clock, far below a bucket. */
+BPF_ARRAY(clock_anchor, u64, 2);
+static __always_inline u64 bucket_now(void)
+{
+#if UVM_JIFFY_NS
+	int k0 = 0, k1 = 1;
+	u64 *t0 = clock_anchor.lookup(&k0), *j0 = clock_anchor.lookup(&k1);
+	u64 j = bpf_jiffies64();
+	if (t0 && j0) {
+		if (!*t0) {
+			*j0 = j;
+			*t0 = bpf_ktime_get_ns();
+		}
+		return bucket_of(*t0 + (j - *j0) * UVM_JIFFY_NS);
+	}
+#endif
+	return bucket_of(bpf_ktime_get_ns());
+}
+
 /* Aggregation (see struct agg_slot in events.h): per-CPU slots on the hot path, flushed into the
  * concern's hash as immutable entries. A flush that finds the hash full is a counted loss of all
  * the updates it carried, never a silent one. */
