@@ -40,6 +40,19 @@ def _members(run: RunData, sampled: list[int], hierarchical: dict[int, bool]) ->
     return pl.DataFrame(pairs, schema={"cgroup_id": pl.UInt64, "member": pl.UInt64}, orient="row")
 
 
+def _in_window(metadata: dict[str, Any]) -> pl.Expr:
+    """Charges between two samples. A raw row holds its own time: a sample at t already holds
+    the charges made at t. An aggregated row holds its bucket's start, and the recorder takes
+    its samples on the bucket grid: a sample just after a bucket starts sees none of that
+    bucket's charges, so the window is [bucket of the first sample, bucket of the last)."""
+    bucket = metadata.get("bucket_ns")
+    if metadata.get("raw", True) or not bucket:
+        return (pl.col("ts_ns") > pl.col("t_first")) & (pl.col("ts_ns") <= pl.col("t_last"))
+    return (pl.col("ts_ns") >= pl.col("t_first") // bucket * bucket) & (
+        pl.col("ts_ns") < pl.col("t_last") // bucket * bucket
+    )
+
+
 def memcg_rows(run: RunData) -> list[dict[str, Any]]:
     stat = run.samples.filter(
         (pl.col("event") == "memory.stat") & pl.col("bytes").is_not_null()
@@ -84,8 +97,7 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
             on=["member", "stat_item"],
             how="inner",
         )
-        # a sample at t already holds the charges made at t
-        .filter((pl.col("ts_ns") > pl.col("t_first")) & (pl.col("ts_ns") <= pl.col("t_last")))
+        .filter(_in_window(run.metadata))
         .group_by("cgroup_id", "key")
         .agg(pl.col("bytes").sum().alias("traced_delta"))
         .collect()

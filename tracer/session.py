@@ -306,18 +306,20 @@ class Session:
             before_write=status.clear,
         )
         started = time.monotonic()
-        next_sample = next_shim = status_due = started
+        next_shim = status_due = started
+        next_sample = _next_on_grid(started, self.opts.interval_s)
         while True:
+            wait = min(0.05, max(0.0, next_sample - time.monotonic()))
             if pump.open:
-                pump.pump(0.05)
+                pump.pump(wait)
             else:
-                time.sleep(0.05)
+                time.sleep(wait)
             if tracer is not None:
                 for batch in tracer.poll(0):
                     writer.write(batch)
             now = time.monotonic()
             if now >= next_sample:
-                next_sample = now + self.opts.interval_s
+                next_sample = _next_on_grid(now, self.opts.interval_s)
                 self._watch_container(tracer, sampler, targets)
                 writer.write(sampler.sample())
             if self.announcements is not None:
@@ -337,6 +339,10 @@ class Session:
             except ChildProcessError:
                 break
         # The command has exited but is not reaped: its /proc/PID/stat still holds its counters.
+        # The last sample too falls on the grid, after the bucket of the exit's uncharges.
+        time.sleep(
+            max(0.0, _next_on_grid(time.monotonic(), self.opts.interval_s) - time.monotonic())
+        )
         sampler.pids.add(pid)
         writer.write(sampler.sample())
         _, status_word = os.waitpid(pid, 0)
@@ -455,3 +461,10 @@ def _keep_only_container(tracer: Any, container: str) -> None:
         )
         if not related:
             tracer.forget_cgroup(cgid)
+
+
+def _next_on_grid(now: float, interval: float) -> float:
+    """The next multiple of `interval` on the monotonic clock: samples fall just after the
+    probes' aggregation buckets start (both on CLOCK_MONOTONIC), so a sample and the charges
+    of the buckets before it describe the same moment."""
+    return (int(now / interval) + 1) * interval
