@@ -13,7 +13,8 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-from dockerimg import busybox_image
+
+from tests.dockerimg import busybox_image
 
 KiB = 1 << 10
 WEIGHTS = 512 * KiB

@@ -11,7 +11,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
-from dockerimg import busybox_image
+
+from tests.dockerimg import busybox_image
 
 MiB = 1 << 20
 

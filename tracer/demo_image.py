@@ -68,7 +68,7 @@ def _image_exists(tag: str) -> bool:
     return r.returncode == 0
 
 
-def _busybox() -> str:
+def busybox_path() -> str:
     for path in BUSYBOX_CANDIDATES:
         if os.path.isfile(path):
             return path
@@ -101,7 +101,7 @@ def _weights_key(weights: Path) -> str:
 def build_image(weights: Path) -> DemoImage:
     """The base image (once) and an image with `weights` baked in (again when they change)."""
     if not _image_exists(BASE_TAG):
-        _docker("import", "-", BASE_TAG, stdin=busybox_rootfs_tar(_busybox()))
+        _docker("import", "-", BASE_TAG, stdin=busybox_rootfs_tar(busybox_path()))
     key = _weights_key(weights)
     tag = f"{IMAGE_REPO}:{os.stat(weights).st_size}"
     if _image_exists(tag):

@@ -1,1 +1,2 @@
-"""One module per `uvmtrace` subcommand; each exposes `command` (a click command)."""
+"""One module per `uvmtrace` subcommand; each exposes `command` (a click command).
+`report_options` holds the options `report` and `diff` share."""

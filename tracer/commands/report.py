@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
+from uvmtrace.tracer.commands.report_options import report_options, write
 
 
 @click.command(
@@ -15,28 +15,7 @@ from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
     "\b\nExample:\n  uvmtrace report run.parquet --html report.html",
 )
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--markdown", "markdown", type=click.Path(path_type=Path), help="Write Markdown.")
-@click.option("--html", "html", type=click.Path(path_type=Path), help="Write self-contained HTML.")
-@click.option(
-    "--json",
-    "json_out",
-    is_flag=False,
-    flag_value="-",
-    default=None,
-    help="JSON to FILE, or to stdout with a bare --json.",
-)
-@click.option(
-    "--min-alloc-mib",
-    default=DEFAULT_MIN_ALLOC >> 20,
-    show_default=True,
-    help="Smallest allocation considered for KV sizing.",
-)
-@click.option(
-    "--tolerance",
-    default=DEFAULT_TOLERANCE,
-    show_default=True,
-    help="How close bytes/free must be to a known fraction.",
-)
+@report_options
 def command(
     run: Path,
     markdown: Path | None,
@@ -45,9 +24,7 @@ def command(
     min_alloc_mib: int,
     tolerance: float,
 ) -> None:
-    # Imported here: matplotlib and the renderers are not needed by `record`'s start-up.
-    from uvmtrace.analysis.output import write_outputs
     from uvmtrace.analysis.report import build_report
 
-    rep = build_report(run, min_alloc=min_alloc_mib << 20, tolerance=tolerance)
-    write_outputs(rep, markdown=markdown, html=html, json_out=json_out)
+    write(build_report(run, min_alloc=min_alloc_mib << 20, tolerance=tolerance),
+          markdown, html, json_out)  # fmt: skip
