@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.schema import make_batch
@@ -28,6 +28,11 @@ from uvmtrace.tracer.safefs import check_writable_target, make_private_dir
 from uvmtrace.tracer.samplers import Nvml, Sampler, monotonic_ns
 from uvmtrace.tracer.status import StatusLine
 from uvmtrace.tracer.writer import RecordingWriter
+
+if TYPE_CHECKING:  # imported lazily at run time: a host without BCC still records the rest
+    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.shim.announce import PidAnnouncements
+    from uvmtrace.shim.decode import ShimDecoder
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -87,7 +92,7 @@ class Session:
         self.signals_seen: list[int] = []
         self.child_pid: int | None = None
         self.container: containers.ContainerRun | None = None
-        self.announcements: Any = None  # shim.announce.PidAnnouncements, with a shim
+        self.announcements: PidAnnouncements | None = None  # with a shim
         self.command = list(opts.command)
         self.env = dict(os.environ)
         if self.run_as is not None:  # the command runs as that user: it is not under sudo
@@ -106,7 +111,7 @@ class Session:
         """Whether processes of another uid (sudo's user, a container's user) write shim files."""
         return self.run_as is not None or containers.detect(self.command) is not None
 
-    def _start_shim(self, work: Path) -> tuple[Any, Path | None, Path | None]:
+    def _start_shim(self, work: Path) -> tuple[ShimDecoder | None, Path | None, Path | None]:
         if not self.opts.shim:
             self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": "--no-shim"})
             return None, None, None
@@ -128,7 +133,7 @@ class Session:
         self.announcements = PidAnnouncements(run_dir)
         return ShimDecoder(run_dir, host_pid=self.announcements.host_pid), lib, run_dir
 
-    def _start_probes(self) -> Any:
+    def _start_probes(self) -> KernelTracer | None:
         try:
             from uvmtrace.probes.session import KernelTracer
         except ImportError as exc:
@@ -285,8 +290,8 @@ class Session:
         self,
         launched: Launched,
         writer: RecordingWriter,
-        tracer: Any,
-        shim: Any,
+        tracer: KernelTracer | None,
+        shim: ShimDecoder | None,
         sampler: Sampler,
         status: StatusLine,
         targets: dict[int, Path],
@@ -361,7 +366,9 @@ class Session:
         )
         return code
 
-    def _watch_container(self, tracer: Any, sampler: Sampler, targets: dict[int, Path]) -> None:
+    def _watch_container(
+        self, tracer: KernelTracer | None, sampler: Sampler, targets: dict[int, Path]
+    ) -> None:
         run = self.container
         if run is None or run.host_pid or self.hierarchy is None:
             return
@@ -388,7 +395,15 @@ class Session:
             return None
         return sum(cgroups.read_int(p / self.hierarchy.usage_file) or 0 for p in targets.values())
 
-    def _finish(self, writer, tracer, shim, meta, sampler, targets) -> dict[str, int]:
+    def _finish(
+        self,
+        writer: RecordingWriter,
+        tracer: KernelTracer | None,
+        shim: ShimDecoder | None,
+        meta: dict[str, Any],
+        sampler: Sampler | None,
+        targets: dict[int, Path],
+    ) -> dict[str, int]:
         """Drain every source and complete the metadata; safe to call on the error path."""
         lost: dict[str, int] = {}
         if tracer is not None:
@@ -444,7 +459,7 @@ class Session:
         return lost
 
 
-def _keep_only_container(tracer: Any, container: str) -> None:
+def _keep_only_container(tracer: KernelTracer, container: str) -> None:
     """The container is known: stop adopting new cgroups, and forget those adopted meanwhile
     that are not the container's own, an ancestor or a descendant (another session's cgroup,
     a service restarting on the host)."""
