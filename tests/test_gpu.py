@@ -5,7 +5,6 @@ Skips here (no GPU); run on the device machine: `python -m pytest -q tests/test_
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -46,8 +45,8 @@ def live_device_bytes(rows: list[dict]) -> int:
     return sum(live.values())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs PyTorch")
 def test_torch_mem_get_info_and_reserved_memory_match_the_records(shim: Path, tmp_path: Path):
+    pytest.importorskip("torch", reason="needs PyTorch")
     torch_says, rows = run_case("torch_case", shim, tmp_path)
     recorded = [[r["free_bytes"], r["total_bytes"]] for r in rows if r["event"] == "cuMemGetInfo"]
     assert recorded == torch_says["mem_get_info"]
