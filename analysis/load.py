@@ -37,7 +37,7 @@ class RunData:
         pl.DataFrame
     )  # memcg_charge, by ts: ts_ns, cgroup_id, item (cat), bytes, pid, comm (cat)
     files: pl.DataFrame  # filemap_add/delete: ts_ns, event, cgroup_id, path, bytes, pid
-    mappings: pl.DataFrame  # mmap/munmap/...: ts_ns, event, pid, bytes, path, flags, result
+    mappings: pl.DataFrame  # mmap/munmap/...: ts_ns, event, pid, bytes, path, flags, result, item
     calls: pl.DataFrame  # cuda stream + kernel sysinfo/openat: the queries and allocations
     samples: pl.DataFrame  # sample stream
     proc: pl.DataFrame  # proc stream
@@ -161,7 +161,9 @@ def load_run(path: str | Path) -> RunData:
         streams=set(),
         charges=charges,
         files=files.select("ts_ns", "event", "cgroup_id", "path", "bytes", "pid"),
-        mappings=mappings.select("ts_ns", "event", "pid", "bytes", "path", "flags", "result"),
+        mappings=mappings.select(
+            "ts_ns", "event", "pid", "bytes", "path", "flags", "result", "item"
+        ),
         calls=calls,
         samples=rest.filter(stream == "sample").select(
             "ts_ns", "event", "cgroup_id", "item", "bytes", "free_bytes", "total_bytes"

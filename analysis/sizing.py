@@ -70,10 +70,13 @@ def large_allocations(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.Da
         & ok
     ).select("ts_ns", "pid", pl.col("call").alias("event"), pl.lit("cuda").alias("source"), "bytes")
     anonymous = pl.col("flags").is_null() | ((pl.col("flags") & MAP_ANONYMOUS) != 0)
+    # PROT_NONE reserves address space, not memory (Go's heap arenas, glibc's thread arenas)
+    memory = pl.col("item").is_null() | ~pl.col("item").str.starts_with("---")
     host = run.mappings.filter(
         (pl.col("event") == "mmap")
         & pl.col("path").is_null()
         & anonymous
+        & memory
         & (pl.col("bytes") >= min_bytes)
         & (pl.col("result").is_null() | (pl.col("result") >= 0))
     ).select("ts_ns", "pid", "event", pl.lit("kernel").alias("source"), "bytes")

@@ -129,6 +129,16 @@ def test_a_host_mmap_is_explained_by_a_meminfo_read(tmp_path: Path):
     assert unexplained["explained"] is False
 
 
+def test_address_space_reserved_with_prot_none_is_not_an_allocation(tmp_path: Path):
+    rec = Recorder()
+    rec.meminfo(0.0, MemFree=10 * GIB, MemAvailable=40 * GIB)
+    # A Go runtime's heap arena reservation (the docker client makes two of these), then memory.
+    rec.add(0.5, "kernel", "mmap", pid=7, bytes=512 * MIB, flags=0x22, item="---p", result=1 << 40)
+    rec.add(1.0, "kernel", "mmap", pid=7, bytes=1 * GIB, flags=0x22, item="rw-p", result=1 << 41)
+    allocations = build_report(rec.write(tmp_path / "arena.parquet"))["sizing"]["allocations"]
+    assert [a["bytes"] for a in allocations] == [1 * GIB]
+
+
 def test_no_query_explains_an_allocation_without_a_matching_free(tmp_path: Path):
     rec = Recorder()
     rec.query(1.0, "cuMemGetInfo", free=50 * GIB)
