@@ -115,3 +115,12 @@ def host_memory_difference(a: RunData, b: RunData, ta: int, tb: int) -> dict[str
         "by_kind": {k: v for k, v in by_kind.items() if v},
         "source": source,
     }
+
+
+def host_memory_at(run: RunData, ts_ns: int) -> dict[str, Any] | None:
+    """Host memory the command's cgroups held at `ts_ns`: by_kind {kind: bytes} and source;
+    None when the recording has neither charges nor memory.stat samples of them."""
+    if not run.charges.is_empty():
+        return {"by_kind": _charged_by_kind(run, ts_ns), "source": SOURCE_CHARGES}
+    held = stat_by_kind(run, ts_ns)
+    return None if held is None else {"by_kind": held, "source": SOURCE_STAT}

@@ -27,6 +27,7 @@ from uvmtrace.analysis.items import (
     SIGNAL_HEADROOM,
     SIGNAL_MEMAVAILABLE,
     SIGNAL_MEMFREE,
+    SYSTEM_SIGNALS,
 )
 from uvmtrace.analysis.levels import rel_s
 from uvmtrace.analysis.load import RunData
@@ -334,7 +335,7 @@ def infer_sizing(
     explained = [a for a in out if a["explained"]]
     kv = max(explained, key=lambda a: a["bytes"]) if explained else None
     if kv is not None:
-        kv["what_if"] = _what_if(kv)
+        kv["what_if"] = _what_if(kv, _own_page_cache(run, kv))
     return {
         "allocations": out,
         "kv": kv,
@@ -372,18 +373,35 @@ def _outside(run: RunData, strangers: pl.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _what_if(kv: dict[str, Any]) -> list[dict[str, Any]]:
-    """The KV size each other signal would have given with the same fraction."""
+def _what_if(kv: dict[str, Any], own_page_cache: int | None) -> list[dict[str, Any]]:
+    """The KV size each other signal would have given with the same fraction, and the signal's
+    own with the command's page cache dropped first (a MemFree-like signal counts it as used)."""
     f = kv["fraction"]
     values = {s["signal"]: s["free_bytes"] for s in kv["signals"]}
     values.setdefault("MemAvailable (at the allocation)", kv["mem_available_bytes"])
     values.setdefault("MemFree (at the allocation)", kv["mem_free_bytes"])
     values.setdefault("cgroup headroom (at the allocation)", kv["headroom_bytes"])
+    if own_page_cache and kv["query_free_bytes"] is not None:
+        name = f"{kv['signal']} + the command's own page cache, dropped before sizing"
+        values[name] = kv["query_free_bytes"] + own_page_cache
     return [
         {"signal": name, "value_bytes": v, "kv_bytes": int(f * v)}
         for name, v in values.items()
         if v is not None
     ]
+
+
+def _own_page_cache(run: RunData, kv: dict[str, Any]) -> int | None:
+    """Page cache (shmem excluded) charged to the command's cgroups at the sizing query, when
+    the signal counts system memory: what `echo 1 > drop_caches` for its files would free.
+    None for a device-memory signal on a discrete GPU, which page cache does not move."""
+    from uvmtrace.analysis.host_memory import host_memory_at
+
+    unified = bool((run.metadata.get("gpu") or {}).get("unified_memory"))
+    if kv["signal"] not in SYSTEM_SIGNALS and not unified:
+        return None
+    held = host_memory_at(run, kv["query_ts_ns"])
+    return (held or {}).get("by_kind", {}).get("file") or None
 
 
 def log_kv(run: RunData) -> dict[str, Any] | None:

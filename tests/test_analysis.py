@@ -317,3 +317,27 @@ def test_cli_writes_every_format(tmp_path: Path, runs: tuple[Path, Path]):
         text=True,
     )
     assert json.loads(r.stdout)["sizing"]["kv"]["fraction"] == 0.9
+
+
+def _sized_after_reading_weights(path: Path, gpu_unified: bool, signal: str) -> dict:
+    rec = Recorder(target_cgroups=[NATIVE_CGROUP], gpu={"unified_memory": gpu_unified})
+    rec.metadata["cgroups"] = {str(NATIVE_CGROUP): {"path": "/app", "target": True}}
+    rec.charge(0.5, NATIVE_CGROUP, "NR_FILE_PAGES", 20 * GIB)  # the weights, read from disk
+    rec.charge(0.6, NATIVE_CGROUP, "NR_ANON_MAPPED", 5 * GIB)
+    rec.query(1.0, signal, free=40 * GIB)
+    rec.alloc(1.1, "cuMemAlloc", int(0.9 * 40 * GIB), addr=1)
+    return build_report(rec.write(path))["sizing"]["kv"]
+
+
+def test_what_if_the_command_s_own_page_cache_had_been_dropped_before_sizing(tmp_path: Path):
+    kv = _sized_after_reading_weights(tmp_path / "u.parquet", gpu_unified=True, signal="sysinfo")
+    what_if = {w["signal"]: w for w in kv["what_if"]}
+    dropped = what_if["sysinfo + the command's own page cache, dropped before sizing"]
+    assert dropped["value_bytes"] == 60 * GIB  # 40 free + 20 of its own page cache
+    assert dropped["kv_bytes"] == int(0.9 * 60 * GIB)
+
+
+def test_no_page_cache_what_if_for_a_discrete_gpu_signal(tmp_path: Path):
+    kv = _sized_after_reading_weights(tmp_path / "d.parquet", False, signal="cuMemGetInfo")
+    assert kv["signal"] == "cuMemGetInfo"
+    assert not any("page cache" in w["signal"] for w in kv["what_if"])
