@@ -127,22 +127,26 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
 
 
 def fault_rows(run: RunData) -> list[dict[str, Any]]:
-    proc = (
-        run.proc.filter(
-            (pl.col("event") == "proc_faults") & pl.col("item").is_in(["minflt", "majflt"])
-        )
-        .sort("ts_ns")
-        .group_by("pid", "item")
-        .agg(pl.col("count").last())
-        .group_by("pid")
-        .agg(pl.col("count").sum().alias("proc_faults"))
+    """Traced faults per pid against the kernel's minflt + majflt. `exact`: the /proc reading
+    was taken at exit (the launched command); else it is the last one seen while the process
+    ran (a container's processes are not uvmtrace's children), a lower bound."""
+    readings = run.proc.filter(
+        (pl.col("event") == "proc_faults") & pl.col("item").is_in(["minflt", "majflt"])
     )
-    if proc.is_empty():
+    if readings.is_empty():
         return []
+    exact = (pl.col("text").is_null() | (pl.col("text") == "at exit")).all().alias("exact")
+    proc = (
+        readings.sort("ts_ns")
+        .group_by("pid", "item")
+        .agg(pl.col("count").last(), pl.col("text").last())
+        .group_by("pid")
+        .agg(pl.col("count").sum().alias("proc_faults"), exact)
+    )
     rows = proc.join(run.fault_counts, on="pid", how="left").with_columns(
         pl.col("faults").fill_null(0).alias("traced_faults")
     )
-    return rows.select("pid", "traced_faults", "proc_faults").sort("pid").to_dicts()
+    return rows.select("pid", "traced_faults", "proc_faults", "exact").sort("pid").to_dicts()
 
 
 def cuda_vs_nvml(run: RunData) -> dict[str, Any] | None:
@@ -212,8 +216,10 @@ def reconcile(run: RunData) -> dict[str, Any]:
         memcg_agreement = (
             1.0 if stat_abs == 0 and diff_abs == 0 else max(0.0, 1.0 - diff_abs / max(stat_abs, 1))
         )
-    proc_total = sum(r["proc_faults"] for r in faults)
-    fault_share = (sum(r["traced_faults"] for r in faults) / proc_total) if proc_total else None
+    # exact readings are compared; a reading taken while running only bounds the count below
+    exact_rows = [r for r in faults if r["exact"]]
+    proc_total = sum(r["proc_faults"] for r in exact_rows)
+    fault_share = sum(r["traced_faults"] for r in exact_rows) / proc_total if proc_total else None
     nvml_agreement = _nvml_agreement(nvml)
     summary = {
         "kernel_traced": untraced is None,

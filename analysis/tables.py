@@ -202,8 +202,16 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
     t.append(
         (
             "Reconciliation: page faults vs /proc/PID/stat",
-            ["pid", "traced", "/proc"],
-            [[str(r["pid"]), str(r["traced_faults"]), str(r["proc_faults"])] for r in rc["faults"]],
+            ["pid", "traced", "/proc", "/proc read"],
+            [
+                [
+                    str(r["pid"]),
+                    str(r["traced_faults"]),
+                    str(r["proc_faults"]),
+                    "at exit" if r.get("exact", True) else "while running (a lower bound)",
+                ]
+                for r in rc["faults"]
+            ],
         )
     )
     nv = rc["cuda_vs_nvml"]

@@ -208,8 +208,8 @@ def _story(rec: Recorder, cgroup: int, *, docker: bool) -> Recorder:
     rec.current_and_limit(
         5.0, cgroup, current=end_anon + GIB + extra_cache + shmem + kmem, limit=48 * GIB
     )
-    rec.add(5.0, "proc", "proc_faults", pid=PID, item="minflt", count=500)
-    rec.add(5.0, "proc", "proc_faults", pid=PID, item="majflt", count=0)
+    rec.add(5.0, "proc", "proc_faults", pid=PID, item="minflt", count=500, text="at exit")
+    rec.add(5.0, "proc", "proc_faults", pid=PID, item="majflt", count=0, text="at exit")
     rec.add(5.0, "proc", "exit", pid=PID, result=0)
     return rec
 

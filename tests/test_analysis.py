@@ -200,7 +200,7 @@ def test_reconciliation_agrees_with_memory_stat_and_proc(docker_report: dict):
     rows = {r["key"]: r for r in rc["memcg"]}
     assert rows["cache"]["stat_delta"] == rows["cache"]["traced_delta"] == 23 * GIB
     assert rows["rss"]["difference"] == 0 and not rows["rss"]["hierarchical"]
-    assert rc["faults"] == [{"pid": PID, "traced_faults": 500, "proc_faults": 500}]
+    assert rc["faults"] == [{"pid": PID, "traced_faults": 500, "proc_faults": 500, "exact": True}]
     assert rc["summary"]["trust"] == "high"
     assert docker_report["conclusion"][-1].startswith(
         "Trust: high — eBPF charges match memory.stat to 100%"
@@ -341,3 +341,19 @@ def test_no_page_cache_what_if_for_a_discrete_gpu_signal(tmp_path: Path):
     kv = _sized_after_reading_weights(tmp_path / "d.parquet", False, signal="cuMemGetInfo")
     assert kv["signal"] == "cuMemGetInfo"
     assert not any("page cache" in w["signal"] for w in kv["what_if"])
+
+
+def test_a_proc_reading_taken_while_running_bounds_the_faults_but_is_not_compared(tmp_path: Path):
+    rec = Recorder()
+    rec.memory_stat(0.0, NATIVE_CGROUP, anon=0, file=0)
+    rec.charge(1.0, NATIVE_CGROUP, "NR_ANON_MAPPED", 600 * MIB)
+    rec.memory_stat(2.0, NATIVE_CGROUP, anon=600 * MIB, file=0)
+    rec.fault(1.0, 500)  # the launched command, read at exit: exact
+    rec.add(3.0, "proc", "proc_faults", pid=PID, item="minflt", count=500, text="at exit")
+    rec.fault(1.0, 30_000, pid=PID + 1)  # a container's process: its last reading came earlier
+    rec.add(3.0, "proc", "proc_faults", pid=PID + 1, item="minflt", count=27_000,
+            text="while running")  # fmt: skip
+    rc = build_report(rec.write(tmp_path / "f.parquet"))["reconciliation"]
+    rows = {r["pid"]: r for r in rc["faults"]}
+    assert rows[PID]["exact"] and not rows[PID + 1]["exact"]
+    assert rc["summary"]["fault_share"] == 1.0  # only the exact reading is compared

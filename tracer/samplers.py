@@ -153,14 +153,17 @@ class Sampler:
                 return pa.Table.from_batches([batch, nv]).combine_chunks().to_batches()[0]
         return batch
 
-    def fault_batch(self) -> pa.RecordBatch:
-        """The last fault counters seen per process, as `proc_faults` rows."""
+    def fault_batch(self, at_exit: set[int]) -> pa.RecordBatch:
+        """The last fault counters seen per process, as `proc_faults` rows. `text` says whether
+        the reading is final ("at exit": read while the process was a zombie, which only its
+        parent can arrange) or a lower bound ("while running": faults after it are missing)."""
         ts = monotonic_ns()
-        pids, items, counts = [], [], []
+        pids, items, counts, when = [], [], [], []
         for pid, (minflt, majflt) in sorted(self.faults.items()):
             pids += [pid, pid]
             items += ["minflt", "majflt"]
             counts += [minflt, majflt]
+            when += ["at exit" if pid in at_exit else "while running"] * 2
         return make_batch(
             {
                 "ts_ns": [ts] * len(pids),
@@ -169,6 +172,7 @@ class Sampler:
                 "pid": pids,
                 "item": items,
                 "count": counts,
+                "text": when,
             },
             num_rows=len(pids),
         )

@@ -428,7 +428,7 @@ class Session:
             except Exception as exc:
                 self.not_traced.append({"what": "CUDA calls (final decode)", "why": str(exc)})
         if sampler is not None:
-            writer.write(sampler.fault_batch())
+            writer.write(sampler.fault_batch(at_exit={self.child_pid} if self.child_pid else set()))
             if sampler.nvml is not None and sampler.nvml.notes:
                 meta["nvml_notes"] = sampler.nvml.notes
         cg_meta = meta.setdefault("cgroups", {})
