@@ -5,7 +5,8 @@
 BPF_HASH(pids, u32, struct pid_scope, UVM_MAX_PIDS); /* tgid -> why it is traced */
 BPF_HASH(cg_targets, u64, u8, UVM_MAX_CGROUPS); /* memcg id (cgroup inode) -> 1 */
 BPF_HASH(exit_codes, u32, s32, UVM_MAX_PIDS);   /* tgid -> exit_group status */
-BPF_ARRAY(config, u64, 4);                      /* [0] watch new cgroups, [1] memory hierarchy id, [2] our own tgid */
+BPF_ARRAY(config, u64, 4);                      /* [0] watch new cgroups, [1] memory hierarchy id, [2] our own tgid,
+							   [3] adopt the next child of this tgid */
 BPF_PERCPU_ARRAY(lost, u64, UVM_LOST_SLOTS);
 BPF_RINGBUF_OUTPUT(proc_rb, UVM_RINGBUF_PAGES_SMALL);
 
@@ -132,12 +133,24 @@ static __always_inline struct proc_rec *proc_reserve(u32 kind)
 int tp_task_newtask(struct tracepoint__task__task_newtask *args)
 {
 	u32 parent = current_tgid();
-	struct pid_scope *scope = pids.lookup(&parent);
-	if (!scope || (args->clone_flags & CLONE_THREAD))
+	if (args->clone_flags & CLONE_THREAD)
 		return 0;
-	/* the child inherits how its parent came in: forgetting a cgroup drops its whole tree */
 	u32 child = args->pid;
-	struct pid_scope inherited = *scope;
+	struct pid_scope inherited = {};
+	struct pid_scope *scope = pids.lookup(&parent);
+	if (scope) {
+		/* the child inherits how its parent came in: forgetting a cgroup drops its tree */
+		inherited = *scope;
+	} else {
+		/* The recorder's fork of the command (config[3] = the recorder, armed just before):
+		 * traced from its first fault, before the recorder even knows its pid. */
+		int slot = 3;
+		u64 *armed = config.lookup(&slot);
+		if (!armed || *armed != parent)
+			return 0;
+		*armed = 0;
+		inherited.root = child;
+	}
 	if (pids.update(&child, &inherited))
 		count_lost(UVM_LOST_SCOPE);
 	struct proc_rec *r = proc_reserve(UVM_PROC_FORK);

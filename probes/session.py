@@ -313,6 +313,11 @@ class KernelTracer:
             cfg[ct.c_int(slot)] = ct.c_uint64(value)
 
     # -- scope -----------------------------------------------------------------------------
+    def adopt_next_child(self) -> None:
+        """Trace the next process this process forks from its first instruction on: call it
+        right before forking the command (what runs between fork and `add_pid` faults too)."""
+        self._set_config(3, os.getpid())
+
     def add_pid(self, pid: int) -> None:
         """Trace `pid` and its descendants (existing ones now, new ones as they fork)."""
         if self._bpf is None:

@@ -245,3 +245,22 @@ def test_a_reader_that_goes_away_does_not_stop_the_recording(tmp_path: Path) -> 
     proc.stdout.close()  # like `uvmtrace record ... | head -1`
     assert proc.wait(timeout=120) == 3
     assert open_recording(out).metadata["exit_code"] == 3
+
+
+def test_every_fault_of_the_command_is_traced_from_its_fork(tmp_path: Path, need_bpf) -> None:
+    out = tmp_path / "f.parquet"
+    script = (
+        "import mmap\nm = mmap.mmap(-1, 64 << 20)\nfor o in range(0, 64 << 20, 4096):\n    m[o] = 1"
+    )
+    r = uvmtrace("record", "-q", "-o", str(out), "--", sys.executable, "-c", script)
+    assert r.returncode == 0, r.stderr
+    df = events(out)
+    pid = df.filter(pl.col("event") == "wait_status").get_column("pid")[0]
+    traced = df.filter((pl.col("event") == "page_fault") & (pl.col("pid") == pid))
+    kernel = df.filter((pl.col("event") == "proc_faults") & (pl.col("pid") == pid))
+    assert set(kernel.get_column("text").to_list()) == {"at exit"}
+    # The kernel's own minflt + majflt, read while the command was a zombie: the probes saw the
+    # faults the forked child took before exec (before uvmtrace knew its pid) too.
+    assert traced.get_column("count").sum() == pytest.approx(
+        kernel.get_column("count").sum(), abs=2
+    )

@@ -217,6 +217,8 @@ class Session:
                 if tracer is not None:
                     tracer.add_cgroup(cgid)
             writer.write(sampler.sample())  # the baseline before the command starts
+            if tracer is not None:
+                tracer.adopt_next_child()
             launched = launch(
                 self.command,
                 self.env,
