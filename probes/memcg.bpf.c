@@ -26,13 +26,11 @@ static __always_inline void memcg_flush(struct agg_slot *s, u32 kind, s32 item)
 		count_lost_n(UVM_LOST_MEMCG, s->count);
 }
 
-#ifdef UVM_OFF_MEMCG_CGROUP
-/* cgroup_id(memcg->css.cgroup), what the classic record's `id` holds: the cgroup directory's
- * kernfs node id (= its inode). Offsets from the running kernel's BTF (kernlayout.py). */
-static __always_inline u64 memcg_id_of(u64 memcg)
+#ifdef UVM_OFF_CGROUP_KN
+/* A struct cgroup's id: its kernfs node id, which is the cgroup directory's inode. */
+static __always_inline u64 cgroup_id_of(u64 cgroup)
 {
-	u64 cgroup = 0, kn = 0, id = 0;
-	bpf_probe_read_kernel(&cgroup, sizeof(cgroup), (void *)(memcg + UVM_OFF_MEMCG_CGROUP));
+	u64 kn = 0, id = 0;
 	if (!cgroup)
 		return 0;
 	bpf_probe_read_kernel(&kn, sizeof(kn), (void *)(cgroup + UVM_OFF_CGROUP_KN));
@@ -43,6 +41,17 @@ static __always_inline u64 memcg_id_of(u64 memcg)
 }
 #endif
 
+#ifdef UVM_OFF_MEMCG_CGROUP
+/* cgroup_id(memcg->css.cgroup), what the classic record's `id` holds: the cgroup directory's
+ * kernfs node id (= its inode). Offsets from the running kernel's BTF (kernlayout.py). */
+static __always_inline u64 memcg_id_of(u64 memcg)
+{
+	u64 cgroup = 0;
+	bpf_probe_read_kernel(&cgroup, sizeof(cgroup), (void *)(memcg + UVM_OFF_MEMCG_CGROUP));
+	return cgroup_id_of(cgroup);
+}
+#endif
+
 /* Whether the current task is a member of memory cgroup `cgid`. A charge to a cgroup is not
  * always made by one of its members: whoever drains a CPU's LRU batch moves other cgroups'
  * folios (and their lruvec counters), reclaim and IRQs charge on behalf of others. Only a member
@@ -50,7 +59,7 @@ static __always_inline u64 memcg_id_of(u64 memcg)
 static __always_inline int current_in_memcg(u64 cgid)
 {
 #ifdef UVM_OFF_TASK_CGROUPS
-	u64 task = (u64)bpf_get_current_task(), cset = 0, css = 0, cgroup = 0, kn = 0, id = 0;
+	u64 task = (u64)bpf_get_current_task(), cset = 0, css = 0, cgroup = 0;
 	bpf_probe_read_kernel(&cset, sizeof(cset), (void *)(task + UVM_OFF_TASK_CGROUPS));
 	if (!cset)
 		return 0;
@@ -59,13 +68,7 @@ static __always_inline int current_in_memcg(u64 cgid)
 	if (!css)
 		return 0;
 	bpf_probe_read_kernel(&cgroup, sizeof(cgroup), (void *)(css + UVM_OFF_CSS_CGROUP));
-	if (!cgroup)
-		return 0;
-	bpf_probe_read_kernel(&kn, sizeof(kn), (void *)(cgroup + UVM_OFF_CGROUP_KN));
-	if (!kn)
-		return 0;
-	bpf_probe_read_kernel(&id, sizeof(id), (void *)(kn + UVM_OFF_KERNFS_ID));
-	return id == cgid;
+	return cgroup_id_of(cgroup) == cgid;
 #else
 	return 1; /* no BTF: adopt any charger (may take in strangers; said in metadata) */
 #endif
