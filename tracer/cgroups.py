@@ -114,25 +114,3 @@ def remove_cgroup(path: Path) -> bool:
         return True
     except OSError:
         return False
-
-
-def cgroup_paths(ids: set[int], h: MemoryHierarchy | None) -> dict[int, str]:
-    """Resolve cgroup ids (inodes) to paths relative to the hierarchy, by walking it."""
-    if h is None or not ids:
-        return {}
-    found: dict[int, str] = {}
-    for root, dirs, _ in os.walk(h.mount):
-        for d in dirs:
-            full = os.path.join(root, d)
-            try:
-                ino = os.stat(full).st_ino
-            except OSError:
-                continue
-            if ino in ids:
-                found[ino] = "/" + os.path.relpath(full, h.mount)
-        if len(found) == len(ids):
-            break
-    root_ino = os.stat(h.mount).st_ino
-    if root_ino in ids:
-        found[root_ino] = "/"
-    return found
