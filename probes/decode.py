@@ -175,12 +175,7 @@ def mapping_rows(rec: np.ndarray, paths: list[str | None]) -> pa.RecordBatch:
     length = np.where(call == layouts.MAPPING_CALLS.index("mremap"), rec["arg"], rec["len"])
     return make_batch(
         {
-            "ts_ns": rec["ts"].astype(np.int64),
-            "stream": "kernel",
-            "event": labels(call, list(layouts.MAPPING_CALLS)),
-            "pid": rec["pid"].astype(np.int32),
-            "tid": rec["tid"].astype(np.int32),
-            "comm": text(rec["comm"]),
+            **task_columns(rec, labels(call, list(layouts.MAPPING_CALLS))),
             "addr": addr,
             "bytes": pa.array(
                 length.astype(np.int64), mask=call == layouts.MAPPING_CALLS.index("brk")
@@ -199,6 +194,18 @@ def is_memory_query_path(path: str) -> bool:
     )
 
 
+def task_columns(rec: np.ndarray, event: object, stream: str = "kernel") -> dict[str, object]:
+    """The columns every ring-buffer record carries: when, what, and which task."""
+    return {
+        "ts_ns": rec["ts"].astype(np.int64),
+        "stream": stream,
+        "event": event,
+        "pid": rec["pid"].astype(np.int32),
+        "tid": rec["tid"].astype(np.int32),
+        "comm": text(rec["comm"]),
+    }
+
+
 def query_rows(rec: np.ndarray) -> list[pa.RecordBatch]:
     out = []
     sysinfo = rec[rec["kind"] == layouts.QUERY_SYSINFO]
@@ -207,12 +214,7 @@ def query_rows(rec: np.ndarray) -> list[pa.RecordBatch]:
         out.append(
             make_batch(
                 {
-                    "ts_ns": sysinfo["ts"].astype(np.int64),
-                    "stream": "kernel",
-                    "event": "sysinfo",
-                    "pid": sysinfo["pid"].astype(np.int32),
-                    "tid": sysinfo["tid"].astype(np.int32),
-                    "comm": text(sysinfo["comm"]),
+                    **task_columns(sysinfo, "sysinfo"),
                     "free_bytes": pa.array(sysinfo["free"].astype(np.int64), mask=~ok),
                     "total_bytes": pa.array(sysinfo["total"].astype(np.int64), mask=~ok),
                     "result": sysinfo["ret"],
@@ -228,12 +230,7 @@ def query_rows(rec: np.ndarray) -> list[pa.RecordBatch]:
             out.append(
                 make_batch(
                     {
-                        "ts_ns": o["ts"].astype(np.int64),
-                        "stream": "kernel",
-                        "event": "openat",
-                        "pid": o["pid"].astype(np.int32),
-                        "tid": o["tid"].astype(np.int32),
-                        "comm": text(o["comm"]),
+                        **task_columns(o, "openat"),
                         "path": list(paths[keep]),
                         "result": o["ret"],
                     }
