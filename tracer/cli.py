@@ -11,7 +11,17 @@ from uvmtrace.recording.errors import UserError
 from uvmtrace.tracer import __version__
 
 # Adding a subcommand = one module in tracer/commands/ exposing `command`, plus one entry here.
-COMMANDS = ("record", "report", "diff", "doctor", "recover", "demo", "demo_workload", "shim")
+COMMANDS = (
+    "record",
+    "report",
+    "diff",
+    "doctor",
+    "recover",
+    "demo",
+    "demo_workload",
+    "shim",
+    "headroom",
+)
 
 HELP = """Where unified memory goes, at kernel level: record a workload, then explain it.
 
