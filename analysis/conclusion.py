@@ -64,6 +64,13 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
             f"The framework's own log says {fmt_bytes(lk['bytes'])} of KV cache "
             f"({fmt_bytes(lk['bytes'] - kv['bytes'], signed=True)} vs the traced allocation)."
         )
+    unparsed = (sizing.get("log_unparsed") or {}).get("count", 0)
+    if unparsed:
+        first = sizing["log_unparsed"]["examples"][0]
+        lines.append(
+            f"{unparsed} framework line{'s' if unparsed > 1 else ''} mentioned KV cache but "
+            f"{'were' if unparsed > 1 else 'was'} not understood (first: {first!r})."
+        )
     att = rep["attribution"]
     if att["by_cgroup"]:
         top = att["by_cgroup"][0]

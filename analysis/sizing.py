@@ -225,6 +225,7 @@ def infer_sizing(
             "min_alloc_bytes": min_bytes,
             "tolerance": tolerance,
             "log_kv": log_kv(run),
+            "log_unparsed": log_unparsed(run),
             "outside_command": outside,
         }
 
@@ -342,6 +343,7 @@ def infer_sizing(
         "min_alloc_bytes": min_bytes,
         "tolerance": tolerance,
         "log_kv": log_kv(run),
+        "log_unparsed": log_unparsed(run),
         "outside_command": outside,
     }
 
@@ -402,6 +404,16 @@ def _own_page_cache(run: RunData, kv: dict[str, Any]) -> int | None:
         return None
     held = host_memory_at(run, kv["query_ts_ns"])
     return (held or {}).get("by_kind", {}).get("file") or None
+
+
+def log_unparsed(run: RunData, examples: int = 3) -> dict[str, Any]:
+    """The framework lines that named the KV cache with a figure in a format uvmtrace does not
+    know (`log_unparsed`): counted, so that a missed statement is never a silent one."""
+    lines = run.logs.filter(pl.col("event") == "log_unparsed").sort("ts_ns")
+    return {
+        "count": lines.height,
+        "examples": lines.head(examples).get_column("text").to_list(),
+    }
 
 
 def log_kv(run: RunData) -> dict[str, Any] | None:

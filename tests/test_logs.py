@@ -1,136 +1,200 @@
-"""Framework memory lines, in each framework's real output format, become `log` events.
+"""Framework memory lines, as users' logs show them, become `log` events with their numbers.
 
-The lines below are verbatim outputs of TensorRT-LLM, vLLM and SGLang (public logs), produced by
-the format strings named in tracer/logs.py.
+tests/data/kv_log_corpus.jsonl holds real lines of TensorRT-LLM (C++ runtime 0.x and 1.x,
+PyTorch backend), vLLM (V0 and V1), SGLang and llama.cpp, each with the public report or log it
+was copied from and the bytes, tokens and blocks it must yield (sizes are the line's number
+times its unit, which is binary even where the line says "GB" or "MB").
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from uvmtrace.recording.schema import SCHEMA
 from uvmtrace.tracer.kvsizer import parse_result
-from uvmtrace.tracer.logs import GIB, MIB, LogScanner, recognize
+from uvmtrace.tracer.log_formats import STATEMENTS
+from uvmtrace.tracer.logs import GIB, LogScanner, recognize, strip_prefixes
+
+CORPUS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "kv_log_corpus.jsonl").read_text().splitlines()
+]
+FRAMEWORKS = {"tensorrt_llm", "vllm", "sglang", "llama_cpp"}
 
 
 def gib(x: float) -> int:
     return round(x * GIB)
 
 
-# (line, event, framework, bytes, free_bytes, total_bytes, tokens)
-REAL_LINES = [
-    # TensorRT-LLM C++ runtime
-    ("[TensorRT-LLM][INFO] [MemUsageChange] Allocated 26.91 GiB for max tokens in paged KV cache "
-     "(220480).", "kv_cache", "tensorrt_llm", gib(26.91), None, None, 220480),
-    ("[TensorRT-LLM][INFO] Memory usage when calculating max tokens in paged kv cache: total: "
-     "79.10 GiB, available: 70.48 GiB", "memory_log", "tensorrt_llm", None, gib(70.48), gib(79.10),
-     None),
-    ("[TensorRT-LLM][INFO] Loaded engine size: 6695 MiB", "memory_log", "tensorrt_llm",
-     6695 * MIB, None, None, None),
-    ("[TensorRT-LLM][INFO] [MemUsageChange] Allocated 1134.01 MiB for execution context memory.",
-     "memory_log", "tensorrt_llm", round(1134.01 * MIB), None, None, None),
-    # TensorRT-LLM PyTorch backend
-    ("[12/20/2025-04:21:51] [TRT-LLM] [I] Estimated max memory in KV cache : 5.95 GiB",
-     "memory_log", "tensorrt_llm", gib(5.95), None, None, None),
-    ("[12/20/2025-04:21:50] [TRT-LLM] [I] Memory used after loading model weights (inside torch) "
-     "in memory usage profiling: 63.52 GiB", "memory_log", "tensorrt_llm", gib(63.52), None, None,
-     None),
-    ("[12/20/2025-04:21:50] [TRT-LLM] [I] Memory used after loading model weights (outside torch) "
-     "in memory usage profiling: 49.78 GiB", "memory_log", "tensorrt_llm", gib(49.78), None, None,
-     None),
-    ("[12/20/2025-04:21:51] [TRT-LLM] [I] Memory dynamically allocated during inference (inside "
-     "torch) in memory usage profiling: 0.85 GiB", "memory_log", "tensorrt_llm", gib(0.85), None,
-     None, None),
-    ("[12/20/2025-04:21:51] [TRT-LLM] [I] Memory used outside torch (e.g., NCCL and CUDA graphs) "
-     "in memory usage profiling: 49.28 GiB", "memory_log", "tensorrt_llm", gib(49.28), None, None,
-     None),
-    ("[12/20/2025-04:21:51] [TRT-LLM] [I] Peak memory during memory usage profiling (torch + "
-     "non-torch): 113.65 GiB, available KV cache memory when calculating max tokens: 5.95 GiB, "
-     "fraction is set 0.8999999761581421, kv size is 73728. device total memory 119.70 GiB, , tmp "
-     "kv_mem 0.56 GiB", "memory_log", "tensorrt_llm", gib(113.65), gib(5.95), gib(119.70), None),
-    # vLLM
-    ("(Worker_TP0 pid=2412213) INFO 12-11 00:06:53 [gpu_worker.py:359] Available KV cache memory: "
-     "52.36 GiB", "kv_cache", "vllm", gib(52.36), None, None, None),
-    ("(EngineCore_DP0 pid=2412130) INFO 12-11 00:06:53 [kv_cache_utils.py:1286] GPU KV cache "
-     "size: 686,320 tokens", "kv_cache", "vllm", None, None, None, 686320),
-    ("(EngineCore pid=258) INFO gpu_model_runner.py:4879 Model loading took 2.89 GiB memory and "
-     "60.297843 seconds", "memory_log", "vllm", gib(2.89), None, None, None),
-    ("INFO 03-02 10:11:12 [gpu_model_runner.py:1587] Model loading took 14.9889 GiB and 4.533131 "
-     "seconds", "memory_log", "vllm", gib(14.9889), None, None, None),
-    ("INFO 03-02 10:12:40 [gpu_model_runner.py:1902] Graph capturing finished in 5 secs, took "
-     "0.45 GiB", "memory_log", "vllm", gib(0.45), None, None, None),
-    ("ValueError: Free memory on device cuda:0 (7.34/15.49 GiB) on startup is less than desired "
-     "GPU memory utilization (0.8, 12.39 GiB). Decrease GPU memory utilization or reduce GPU "
-     "memory used by other processes.", "memory_log", "vllm", gib(12.39), gib(7.34), gib(15.49),
-     None),
-    ("Available KV cache memory: -2.81 GiB", "kv_cache", "vllm", gib(-2.81), None, None, None),
-    # SGLang (its "GB" is 1 << 30 bytes)
-    ("[2026-02-01 00:05:03 TP0] KV Cache is allocated. #tokens: 399740, K size: 1.52 GB, V size: "
-     "1.52 GB", "kv_cache", "sglang", gib(3.04), None, None, 399740),
-    ("[2026-02-26 16:41:18 TP6] KV Cache is allocated. #tokens: 2454421, KV size: 160.63 GB",
-     "kv_cache", "sglang", gib(160.63), None, None, 2454421),
-    ("[2025-02-04 05:29:17 TP0] KV Cache is allocated. K size: 2.82 GB, V size: 2.82 GB.",
-     "kv_cache", "sglang", gib(5.64), None, None, None),
-    ("[2026-02-04 11:30:29] Load weight end. elapsed=0.38 s, type=Qwen2ForCausalLM, "
-     "dtype=torch.bfloat16, avail mem=77.45 GB, mem usage=0.98 GB.", "memory_log", "sglang",
-     gib(0.98), gib(77.45), None, None),
-    ("[2025-02-04 05:29:17 TP0] Load weight end. type=Qwen2ForCausalLM, dtype=torch.bfloat16, "
-     "avail mem=8.37 GB", "memory_log", "sglang", None, gib(8.37), None, None),
-    ("[2026-02-04 11:30:29] Memory pool end. avail mem=77.12 GB", "memory_log", "sglang", None,
-     gib(77.12), None, None),
-    ("[20:52:05] Capture target decode CUDA graph end. elapsed=12.47 s, mem usage=1.26 GB, avail "
-     "mem=10.35 GB.", "memory_log", "sglang", gib(1.26), gib(10.35), None, None),
-]  # fmt: skip
+@pytest.mark.parametrize("case", CORPUS, ids=lambda c: c["line"][-60:])
+def test_every_corpus_line_yields_its_numbers(case: dict[str, Any]) -> None:
+    got = recognize(case["line"], block_size=case.get("block_size_stated_before"))
+    assert got is not None, case["line"]
+    assert (got.event, got.framework) == (case["event"], case["framework"])
+    numbers = (got.bytes, got.free_bytes, got.total_bytes, got.tokens, got.blocks)
+    want = tuple(case[k] for k in ("bytes", "free_bytes", "total_bytes", "tokens", "blocks"))
+    assert numbers == want
+    if "block_size" in case:
+        assert got.block_size == case["block_size"]
 
-NOT_MEMORY_STATEMENTS = [
+
+def test_the_corpus_covers_every_framework_and_cites_every_line() -> None:
+    assert {c["framework"] for c in CORPUS} == FRAMEWORKS
+    assert all(c["source"] for c in CORPUS)
+    kv = [c for c in CORPUS if c["event"] == "kv_cache"]
+    for fw in FRAMEWORKS:
+        assert any(c["framework"] == fw and c["bytes"] is not None for c in kv), fw
+    # the TensorRT-LLM 0.x statements this issue was filed for
+    assert any("Allocate 69524783104 bytes for k/v cache" in c["line"] for c in kv)
+    assert any("Using 132608 tokens in paged KV cache" in c["line"] for c in kv)
+
+
+def test_every_statement_names_the_releases_that_print_it() -> None:
+    assert all(s.releases and s.needle and s.framework in FRAMEWORKS for s in STATEMENTS)
+
+
+def test_a_start_up_log_read_in_order_turns_block_counts_into_tokens() -> None:
+    """vLLM 0.4.1 states the block size in its arguments, then the GPU blocks: 2358 x 16."""
+    start_up = [c["line"].encode() for c in CORPUS if "vLLM 0.4.1" in c["source"]]
+    scanner = LogScanner()
+    batch = scanner.scan(start_up, ts_ns=7)
+    assert batch is not None
+    rows = batch.to_pylist()
+    blocks = [r for r in rows if r["event"] == "kv_blocks"]
+    tokens = [r for r in rows if r["event"] == "kv_cache"]
+    assert [r["count"] for r in blocks] == [2358] and [r["count"] for r in tokens] == [2358 * 16]
+    assert scanner.block_size == 16
+    assert not [r for r in rows if r["event"] == "block_size"]  # remembered, not recorded
+
+
+def test_the_scanner_records_the_corpus_in_the_recording_schema() -> None:
+    scanner = LogScanner()
+    batch = scanner.scan([c["line"].encode() for c in CORPUS], ts_ns=123)
+    assert batch is not None and batch.schema.equals(SCHEMA)
+    rows = batch.to_pylist()
+    assert {r["stream"] for r in rows} == {"log"} and {r["ts_ns"] for r in rows} == {123}
+    assert scanner.unparsed == 0
+    statements = [c["line"] for c in CORPUS if c["event"] != "block_size"]
+    assert len({r["text"] for r in rows}) == len(set(statements))  # none passed over
+    assert all(r["item"] in FRAMEWORKS and r["caller"] for r in rows)
+    kv = [r for r in rows if r["event"] == "kv_cache" and r["bytes"] is not None]
+    assert {r["item"] for r in kv} == FRAMEWORKS
+    first = next(r for r in rows if r["caller"] == "tensorrt_llm.kv_allocate_bytes")
+    assert (first["bytes"], first["text"]) == (69524783104, CORPUS[0]["line"])
+
+
+# Lines that name the KV cache (or look like it) but state no size of it.
+NOT_STATEMENTS = [
+    # vLLM 0.4.1 metrics (the v041 source): rates and percentages
+    "INFO 05-04 15:15:56 metrics.py:229] Avg prompt throughput: 635.9 tokens/s, Avg generation "
+    "throughput: 1234.8 tokens/s, Running: 92 reqs, Swapped: 0 reqs, Pending: 323 reqs, GPU KV "
+    "cache usage: 98.9%, CPU KV cache usage: 0.0%",
+    # vLLM V1 (tests/test_logs.py before): the file name in the prefix is no mention
     "(EngineCore_DP0 pid=2412130) INFO 12-11 00:06:54 [kv_cache_utils.py:1291] Maximum "
     "concurrency for 100,000 tokens per request: 6.86x",
-    "[TensorRT-LLM][INFO] Number of tokens per block: 32.",
+    # triton-inference-server/tutorials#150
+    "[TensorRT-LLM][WARNING] [kv cache manager] storeContextBlocks: Can not find sequence for "
+    "request 2049",
+    "[TensorRT-LLM][INFO] Max KV cache pages per sequence: 2048",
     "[2026-02-04 11:30:29] Using KV cache dtype: torch.bfloat16",
+    "llama_kv_cache_init: layer 4: n_embd_k_gqa = 1024, n_embd_v_gqa = 1024",
     "INFO:     Application startup complete.",
     "Loading safetensors checkpoint shards: 100% | 4/4 [00:01<00:00, 2.31it/s]",
 ]
 
 
-@pytest.mark.parametrize(
-    "line,event,framework,nbytes,free,total,tokens", REAL_LINES, ids=lambda v: str(v)[:48]
-)
-def test_a_real_framework_line_is_recognised_with_its_numbers(
-    line: str, event: str, framework: str, nbytes, free, total, tokens
-) -> None:
-    got = recognize(line)
-    assert got is not None, line
-    assert (got.recognizer.event, got.recognizer.framework) == (event, framework)
-    assert (got.bytes, got.free_bytes, got.total_bytes, got.tokens) == (nbytes, free, total, tokens)
-
-
-@pytest.mark.parametrize("line", NOT_MEMORY_STATEMENTS)
-def test_other_lines_are_not_memory_statements(line: str) -> None:
+@pytest.mark.parametrize("line", NOT_STATEMENTS)
+def test_other_lines_are_neither_statements_nor_counted(line: str) -> None:
     assert recognize(line) is None
 
 
-def test_the_scanner_keeps_recognised_lines_as_log_events_in_the_recording_schema() -> None:
-    lines = [t.encode() for t, *_ in REAL_LINES] + [t.encode() for t in NOT_MEMORY_STATEMENTS]
-    scanner = LogScanner()
-    batch = scanner.scan(lines, ts_ns=123)
-    assert batch is not None and batch.schema.equals(SCHEMA)
-    rows = batch.to_pylist()
-    assert len(rows) == len(REAL_LINES) == scanner.events
-    assert {r["stream"] for r in rows} == {"log"} and {r["ts_ns"] for r in rows} == {123}
-    kv = [r for r in rows if r["event"] == "kv_cache"]
-    assert {r["item"] for r in kv} == {"tensorrt_llm", "vllm", "sglang"}
-    first = rows[0]
-    assert (first["caller"], first["bytes"], first["count"]) == (
-        "tensorrt_llm.kv_allocated",
-        gib(26.91),
-        220480,
+# Real lines that state a KV-cache figure in a format the table does not know.
+NOT_UNDERSTOOD = [
+    # vllm-project/vllm-ascend#8289 (vLLM Ascend's own wording of the start-up advice)
+    (
+        "(EngineCore pid=2884597) INFO 04-15 06:30:01 [worker.py:575] Free memory on device "
+        "(60.86/61.27 GiB) on startup. Desired GPU memory utilization is (0.9, 55.14 GiB). Actual "
+        "usage: 1.14 GiB for weights, 0.22 GiB for peak activation, 0.13 GiB for non-torch "
+        "memory, 0.04 GiB for NPU graph memory. Replace gpu_memory_utilization with "
+        "`--kv-cache-memory=57403864576` (53.46 GiB) to fit in",
+        "vllm",
+    ),
+    # guoqingbao/xinfer#55 (another engine, no known prefix)
+    (
+        "2025-11-10T11:17:53.007248Z  INFO vllm_rs::core::scheduler: GPU Kvcache: 115 blocks "
+        "(7360 tokens) free, used 63.1% (0.58GB/0.91GB); CPU swap used 0.0% (0.00GB/4.57GB)",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("line,framework", NOT_UNDERSTOOD)
+def test_a_kv_figure_in_an_unknown_format_is_kept_as_not_understood(
+    line: str, framework: str | None
+) -> None:
+    got = recognize(line)
+    assert got is not None and got.statement is None
+    assert (got.event, got.framework, got.bytes, got.tokens) == (
+        "log_unparsed",
+        framework,
+        None,
+        None,
     )
-    assert first["text"] == REAL_LINES[0][0]
-    assert scanner.scan([b"plain output", b"\xff\xfe not utf-8"], ts_ns=1) is None
+    batch = LogScanner().scan([line.encode()], ts_ns=1)
+    assert batch is not None
+    row = batch.to_pylist()[0]
+    assert (row["event"], row["item"], row["text"]) == ("log_unparsed", framework, line)
+
+
+# Prefixes seen in front of the frameworks' messages, each from a public log.
+PREFIXED = [
+    # vllm-project/vllm#27073: `docker logs -t` in front of vLLM's own prefixes
+    ("2025-10-14T23:59:26.998006749Z (APIServer pid=1) ERROR 10-14 16:59:26 "
+     "[serving_chat.py:251]   File \"x.py\", line 704", "  File \"x.py\", line 704", "vllm"),
+    # triton-inference-server/tutorials#150: Triton's glog prefix
+    ("I0410 16:58:08.485508 1 model_lifecycle.cc:849] \"successfully loaded 'tensorrt_llm'\"",
+     "\"successfully loaded 'tensorrt_llm'\"", None),
+    # ollama/ollama#6279: journald in front of llama.cpp's function names
+    ("Sep 11 01:16:15 lena ollama[1884]: llm_load_print_meta: model size       = 37.22 GiB "
+     "(4.53 BPW)", "llm_load_print_meta: model size       = 37.22 GiB (4.53 BPW)", "llama_cpp"),
+    ("[2025-02-04 05:29:17 TP0] Load weight end.", "Load weight end.", "sglang"),
+    ("[2025-03-25 16:37:06 DP1 TP3] Memory pool end.", "Memory pool end.", "sglang"),
+    ("[12/20/2025-04:21:51] [TRT-LLM] [I] Estimated", "Estimated", "tensorrt_llm"),
+    ("[TensorRT-LLM][RANK 1][INFO] Loaded", "Loaded", "tensorrt_llm"),
+    ("(VllmWorker rank=6 pid=989) INFO 06-21 10:00:18 llm_engine.py:128] # GPU", "# GPU", "vllm"),
+    ("0.01.448.856 I init:      CUDA0 KV", "init:      CUDA0 KV", "llama_cpp"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("line,message,framework", PREFIXED)
+def test_prefixes_in_front_of_a_message_are_recognised(
+    line: str, message: str, framework: str | None
+) -> None:
+    assert strip_prefixes(line) == (message, framework)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "2025-10-14T23:59:26.998006749Z ",  # docker logs -t
+        "2025-10-14T23:59:26.998006749Z stdout F ",  # a node's CRI log file
+        "2025-10-14T23:59:26+00:00 ",  # kubectl logs --timestamps (RFC 3339 offset)
+        "vllm-1  | ",  # docker compose up
+        "\x1b[36mvllm-1  |\x1b[0m ",  # ... in colour
+    ],
+)
+def test_a_container_runtime_s_prefix_hides_no_statement(prefix: str) -> None:
+    """Composed: a transport prefix in front of the corpus' vLLM V1 and TensorRT-LLM 0.x lines."""
+    for case in (c for c in CORPUS if "(Worker_TP0 pid=52)" in c["line"] or
+                 "69524783104" in c["line"]):  # fmt: skip
+        got = recognize(prefix + case["line"])
+        assert got is not None and (got.bytes, got.framework) == (case["bytes"], case["framework"])
 
 
 def test_colour_codes_and_carriage_returns_do_not_hide_a_statement() -> None:
@@ -138,6 +202,17 @@ def test_colour_codes_and_carriage_returns_do_not_hide_a_statement() -> None:
     batch = LogScanner().scan([line], ts_ns=5)
     assert batch is not None
     assert batch.to_pylist()[0]["bytes"] == gib(52.36)
+    redrawn = (
+        b"Loading: 50%\rLoading: 100%\r[TensorRT-LLM][INFO] Using 10718 tokens in paged KV cache."
+    )
+    got = LogScanner().scan([redrawn], ts_ns=5)
+    assert got is not None and got.to_pylist()[0]["count"] == 10718
+
+
+def test_plain_output_and_bad_bytes_give_nothing() -> None:
+    scanner = LogScanner()
+    assert scanner.scan([b"plain output", b"\xff\xfe not utf-8", b""], ts_ns=1) is None
+    assert (scanner.lines_seen, scanner.events, scanner.unparsed) == (3, 0, 0)
 
 
 def test_the_demo_workload_s_kv_line_is_read_back_as_the_bytes_it_allocated(tmp_path: Path) -> None:

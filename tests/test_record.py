@@ -233,6 +233,29 @@ def test_framework_log_lines_pass_through_and_become_log_events(tmp_path: Path) 
     assert kv["text"] == line
 
 
+def test_a_kv_line_in_an_unknown_format_is_counted_in_the_report(tmp_path: Path) -> None:
+    """vLLM Ascend's start-up advice (vllm-project/vllm-ascend#8289) is no format uvmtrace
+    knows: the report says so instead of dropping it."""
+    out = tmp_path / "u.parquet"
+    known = "[TensorRT-LLM][INFO] Allocate 69524783104 bytes for k/v cache. "
+    unknown = (
+        "(EngineCore pid=2884597) INFO 04-15 06:30:01 [worker.py:575] Free memory on device "
+        "(60.86/61.27 GiB) on startup. Replace gpu_memory_utilization with "
+        "`--kv-cache-memory=57403864576` (53.46 GiB) to fit in"
+    )
+    script = tmp_path / "say.sh"
+    script.write_text(f"printf '%s\\n' '{known}' '{unknown}'\n")
+    r = uvmtrace("record", "-q", "-o", str(out), "--", "sh", str(script))
+    assert r.returncode == 0 and r.stdout == f"{known}\n{unknown}\n"
+    logs = events(out).filter(pl.col("stream") == "log")
+    assert logs.get_column("event").to_list() == ["kv_cache", "log_unparsed"]
+    assert logs.row(1, named=True)["item"] == "vllm"  # from vLLM's prefix
+    report = uvmtrace("report", str(out))
+    assert report.returncode == 0, report.stderr
+    text = " ".join(report.stdout.split())
+    assert "1 framework line mentioned KV cache but was not understood" in text
+
+
 def test_a_reader_that_goes_away_does_not_stop_the_recording(tmp_path: Path) -> None:
     out = tmp_path / "p.parquet"
     proc = subprocess.Popen(
