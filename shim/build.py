@@ -17,11 +17,11 @@ from uvmtrace.recording.errors import UserError
 
 LIB_NAME = "libuvmshim.so"
 SOURCES = ("uvmshim.c", "uvmshim.h")
-# Hidden visibility: only the hook symbols (marked in the source) are exported. The explicit
-# libdl/libpthread sonames keep the library loadable under glibc < 2.34, where dlvsym and
-# friends still live there (on newer glibc they are empty stubs).
+# Hidden visibility: only the hook symbols (marked in the source) are exported. No library
+# besides libc: the shim must load into any image, including minimal ones without
+# libdl/libpthread and musl ones (tests check NEEDED); the source finds dlsym & co. at run time.
 CFLAGS = ("-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-U_FORTIFY_SOURCE")
-LDFLAGS = ("-Wl,--no-as-needed", "-l:libdl.so.2", "-l:libpthread.so.0", "-Wl,--as-needed")
+LDFLAGS = ("-Wl,--as-needed",)
 
 
 def _source_dir() -> Path:

@@ -92,6 +92,7 @@ class ShimDecoder:
         self._host_pid = HostPid(host_pid or proc_host_pid)
         self._files: dict[str, _ShimFile] = {}
         self._skipped: dict[str, str] = {}
+        self._without: dict[str, dict[str, str | int]] = {}  # `.off` notes of processes
         self._torn = 0
         self._closed = False
 
@@ -123,6 +124,7 @@ class ShimDecoder:
             "passthrough": int(sum(int(h["passthrough"]) for h in headers)),
             "lookups": int(sum(int(h["lookups"]) for h in headers)),
             "skipped_files": dict(self._skipped),
+            "without_shim": list(self._without.values()),
         }
 
     # ----------------------------------------------------------- files
@@ -133,12 +135,32 @@ class ShimDecoder:
             return
         for entry in entries:
             name = entry.name
+            if name.endswith(".off") and name not in self._without:
+                self._note_without(entry)
             if not name.endswith(".uvm") or name in self._files:
                 continue
             f = self._open(self.run_dir / name, final)
             if f is not None:
                 self._files[name] = f
                 self._skipped.pop(name, None)
+
+    def _note_without(self, entry: os.DirEntry) -> None:
+        """A process where the shim bowed out: "<why>\t<exe>" in <ns pid>-<ns>.off."""
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                return
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                text = f.read(8192).decode(errors="replace")
+        except OSError:
+            return
+        why, _, exe = text.rstrip("\n").partition("\t")
+        pid = entry.name.split("-", 1)[0]
+        self._without[entry.name] = {
+            "pid": int(pid) if pid.isdigit() else -1,
+            "exe": exe,
+            "why": why,
+        }
 
     def _open(self, path: Path, final: bool) -> _ShimFile | None:
         try:

@@ -17,9 +17,11 @@
 #include "uvmshim.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,19 +33,6 @@
 #include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
-
-/* Bind the dl* functions to their oldest symbol versions so the library still loads under a
- * glibc older than 2.34 (where they lived in libdl) - containers often ship one. */
-#if defined(__x86_64__)
-#define UVMSHIM_OLD_GLIBC "GLIBC_2.2.5"
-#elif defined(__aarch64__)
-#define UVMSHIM_OLD_GLIBC "GLIBC_2.17"
-#endif
-#ifdef UVMSHIM_OLD_GLIBC
-__asm__(".symver dlvsym, dlvsym@" UVMSHIM_OLD_GLIBC);
-__asm__(".symver dladdr, dladdr@" UVMSHIM_OLD_GLIBC);
-__asm__(".symver dlopen, dlopen@" UVMSHIM_OLD_GLIBC);
-#endif
 
 #define EXPORT __attribute__((visibility("default")))
 #define CALLER() ((uint64_t)(uintptr_t)__builtin_return_address(0))
@@ -101,7 +90,6 @@ static __thread int t_tid __attribute__((tls_model("initial-exec")));
 static __thread int t_busy __attribute__((tls_model("initial-exec")));
 
 static void *(*g_real_dlsym)(void *, const char *);
-static uintptr_t g_self_base;
 static int g_reported;
 
 static void say_once(int bit, const char *msg)
@@ -132,21 +120,181 @@ static int my_tid(void)
     return t_tid;
 }
 
+/* ------------------------------------------------------- run-time linking
+ * The library NEEDs libc only and names only what every libc has (glibc >= 2.17 and musl):
+ * before glibc 2.34 the dl* functions lived in libdl, which minimal images do not ship, and
+ * musl has neither dlvsym nor __register_atfork. Anything else is looked up at run time in the
+ * dynamic symbol tables of the loaded objects (dl_iterate_phdr), the way the loader would. */
+
+static uintptr_t g_self_lo, g_self_hi; /* our own mapped range (is_ours) */
+
+static uint32_t gnu_hash(const char *s)
+{
+    uint32_t h = 5381;
+    for (; *s; s++)
+        h = h * 33 + (unsigned char)*s;
+    return h;
+}
+
+static uint32_t sysv_hash(const char *s)
+{
+    uint32_t h = 0;
+    for (; *s; s++) {
+        h = (h << 4) + (unsigned char)*s;
+        h ^= (h >> 24) & 0xf0;
+    }
+    return h & 0x0fffffff;
+}
+
+/* glibc relocates the d_ptr entries of _DYNAMIC in place, musl does not. */
+static const void *dyn_ptr(uintptr_t base, ElfW(Addr) v)
+{
+    return (const void *)(v < base ? base + v : v);
+}
+
+static int defines(const ElfW(Sym) *sym, const char *strtab, const char *name)
+{
+    int type = sym->st_info & 0xf; /* ST_TYPE, the same for ELF32 and ELF64 */
+    return sym->st_shndx != SHN_UNDEF && sym->st_value &&
+           (type == STT_FUNC || type == STT_GNU_IFUNC || type == STT_OBJECT) &&
+           strcmp(strtab + sym->st_name, name) == 0;
+}
+
+/* The address of `name` as defined by one loaded object, or NULL. */
+static void *object_symbol(const struct dl_phdr_info *info, const char *name)
+{
+    uintptr_t base = info->dlpi_addr;
+    const ElfW(Dyn) *dyn = NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+            dyn = (const ElfW(Dyn) *)(base + info->dlpi_phdr[i].p_vaddr);
+    if (!dyn)
+        return NULL;
+    const ElfW(Sym) *symtab = NULL;
+    const char *strtab = NULL;
+    const uint32_t *gnu = NULL, *sysv = NULL;
+    for (; dyn->d_tag != DT_NULL; dyn++) {
+        if (dyn->d_tag == DT_SYMTAB)
+            symtab = dyn_ptr(base, dyn->d_un.d_ptr);
+        else if (dyn->d_tag == DT_STRTAB)
+            strtab = dyn_ptr(base, dyn->d_un.d_ptr);
+        else if (dyn->d_tag == DT_GNU_HASH)
+            gnu = dyn_ptr(base, dyn->d_un.d_ptr);
+        else if (dyn->d_tag == DT_HASH)
+            sysv = dyn_ptr(base, dyn->d_un.d_ptr);
+    }
+    if (!symtab || !strtab)
+        return NULL;
+    const ElfW(Sym) *found = NULL;
+    if (gnu) {
+        uint32_t nbuckets = gnu[0], symoffset = gnu[1], bloom_words = gnu[2];
+        const uint32_t *buckets = (const uint32_t *)((const ElfW(Addr) *)(gnu + 4) + bloom_words);
+        const uint32_t *chain = buckets + nbuckets;
+        uint32_t h = gnu_hash(name);
+        uint32_t i = nbuckets ? buckets[h % nbuckets] : 0;
+        for (; i >= symoffset && i; i++) {
+            uint32_t h2 = chain[i - symoffset];
+            if ((h | 1) == (h2 | 1) && defines(&symtab[i], strtab, name)) {
+                found = &symtab[i];
+                break;
+            }
+            if (h2 & 1)
+                break;
+        }
+    } else if (sysv) {
+        uint32_t nbucket = sysv[0];
+        const uint32_t *bucket = sysv + 2, *chain = bucket + nbucket;
+        for (uint32_t i = nbucket ? bucket[sysv_hash(name) % nbucket] : 0; i; i = chain[i])
+            if (defines(&symtab[i], strtab, name)) {
+                found = &symtab[i];
+                break;
+            }
+    }
+    return found ? (void *)(base + found->st_value) : NULL;
+}
+
+/* Whether a loaded object is this library; with its mapped range. */
+static int object_range(const struct dl_phdr_info *info, uintptr_t *lo_out, uintptr_t *hi_out)
+{
+    uintptr_t lo = UINTPTR_MAX, hi = 0, me = (uintptr_t)object_range;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t a = info->dlpi_addr + ph->p_vaddr, b = a + ph->p_memsz;
+        lo = a < lo ? a : lo;
+        hi = b > hi ? b : hi;
+    }
+    *lo_out = lo;
+    *hi_out = hi;
+    return me >= lo && me < hi;
+}
+
+struct lookup {
+    const char *name;
+    void *after_self, *before_self;
+    int seen_self;
+};
+
+static int lookup_one(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    struct lookup *l = data;
+    uintptr_t lo, hi;
+    if (object_range(info, &lo, &hi)) {
+        g_self_lo = lo;
+        g_self_hi = hi;
+        l->seen_self = 1;
+        return 0;
+    }
+    if (!l->name)
+        return 0;
+    void *p = object_symbol(info, l->name);
+    if (p && l->seen_self && !l->after_self)
+        l->after_self = p;
+    else if (p && !l->seen_self && !l->before_self)
+        l->before_self = p;
+    return l->after_self != NULL;
+}
+
+/* The definition the loader would pick for a call from here: the first after this library,
+ * else one before it (the program itself). NULL: learn our own range only. */
+static void *find_symbol(const char *name)
+{
+    struct lookup l = {.name = name};
+    dl_iterate_phdr(lookup_one, &l);
+    return l.after_self ? l.after_self : l.before_self;
+}
+
 static void resolve_real_dlsym(void)
 {
+    /* Retried until found: before glibc 2.34 there is no dlsym until libdl is loaded. */
     if (__atomic_load_n(&g_real_dlsym, __ATOMIC_ACQUIRE))
         return;
-    static const char *const versions[] = {"GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17"};
-    void *p = NULL;
-    for (size_t i = 0; i < sizeof versions / sizeof versions[0] && !p; i++)
-        p = dlvsym(RTLD_NEXT, "dlsym", versions[i]);
-    __atomic_store_n(&g_real_dlsym, (void *(*)(void *, const char *))p, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_real_dlsym, (void *(*)(void *, const char *))find_symbol("dlsym"),
+                     __ATOMIC_RELEASE);
 }
 
 static void *real_dlsym(void *handle, const char *name)
 {
     resolve_real_dlsym();
     return g_real_dlsym ? g_real_dlsym(handle, name) : NULL;
+}
+
+static int real_dladdr(const void *addr, Dl_info *info)
+{
+    static int (*fn)(const void *, Dl_info *);
+    if (!fn)
+        fn = (int (*)(const void *, Dl_info *))find_symbol("dladdr");
+    return fn ? fn(addr, info) : 0;
+}
+
+static void *real_dlopen_noload(const char *soname)
+{
+    static void *(*fn)(const char *, int);
+    if (!fn)
+        fn = (void *(*)(const char *, int))find_symbol("dlopen");
+    return fn ? fn(soname, RTLD_LAZY | RTLD_NOLOAD) : NULL;
 }
 
 /* ------------------------------------------------------------ the file */
@@ -350,7 +498,7 @@ static void describe_caller(uint64_t ra)
         return;
     Dl_info info;
     memset(&info, 0, sizeof info);
-    if (!dladdr((void *)(uintptr_t)ra, &info))
+    if (!real_dladdr((void *)(uintptr_t)ra, &info))
         memset(&info, 0, sizeof info);
     char line[PATH_MAX + 512];
     int n = snprintf(line, sizeof line, "%llx\t%s\t%llx\t%s\t%llx\n", (unsigned long long)ra,
@@ -847,8 +995,7 @@ static void count_passthrough(const char *why)
 
 static int is_ours(void *p)
 {
-    Dl_info info;
-    return g_self_base && dladdr(p, &info) && (uintptr_t)info.dli_fbase == g_self_base;
+    return (uintptr_t)p >= g_self_lo && (uintptr_t)p < g_self_hi;
 }
 
 /* The trampoline for `real` in variant v (the same one each time for the same pointer). */
@@ -1021,7 +1168,7 @@ static void *direct_real(int v, int which, const char *name)
         p = real_dlsym(RTLD_NEXT, name);
         if (!p) {
             const char *soname = name[0] == 'n' ? "libnvidia-ml.so.1" : "libcuda.so.1";
-            void *h = dlopen(soname, RTLD_LAZY | RTLD_NOLOAD);
+            void *h = real_dlopen_noload(soname);
             p = h ? real_dlsym(h, name) : NULL;
         }
         if (p && is_ours(p))
@@ -1102,10 +1249,8 @@ DIRECT(nvmlDeviceGetMemoryInfo_v2, nvmlMem_v2, nvmlReturn_t, NVML_ERROR_UNINITIA
 EXPORT int sysinfo(struct sysinfo *info)
 {
     void *real = direct_real(V_sysinfo, 0, "sysinfo");
-    if (!real) {
-        errno = ENOSYS;
-        return -1;
-    }
+    if (!real) /* no dlsym in this process yet (glibc < 2.34 without libdl): the bare call */
+        return (int)syscall(SYS_sysinfo, info);
     return impl_sysinfo(real, CALLER(), info);
 }
 
@@ -1170,11 +1315,45 @@ static void after_fork_child(void)
     __atomic_store_n(&g_state, ST_CLOSED, __ATOMIC_RELEASE);
 }
 
+/* Bow out: every hook passes through, no file is written; a `.off` note in the run dir tells
+ * the recorder which program ran without the shim and why. */
+static void bow_out(const char *why)
+{
+    __atomic_store_n(&g_state, ST_OFF, __ATOMIC_RELEASE);
+    const char *dir = getenv("UVMTRACE_SHIM_DIR");
+    if (!dir || !*dir)
+        return;
+    char path[PATH_MAX], note[PATH_MAX + 256], exe[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%d-%llu.off", dir, (int)getpid(),
+                     (unsigned long long)now_ns());
+    if (n <= 0 || (size_t)n >= sizeof path)
+        return;
+    ssize_t e = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[e > 0 ? e : 0] = 0;
+    int len = snprintf(note, sizeof note, "%s\t%s\n", why, exe);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    if (len > 0)
+        (void)write_all(fd, note, (size_t)len < sizeof note ? (size_t)len : sizeof note - 1);
+    close(fd);
+}
+
+typedef int (*register_atfork_t)(void (*)(void), void (*)(void), void (*)(void), void *);
+extern void *__dso_handle __attribute__((weak, visibility("hidden")));
+
 __attribute__((constructor)) static void uvmshim_init(void)
 {
+    find_symbol(NULL); /* our own address range, for is_ours */
+    /* CUDA and NVML exist for glibc only; another libc (musl: Alpine, static Go/Rust tools
+     * built against it) gets no recording rather than a guess at its ABI. */
+    if (!find_symbol("gnu_get_libc_version")) {
+        bow_out("not a glibc program (musl?)");
+        return;
+    }
     resolve_real_dlsym();
-    Dl_info info;
-    if (dladdr((void *)uvmshim_init, &info))
-        g_self_base = (uintptr_t)info.dli_fbase;
-    pthread_atfork(NULL, NULL, after_fork_child);
+    /* pthread_atfork is a static stub in glibc's libc_nonshared.a over this (GLIBC_2.3.2). */
+    register_atfork_t reg = (register_atfork_t)find_symbol("__register_atfork");
+    if (!reg || reg(NULL, NULL, after_fork_child, &__dso_handle) != 0)
+        bow_out("cannot register a fork handler");
 }

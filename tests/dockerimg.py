@@ -29,3 +29,29 @@ def busybox_image(tag: str = BUSYBOX_TAG) -> str:
             timeout=300,
         )
     return tag
+
+
+def image_of_files(tag: str, files: dict[str, str], cmd: list[str]) -> str:
+    """An image holding only `files` (path inside -> host file, copied with its real content),
+    imported from a tarball: what a minimal distroless or Alpine-like image ships."""
+    import io
+    import json
+    import os
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("tmp", "proc", "sys", "dev", "etc"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        for inside, host in sorted(files.items()):
+            tar.add(os.path.realpath(host), arcname=inside.lstrip("/"))
+    subprocess.run(
+        ["docker", "import", "-c", f"CMD {json.dumps(cmd)}", "-", tag],
+        input=buf.getvalue(),
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
+    return tag

@@ -39,7 +39,7 @@ def docker_python(name: str, *args: str, mounts: list[str] = ()) -> list[str]:
     argv = ["docker", "run", "--rm", "--name", name, "--network", "none", "--memory=1g"]
     for host, inside in python_mounts():
         argv += ["-v", f"{host}:{inside}:ro"]
-    for lib in GLIBC_PARTS:  # what the injected shim links to besides libc (any distro has them)
+    for lib in GLIBC_PARTS:  # what pre-2.34-style programs link (the stand-in driver)
         if os.path.exists(lib):
             argv += ["-v", f"{os.path.realpath(lib)}:{lib}:ro"]
     for m in mounts:

@@ -137,3 +137,64 @@ def resolve(run: ContainerRun) -> bool:
         "memory_limit": (info.get("HostConfig") or {}).get("Memory") or None,
     }
     return bool(pid)
+
+
+# `docker run` / `podman run` options that take no value (all others take one, unless `=`).
+_RUN_FLAGS = {
+    "-d", "--detach", "-i", "--interactive", "-t", "--tty", "--rm", "--privileged", "--init",
+    "-P", "--publish-all", "--read-only", "--no-healthcheck", "--oom-kill-disable",
+    "--disable-content-trust", "-q", "--quiet", "--sig-proxy", "--help", "--replace",
+    "--rmi", "--tls-verify", "--http-proxy", "--no-hosts", "--env-host", "--use-cgroupns",
+}  # fmt: skip
+_SHORT_WITH_VALUE = set("eplvuwhmac")
+
+
+def image_and_command(argv: list[str], run_index: int) -> tuple[str, list[str], str | None]:
+    """(image, command after it, --entrypoint) of a `docker run` argv."""
+    entrypoint = None
+    i = run_index + 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        name, eq, value = arg.partition("=")
+        takes = not eq and name not in _RUN_FLAGS
+        if not name.startswith("--") and len(name) > 2:  # -it, -dit; -eFOO (value attached)
+            takes = name[1] not in _SHORT_WITH_VALUE and name[-1] in _SHORT_WITH_VALUE
+        if name == "--entrypoint":
+            entrypoint = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+        i += 2 if takes else 1
+    if i >= len(argv):
+        return "", [], entrypoint
+    return argv[i], argv[i + 1 :], entrypoint
+
+
+def program_interpreter(runtime: str, argv: list[str], run_index: int) -> tuple[str, str | None]:
+    """(the program the container starts, its ELF interpreter: '' static, None unknown),
+    read from the image's files (overlay2 layers) before the container exists."""
+    from uvmtrace.shim.target import RootFs
+
+    image, cmd, entrypoint = image_and_command(argv, run_index)
+    if not image:
+        return "", None
+    try:
+        r = subprocess.run(
+            [runtime, "image", "inspect", image], capture_output=True, text=True, timeout=30
+        )
+        info = json.loads(r.stdout)[0] if r.returncode == 0 else {}
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        info = {}
+    config = info.get("Config") or {}
+    entry = [entrypoint] if entrypoint is not None else list(config.get("Entrypoint") or [])
+    program = (entry or cmd or list(config.get("Cmd") or []) or [""])[0]
+    data = (info.get("GraphDriver") or {}).get("Data") or {}
+    layers = [data.get("UpperDir"), *(data.get("LowerDir") or "").split(":")]
+    layers = [Path(p) for p in layers if p]
+    if not program or not layers:
+        return program, None
+    env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
+    path_var = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return program, RootFs(layers).program_interpreter(program, path_var)

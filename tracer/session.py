@@ -21,7 +21,15 @@ from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.tracer import __version__, cgroups, containers
 from uvmtrace.tracer.hostinfo import gpu_info, host_info
-from uvmtrace.tracer.launch import Launched, RunAs, exec_error, exit_code, invoking_user, launch
+from uvmtrace.tracer.launch import (
+    Launched,
+    RunAs,
+    exec_error,
+    exit_code,
+    invoking_user,
+    launch,
+    resolve_command,
+)
 from uvmtrace.tracer.logs import LogScanner
 from uvmtrace.tracer.output_pump import OutputPump
 from uvmtrace.tracer.safefs import check_writable_target, make_private_dir
@@ -123,6 +131,8 @@ class Session:
         except ImportError as exc:
             self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": f"shim: {exc}"})
             return None, None, None
+        if not self._shim_serves_program():
+            return None, None, None
         try:
             lib = build_shim()
         except UserError as exc:
@@ -132,6 +142,28 @@ class Session:
         self.env = shim_env(run_dir, self.env, lib)
         self.announcements = PidAnnouncements(run_dir)
         return ShimDecoder(run_dir, host_pid=self.announcements.host_pid), lib, run_dir
+
+    def _shim_serves_program(self) -> bool:
+        """Decided before the program runs, from its ELF interpreter (a container's from its
+        image): a musl program does not get the shim; a static one ignores it (its children
+        get it). What the shim cannot serve at run time it leaves by itself (`.off` notes)."""
+        from uvmtrace.shim.target import RootFs, preloadable, why_not_served
+
+        found = containers.detect(self.command)
+        if found is not None:
+            program, interp = containers.program_interpreter(found[0], self.command, found[1])
+            where = f"{program} in the container"
+        else:
+            try:
+                program = resolve_command(self.command, self.env)
+            except UserError:
+                return True  # launching says why, in one line
+            interp = RootFs([Path("/")]).program_interpreter(program, self.env.get("PATH", ""))
+            where = program
+        why = why_not_served(interp)
+        if why is not None:
+            self.not_traced.append({"what": f"CUDA/NVML/libc calls of {where}", "why": why})
+        return preloadable(interp)
 
     def _start_probes(self) -> KernelTracer | None:
         try:
@@ -161,6 +193,13 @@ class Session:
         anchor = {"monotonic_ns": monotonic_ns(), "wall_ns": time.time_ns()}
         writer = RecordingWriter(opts.output, owner=self.owner)
         work = self._work_dir()
+        try:
+            return self._record(writer, work, anchor)
+        finally:  # after the last decode: the shim's files live there
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _record(self, writer: RecordingWriter, work: Path, anchor: dict[str, int]) -> Outcome:
+        opts = self.opts
         meta: dict[str, Any] = {
             "uvmtrace_version": __version__,
             "command": list(opts.command),
@@ -273,7 +312,6 @@ class Session:
                 signal.signal(sig, signal.SIG_DFL)
             if run_cg is not None and not cgroups.remove_cgroup(run_cg):
                 self.not_traced.append({"what": "cleanup", "why": f"{run_cg} still has tasks"})
-            shutil.rmtree(work, ignore_errors=True)
         status.clear()
         meta["exit_code"] = code
         lost = self._finish(writer, tracer, shim, meta, sampler, targets)
@@ -425,6 +463,9 @@ class Session:
                     writer.write(batch)
                 stats = shim.stats()
                 meta["shim"] = stats
+                for off in stats.get("without_shim", []):
+                    what = f"CUDA/NVML/libc calls of {off['exe']} (pid {off['pid']})"
+                    self.not_traced.append({"what": what, "why": off["why"]})
                 if stats.get("torn"):
                     lost["shim_torn_records"] = stats["torn"]
             except Exception as exc:
