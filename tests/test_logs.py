@@ -157,6 +157,13 @@ PREFIXED = [
     # vllm-project/vllm#27073: `docker logs -t` in front of vLLM's own prefixes
     ("2025-10-14T23:59:26.998006749Z (APIServer pid=1) ERROR 10-14 16:59:26 "
      "[serving_chat.py:251]   File \"x.py\", line 704", "  File \"x.py\", line 704", "vllm"),
+    # vllm-project/vllm#10439: `docker compose up`
+    ("vllm-1  | INFO 11-18 18:07:17 api_server.py:175] Multiprocessing frontend",
+     "Multiprocessing frontend", "vllm"),
+    # a log viewer's time and bar in front of vLLM's prefixes (content-index id 52221836498)
+    ("2026-04-19 12:18:36.356 | (APIServer pid=1) INFO 04-19 10:18:36 [utils.py:233] non-default "
+     "args: {'model_tag': 'RedHatAI/Qwen3.6-35B-A3B-NVFP4'}",
+     "non-default args: {'model_tag': 'RedHatAI/Qwen3.6-35B-A3B-NVFP4'}", "vllm"),
     # triton-inference-server/tutorials#150: Triton's glog prefix
     ("I0410 16:58:08.485508 1 model_lifecycle.cc:849] \"successfully loaded 'tensorrt_llm'\"",
      "\"successfully loaded 'tensorrt_llm'\"", None),
