@@ -9,7 +9,7 @@ from uvmtrace.analysis.units import fmt_bytes, fmt_s
 
 
 def report_conclusion(rep: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
+    lines: list[str] = _baseline_lines(rep["baseline"]) if rep.get("baseline") else []
     sizing = rep["sizing"]
     kv = sizing["kv"]
     if kv:
@@ -90,6 +90,35 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
     for m in rep["run"]["missing"]:
         lines.append(f"Missing: {m}.")
     lines.append(rep["reconciliation"]["summary"]["line"])
+    return lines
+
+
+def _baseline_lines(b: dict[str, Any]) -> list[str]:
+    """An attached recording: what it attached to, what was there already, what is missing."""
+    what = ", ".join(
+        f"{t['kind']} {(t.get('container') or {}).get('name') or t['given']}" for t in b["targets"]
+    )
+    held = [
+        f"{r['cgroup']}{' (shared)' if r['shared'] else ''} {r['key']} {fmt_bytes(r['at_attach'])}"
+        for r in b["cgroups"]
+        if r["key"] in ("anon", "file", "rss", "cache")
+    ]
+    procs = b["processes"]
+    anon = sum(p["anon"] or 0 for p in procs)
+    line = (
+        f"Attached at {fmt_s(b['attached_t_s'])} to {what}; ended: {b['ended'] or 'unknown'}. "
+        "What happened before the attach is not in the recording: the starting state is the "
+        f"baseline ({'; '.join(held) + '; ' if held else ''}{len(procs)} process(es) with "
+        f"{fmt_bytes(anon)} anonymous; {fmt_bytes(b['files']['resident'])} of their "
+        f"{b['files']['count']} files in the page cache)."
+    )
+    lines = [line]
+    nxt = b.get("cuda_next_time")
+    if nxt:
+        line = f"CUDA calls were not traced ({nxt['why']}). Next time: {nxt['launch']}"
+        if nxt.get("compose"):
+            line += f"; or, in a compose file:\n{nxt['compose']}"
+        lines.append(line + ".")
     return lines
 
 

@@ -43,6 +43,8 @@ class RunData:
     proc: pl.DataFrame  # proc stream
     logs: pl.DataFrame  # log stream
     fault_counts: pl.DataFrame  # page_fault summed per pid: pid, faults
+    # snapshot stream (attached recordings): ts_ns, event, pid, comm, item, bytes, total_bytes, ...
+    snapshot: pl.DataFrame = field(default_factory=pl.DataFrame)
     missing: list[str] = field(default_factory=list)
     # frames derived from the charges, built once and shared by attribution, sizing and diff
     derived: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -173,6 +175,9 @@ def load_run(path: str | Path) -> RunData:
         ),
         logs=rest.filter(stream == "log").select("ts_ns", "event", "item", "bytes", "text"),
         fault_counts=bulk.filter(pl.col("event") == "page_fault").select("pid", "faults"),
+        snapshot=rest.filter(stream == "snapshot").select(
+            "ts_ns", "event", "pid", "comm", "item", "bytes", "total_bytes", "path", "count", "text"
+        ),
     )
     _span(run, rest, bulk)
     run.missing = _missing(run)
@@ -201,6 +206,9 @@ def _missing(run: RunData) -> list[str]:
     out: list[str] = []
     if not run.recording.num_rows:
         out.append("the recording holds no events")
+    attach = run.metadata.get("attach")
+    if isinstance(attach, dict) and attach.get("missing_before"):
+        out.append(f"attached to running processes: {attach['missing_before']}")
     not_traced = [
         e for e in run.metadata.get("not_traced") or [] if isinstance(e, dict) and e.get("what")
     ]
@@ -209,11 +217,15 @@ def _missing(run: RunData) -> list[str]:
         why = next((e for e in not_traced if is_kernel_side(str(e["what"]))), None)
         if why is not None:
             not_traced.remove(why)
+        probes = run.metadata.get("probes") or {}
+        attached = any(isinstance(p, dict) and p.get("attached") for p in probes.values())
         out.append(
             "no kernel stream: memory charges, page faults and page cache were not traced "
             + (
                 f"({why['what']}: {why.get('why') or 'no reason given'})"
                 if why
+                else "(the probes were attached: the traced processes did nothing they see)"
+                if attached
                 else "(was `record` run as root with eBPF?)"
             )
         )

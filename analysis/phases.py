@@ -14,7 +14,8 @@ ALIGNABLE = ("start", "first_cuda_call", "sizing_query", "kv_allocation", "end")
 
 def phases(run: RunData, sizing: dict[str, Any], largest: int = 3) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    starts = run.proc.filter(pl.col("event").is_in(["exec", "fork"])).sort("ts_ns")
+    # a recording of running processes starts when it attached to them
+    starts = run.proc.filter(pl.col("event").is_in(["exec", "fork", "attach"])).sort("ts_ns")
     if starts.height:
         first = starts.row(0, named=True)
         out.append(_phase(run, "start", first["ts_ns"], f"pid {first['pid']} {first['event']}"))

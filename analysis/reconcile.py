@@ -57,6 +57,11 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
     stat = run.samples.filter(
         (pl.col("event") == "memory.stat") & pl.col("bytes").is_not_null()
     ).join(_STAT_KEYS.rename({"key": "item", "item": "stat_item"}), on="item", how="inner")
+    kept = run.metadata.get("target_cgroups")
+    if isinstance(kept, list) and kept:
+        # a cgroup sampled but not a target (a --pid target's shared cgroup): its memory.stat
+        # moves with processes that were not traced, nothing to reconcile against
+        stat = stat.filter(pl.col("cgroup_id").is_in(kept))
     if stat.is_empty():
         return []
     windows = (

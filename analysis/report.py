@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from uvmtrace.analysis.attribution import attribute, timeline
+from uvmtrace.analysis.baseline import baseline
 from uvmtrace.analysis.conclusion import diff_conclusion, report_conclusion
 from uvmtrace.analysis.diff import diff_runs
 from uvmtrace.analysis.load import RunData, load_run
@@ -49,6 +50,9 @@ def report_of(
         "sizing": sizing,
         "reconciliation": reconcile(run),
     }
+    start = baseline(run)
+    if start is not None:
+        rep["baseline"] = start
     if with_timeline:
         tl = timeline(run)
         tl["markers"] = [

@@ -36,6 +36,45 @@ def _own_files_row(own: dict[str, Any] | None) -> list[list[str]]:
     ]
 
 
+def baseline_tables(b: dict[str, Any]) -> list[Table]:
+    """The starting state of an attached recording: what the targets held before tracing."""
+    files = b["files"]
+    return [
+        (
+            "Starting state: the targets' cgroups (memory.stat at attach; * = shared)",
+            ["cgroup", "key", "at attach", "at end", "change"],
+            [
+                [
+                    r["cgroup"] + (" *" if r["shared"] else ""),
+                    r["key"],
+                    fmt_bytes(r["at_attach"]),
+                    fmt_bytes(r["at_end"]),
+                    fmt_bytes(r["change"], signed=True),
+                ]
+                for r in b["cgroups"]
+            ],
+        ),
+        (
+            "Starting state: processes (smaps_rollup at attach)",
+            ["pid", "comm", "rss", "anon", "file (pss)", "shmem (pss)"],
+            [
+                [str(r["pid"]), r["comm"] or ""]
+                + [fmt_bytes(r[k]) for k in ("rss", "anon", "file_pss", "shmem_pss")]
+                for r in b["processes"]
+            ],
+        ),
+        (
+            f"Starting state: page cache of their files ({files['count']} files, "
+            f"{fmt_bytes(files['resident'])} resident; largest)",
+            ["file", "resident", "size", "held"],
+            [
+                [f["path"], fmt_bytes(f["resident"]), fmt_bytes(f["size"]), f["held_as"]]
+                for f in files["largest"]
+            ],
+        ),
+    ]
+
+
 def report_tables(rep: dict[str, Any]) -> list[Table]:
     att, sz, rc = rep["attribution"], rep["sizing"], rep["reconciliation"]
     t: list[Table] = []
@@ -53,6 +92,8 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
             ],
         )
     )
+    if rep.get("baseline"):
+        t += baseline_tables(rep["baseline"])
     t.append(
         (
             "Charged by cgroup (since start)",

@@ -16,7 +16,7 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 METADATA_KEY = b"uvmtrace"  # file-level key-value metadata: JSON object
 
-STREAMS = ("kernel", "cuda", "sample", "proc", "log")
+STREAMS = ("kernel", "cuda", "sample", "proc", "log", "snapshot")
 
 
 def _dict(index: pa.DataType | None = None) -> pa.DataType:
@@ -26,7 +26,7 @@ def _dict(index: pa.DataType | None = None) -> pa.DataType:
 # Order matters only for readability of `SELECT *`; readers select by name.
 COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("ts_ns", pa.int64(), "CLOCK_MONOTONIC ns (bpf_ktime_get_ns and clock_gettime agree)"),
-    ("stream", _dict(pa.int8()), "kernel | cuda | sample | proc | log"),
+    ("stream", _dict(pa.int8()), "kernel | cuda | sample | proc | log | snapshot"),
     ("event", _dict(pa.int16()), "memcg_charge, page_fault, mmap, cuMemGetInfo, meminfo, ..."),
     ("pid", pa.int32(), "host pid (tgid)"),
     ("tid", pa.int32(), "host tid"),

@@ -117,26 +117,43 @@ def resolve(run: ContainerRun) -> bool:
         run.container_id = cid
     if run.host_pid:
         return True
-    r = subprocess.run(
-        [run.runtime, "inspect", run.container_id],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    if r.returncode != 0:
+    info = inspect(run.runtime, run.container_id)
+    if info is None:
         return False
+    run.name, run.host_pid, run.extra = describe(info)
+    return bool(run.host_pid)
+
+
+def inspect(runtime: str, ref: str) -> dict | None:
+    """`<runtime> inspect REF` (a name or an id), None when the runtime does not know it."""
+    try:
+        r = subprocess.run(
+            [runtime, "inspect", "--type", "container", ref],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
     try:
         info = json.loads(r.stdout)[0]
     except (ValueError, IndexError):
-        return False
-    run.name = (info.get("Name") or "").lstrip("/") or None
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def describe(info: dict) -> tuple[str | None, int | None, dict]:
+    """(name, host pid of its init process or None when not running, image and memory limit)
+    from an `inspect` answer; Docker and Podman share these fields."""
+    name = (info.get("Name") or "").lstrip("/") or None
     pid = (info.get("State") or {}).get("Pid") or None
-    run.host_pid = pid
-    run.extra = {
+    extra = {
         "image": (info.get("Config") or {}).get("Image"),
         "memory_limit": (info.get("HostConfig") or {}).get("Memory") or None,
     }
-    return bool(pid)
+    return name, pid, extra
 
 
 # `docker run` / `podman run` options that take no value (all others take one, unless `=`).

@@ -74,6 +74,7 @@ class Outcome:
     path: Path
     rows: int
     lost: dict[str, int] = field(default_factory=dict)
+    ended: str | None = None  # why a recording of running targets ended
 
 
 def record(opts: Options) -> Outcome:
@@ -200,16 +201,7 @@ class Session:
 
     def _record(self, writer: RecordingWriter, work: Path, anchor: dict[str, int]) -> Outcome:
         opts = self.opts
-        meta: dict[str, Any] = {
-            "uvmtrace_version": __version__,
-            "command": list(opts.command),
-            "anchor": anchor,
-            **host_info(),
-            "cgroup_version": cgroups.cgroup_version(),
-            "interval_s": opts.interval_s,
-            "raw": opts.raw,
-            "run_as": self.run_as.user if self.run_as else "root",
-        }
+        meta = self.base_metadata(anchor)
         writer.update_metadata(**meta)
         status = StatusLine(enabled=not opts.quiet)
         tracer = shim = run_cg = sampler = None
@@ -319,6 +311,19 @@ class Session:
         if self.announcements is not None:
             self.announcements.close()
         return Outcome(exit_code=code, path=path, rows=writer.rows, lost=lost)
+
+    def base_metadata(self, anchor: dict[str, int]) -> dict[str, Any]:
+        """What the metadata of every recording starts with."""
+        return {
+            "uvmtrace_version": __version__,
+            "command": list(self.opts.command),
+            "anchor": anchor,
+            **host_info(),
+            "cgroup_version": cgroups.cgroup_version(),
+            "interval_s": self.opts.interval_s,
+            "raw": self.opts.raw,
+            "run_as": self.run_as.user if self.run_as else "root",
+        }
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals_seen.append(signum)

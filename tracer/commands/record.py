@@ -6,16 +6,23 @@ from pathlib import Path
 
 import click
 
+from uvmtrace.recording.errors import UserError
+from uvmtrace.tracer.attach import AttachRequest, record_running
 from uvmtrace.tracer.session import Options, record
 
 HELP = """Run CMD while tracing its memory; write one Parquet recording.
 
 The exit code is the command's. Ctrl-C goes to the command; the file is still complete.
 
+With --pid, --container or --cgroup instead of CMD, record what is already running (and the
+children it forks later) from now on, for --duration seconds, until Ctrl-C or until the targets
+exit; the starting state is a snapshot taken at attach.
+
 \b
 Examples:
   sudo uvmtrace record -o native.parquet -- python serve.py
   sudo uvmtrace record -o docker.parquet -- docker run --rm --memory=8g img python serve.py
+  sudo uvmtrace record -o live.parquet --container vllm --duration 60
 """
 
 
@@ -57,6 +64,23 @@ Examples:
     help="Trace every cgroup created while recording (on by default for docker run; "
     "use it when a script starts containers).",
 )
+@click.option(
+    "--pid", "pids", type=click.IntRange(1), multiple=True,
+    help="Record this running process and its children (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--container", "containers", multiple=True, metavar="NAME_OR_ID",
+    help="Record this running Docker or Podman container (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--cgroup", "cgroup_paths", multiple=True, metavar="PATH",
+    help="Record this memory cgroup (a path under /sys/fs/cgroup or relative to the memory "
+    "hierarchy; repeatable).",
+)  # fmt: skip
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+    help="With --pid/--container/--cgroup: stop after this long (default: Ctrl-C or exit).",
+)  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No live status line.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(
@@ -69,29 +93,36 @@ def command(
     as_root: bool,
     no_cgroup: bool,
     watch_cgroups: bool,
+    pids: tuple[int, ...],
+    containers: tuple[str, ...],
+    cgroup_paths: tuple[str, ...],
+    duration: float | None,
     quiet: bool,
     command: tuple[str, ...],
 ) -> int:
-    outcome = record(
-        Options(
-            output=output,
-            command=list(command),
-            interval_s=interval,
-            raw=raw,
-            ringbuf_pages=ring_pages,
-            shim=not no_shim,
-            inject=inject,
-            as_root=as_root,
-            quiet=quiet,
-            own_cgroup=not no_cgroup,
-            watch_cgroups=watch_cgroups,
-        )
+    attach = AttachRequest(pids, containers, cgroup_paths, duration)
+    if duration is not None and not attach:
+        raise UserError("--duration applies to --pid/--container/--cgroup recordings")
+    opts = Options(
+        output=output,
+        command=list(command),
+        interval_s=interval,
+        raw=raw,
+        ringbuf_pages=ring_pages,
+        shim=not no_shim,
+        inject=inject,
+        as_root=as_root,
+        quiet=quiet,
+        own_cgroup=not no_cgroup,
+        watch_cgroups=watch_cgroups,
     )
+    outcome = record_running(opts, attach) if attach else record(opts)
     if not quiet:
         lost = sum(outcome.lost.values())
         click.echo(
             f"uvmtrace: wrote {outcome.path} ({outcome.rows:,} events, "
-            f"{lost:,} lost); command exited {outcome.exit_code}",
+            f"{lost:,} lost); "
+            + (f"command exited {outcome.exit_code}" if command else str(outcome.ended)),
             err=True,
         )
     return outcome.exit_code
