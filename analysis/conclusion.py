@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from uvmtrace.analysis.items import KIND_LABEL
+from uvmtrace.analysis.items import DEVICE_SIGNALS, KIND_LABEL
 from uvmtrace.analysis.units import fmt_bytes, fmt_s
 
 
@@ -87,6 +87,7 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
             f = files[0]
             line += f"; biggest file in its page cache: {f['path']} {fmt_bytes(f['peak'])}"
         lines.append(line + ".")
+    lines += host_charge_lines(rep)
     for m in rep["run"]["missing"]:
         lines.append(f"Missing: {m}.")
     lines.append(rep["reconciliation"]["summary"]["line"])
@@ -241,3 +242,53 @@ def _device_signal_lines(
             f"(a device-memory signal: {DISCRETE})."
         )
     return [line, f"Host memory from {host['source']}."]
+
+
+HOST_CHARGE_LINES = 5  # the largest joins in words; the table lists every one
+UNMATCHED_SHARE = 0.05  # a join this far from the call's size says how much is missing
+
+
+def host_charge_lines(rep: dict[str, Any]) -> list[str]:
+    """Each large CUDA host-memory call and the kernel charges it caused, in words; then, on a
+    discrete GPU sized by a device-memory signal, that none of those charges could move it."""
+    rows = (rep.get("cuda_memory") or {}).get("host_charges") or []
+    lines = []
+    big = sorted(rows, key=lambda r: -(r["bytes"] or r["charged_bytes"]))[:HOST_CHARGE_LINES]
+    shown = sorted(big, key=_t)
+    for r in shown:
+        items = sorted(r["items"].items(), key=lambda kv_: -abs(kv_[1]))
+        what = ", ".join(f"{fmt_bytes(v, signed=True)} {k}" for k, v in items) or "nothing"
+        where = "" if not r["items"] else f" charged to {r['cgroup']}"
+        size = "" if r["bytes"] is None else f" {fmt_bytes(r['bytes'])}"
+        line = (
+            f"{r['call']}{size} (pid {r['pid']}, {fmt_s(r['t_s'])}, "
+            f"caller {r['caller_module'] or 'unknown'}) -> {what}{where}"
+        )
+        if r["kind"] == "managed" and r["items"]:
+            line += " as the CPU touched it"
+        rest = r["unmatched_bytes"]
+        if rest is None:
+            line += " (the driver's own buffers)"
+        elif rest > UNMATCHED_SHARE * r["bytes"]:
+            line += f" ({fmt_bytes(rest)} of its size not matched)"
+        elif -rest > UNMATCHED_SHARE * r["bytes"]:
+            line += f" ({fmt_bytes(-rest)} more than its size)"
+        lines.append(line + ".")
+    if len(rows) > len(shown):
+        lines.append(f"{len(rows) - len(shown)} more CUDA host-memory call(s) in the table.")
+    lost = sum(v for k, v in rep["reconciliation"]["lost"].items() if k.startswith("memcg"))
+    if rows and lost:
+        lines.append(f"{lost:,} memcg events were lost while recording: joins may fall short.")
+    kv = rep["sizing"]["kv"]
+    if kv and kv["signal"] in DEVICE_SIGNALS and rep["run"]["unified_memory"] is False:
+        host = sum(max(r["charged_bytes"], 0) for r in rows)
+        lines.append(
+            f"The sizing signal {kv['signal']} counts device memory ({DISCRETE}): host charges "
+            + (f"(the {fmt_bytes(host)} CUDA host memory above, " if host else "(")
+            + "page cache, anything charged to the cgroups) cannot move it."
+        )
+    return lines
+
+
+def _t(r: dict[str, Any]) -> float:
+    return r["t_s"] if r["t_s"] is not None else 0.0

@@ -38,7 +38,7 @@ class RunData:
     )  # memcg_charge, by ts: ts_ns, cgroup_id, item (cat), bytes, pid, comm (cat)
     files: pl.DataFrame  # filemap_add/delete: ts_ns, event, cgroup_id, path, bytes, pid
     mappings: pl.DataFrame  # mmap/munmap/...: ts_ns, event, pid, bytes, path, flags, result, item
-    calls: pl.DataFrame  # cuda stream + kernel sysinfo/openat: the queries and allocations
+    calls: pl.DataFrame  # cuda stream + kernel sysinfo/openat: queries, allocations, dur_ns
     samples: pl.DataFrame  # sample stream
     proc: pl.DataFrame  # proc stream
     logs: pl.DataFrame  # log stream
@@ -118,6 +118,7 @@ def _queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
         "flags",
         "count",
         "text",
+        "dur_ns",
     )
     return [charges, bulk, rest]
 
@@ -154,6 +155,8 @@ def load_run(path: str | Path) -> RunData:
         "result",
         "path",
         "caller",
+        "dur_ns",
+        "item",
         ev.str.replace(VERSION_SUFFIX, "").alias("call"),
     )
     run = RunData(

@@ -5,6 +5,9 @@
   so only its own charges count; v2 keys (`file`, `anon`, ...) include descendants, so the charges
   of every known cgroup below it (by path, from the metadata) count too. `total_*` keys are skipped.
 - page faults: `page_fault` counts per pid vs `/proc/PID/stat` minflt+majflt (`proc_faults`).
+  Faults the kernel takes itself while a CUDA call pins host memory (get_user_pages: one per
+  page, counted in minflt, no exception, so no tracepoint) are the pages those calls had charged
+  (host_charges.py); they explain the gap up to its size and are not losses.
 - CUDA vs NVML: device memory allocated minus freed vs NVML's used-memory change.
 - lost events and probes that did not attach, from the metadata.
 """
@@ -16,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from uvmtrace.analysis.cuda_memory import device_deltas
+from uvmtrace.analysis.host_charges import pinned_faults
 from uvmtrace.analysis.items import KIND_PARTS, STAT_KEY_ITEM, V2_ONLY_KEYS
 from uvmtrace.analysis.load import RunData, is_kernel_side
 from uvmtrace.analysis.units import fmt_pct
@@ -148,10 +152,22 @@ def fault_rows(run: RunData) -> list[dict[str, Any]]:
         .group_by("pid")
         .agg(pl.col("count").sum().alias("proc_faults"), exact)
     )
-    rows = proc.join(run.fault_counts, on="pid", how="left").with_columns(
-        pl.col("faults").fill_null(0).alias("traced_faults")
+    rows = (
+        proc.join(run.fault_counts, on="pid", how="left")
+        .join(pinned_faults(run), on="pid", how="left")
+        .with_columns(pl.col("faults").fill_null(0).alias("traced_faults"))
+        .with_columns(
+            pl.min_horizontal(
+                pl.col("pinned_faults").fill_null(0),
+                (pl.col("proc_faults") - pl.col("traced_faults")).clip(lower_bound=0),
+            ).alias("pinned_faults")
+        )
     )
-    return rows.select("pid", "traced_faults", "proc_faults", "exact").sort("pid").to_dicts()
+    return (
+        rows.select("pid", "traced_faults", "pinned_faults", "proc_faults", "exact")
+        .sort("pid")
+        .to_dicts()
+    )
 
 
 def cuda_vs_nvml(run: RunData) -> dict[str, Any] | None:
@@ -224,7 +240,9 @@ def reconcile(run: RunData) -> dict[str, Any]:
     # exact readings are compared; a reading taken while running only bounds the count below
     exact_rows = [r for r in faults if r["exact"]]
     proc_total = sum(r["proc_faults"] for r in exact_rows)
-    fault_share = sum(r["traced_faults"] for r in exact_rows) / proc_total if proc_total else None
+    pinned = sum(r["pinned_faults"] for r in exact_rows)
+    explained = sum(r["traced_faults"] for r in exact_rows) + pinned
+    fault_share = explained / proc_total if proc_total else None
     nvml_agreement = _nvml_agreement(nvml)
     summary = {
         "kernel_traced": untraced is None,
@@ -232,6 +250,7 @@ def reconcile(run: RunData) -> dict[str, Any]:
         "memcg_agreement": memcg_agreement,
         "memcg_unaccounted_bytes": diff_abs if main else None,
         "fault_share": fault_share,
+        "pinned_faults": pinned,
         "nvml_agreement": nvml_agreement,
         "lost_events": sum(lost.values()),
         "nested_skips": sum(nested.values()),
@@ -290,7 +309,13 @@ def trust_line(
             f"({ncg} cgroup{'s' if ncg != 1 else ''})"
         )
     if summary["fault_share"] is not None:
-        parts.append(f"page faults {fmt_pct(summary['fault_share'])} of /proc counts")
+        line = f"page faults {fmt_pct(summary['fault_share'])} of /proc counts"
+        if summary.get("pinned_faults"):
+            line += (
+                f" ({summary['pinned_faults']:,} of them taken inside the kernel while CUDA "
+                "calls pinned host memory, which no fault tracepoint sees)"
+            )
+        parts.append(line)
     if nvml is not None:
         parts.append(
             f"CUDA allocations vs NVML used differ by {abs(nvml['difference']) / (1 << 20):.0f} MiB"

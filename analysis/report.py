@@ -10,6 +10,7 @@ from uvmtrace.analysis.attribution import attribute, timeline
 from uvmtrace.analysis.baseline import baseline
 from uvmtrace.analysis.conclusion import diff_conclusion, report_conclusion
 from uvmtrace.analysis.diff import diff_runs
+from uvmtrace.analysis.host_charges import by_kind, host_charges
 from uvmtrace.analysis.load import RunData, load_run
 from uvmtrace.analysis.phases import phases
 from uvmtrace.analysis.reconcile import reconcile
@@ -53,6 +54,8 @@ def report_of(
     start = baseline(run)
     if start is not None:
         rep["baseline"] = start
+    # each CUDA host-memory call joined to the kernel charges it caused (host_charges.py)
+    rep.setdefault("cuda_memory", {})["host_charges"] = host_charges(run)
     if with_timeline:
         tl = timeline(run)
         tl["markers"] = [
@@ -88,6 +91,10 @@ def build_diff(
         "a": run_info(a),
         "b": run_info(b),
         **diff_runs(a, b, rep_a, rep_b),
+        "host_charges": {
+            side: by_kind(rep["cuda_memory"]["host_charges"])
+            for side, rep in (("a", rep_a), ("b", rep_b))
+        },
         "trust": {
             "a": rep_a["reconciliation"]["summary"]["line"],
             "b": rep_b["reconciliation"]["summary"]["line"],

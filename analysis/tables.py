@@ -240,14 +240,16 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
             ],
         )
     )
+    t.append(host_charge_table((rep.get("cuda_memory") or {}).get("host_charges") or []))
     t.append(
         (
             "Reconciliation: page faults vs /proc/PID/stat",
-            ["pid", "traced", "/proc", "/proc read"],
+            ["pid", "traced", "pinned in kernel", "/proc", "/proc read"],
             [
                 [
                     str(r["pid"]),
                     str(r["traced_faults"]),
+                    str(r.get("pinned_faults", 0)),
                     str(r["proc_faults"]),
                     "at exit" if r.get("exact", True) else "while running (a lower bound)",
                 ]
@@ -278,6 +280,31 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
     if extra:
         t.append(("Reconciliation: other", ["check", "traced", "kernel/NVML"], extra))
     return t
+
+
+def host_charge_table(rows: list[dict[str, Any]]) -> Table:
+    """Every CUDA host-memory call and the kernel charges joined to it, with the rest."""
+    return (
+        "CUDA host memory -> kernel charges (same process and cgroup)",
+        ["t", "pid", "call", "caller", "bytes", "charged", "as", "unmatched", "cgroup"],
+        [
+            [
+                fmt_s(r["t_s"]),
+                str(r["pid"]),
+                r["call"],
+                r["caller_module"] or "",
+                fmt_bytes(r["bytes"]),
+                fmt_bytes(r["charged_bytes"]),
+                ", ".join(
+                    f"{k} {fmt_bytes(v)}"
+                    for k, v in sorted(r["items"].items(), key=lambda kv: -abs(kv[1]))
+                ),
+                fmt_bytes(r["unmatched_bytes"], signed=True) if r["bytes"] is not None else "",
+                r["cgroup"] or "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _own_files_diff_row(dec: dict[str, Any]) -> list[list[str]]:
@@ -387,6 +414,30 @@ def diff_tables(d: dict[str, Any]) -> list[Table]:
                     fmt_bytes(r["end_difference"], signed=True),
                 ]
                 for r in d["peak_end"]
+            ],
+        )
+    )
+    hc = d.get("host_charges") or {}
+    kinds = sorted(set(hc.get("a") or {}) | set(hc.get("b") or {}))
+    t.append(
+        (
+            "CUDA host memory and its kernel charges",
+            ["kind", "A asked", "A charged", "B asked", "B charged", "charged B - A"],
+            [
+                [
+                    k,
+                    *(
+                        fmt_bytes(((hc.get(side) or {}).get(k) or {}).get(f, 0))
+                        for side in ("a", "b")
+                        for f in ("bytes", "charged_bytes")
+                    ),
+                    fmt_bytes(
+                        ((hc.get("b") or {}).get(k) or {}).get("charged_bytes", 0)
+                        - ((hc.get("a") or {}).get(k) or {}).get("charged_bytes", 0),
+                        signed=True,
+                    ),
+                ]
+                for k in kinds
             ],
         )
     )

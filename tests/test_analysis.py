@@ -200,7 +200,9 @@ def test_reconciliation_agrees_with_memory_stat_and_proc(docker_report: dict):
     rows = {r["key"]: r for r in rc["memcg"]}
     assert rows["cache"]["stat_delta"] == rows["cache"]["traced_delta"] == 23 * GIB
     assert rows["rss"]["difference"] == 0 and not rows["rss"]["hierarchical"]
-    assert rc["faults"] == [{"pid": PID, "traced_faults": 500, "proc_faults": 500, "exact": True}]
+    assert rc["faults"] == [
+        {"pid": PID, "traced_faults": 500, "pinned_faults": 0, "proc_faults": 500, "exact": True}
+    ]
     assert rc["summary"]["trust"] == "high"
     assert docker_report["conclusion"][-1].startswith(
         "Trust: high — eBPF charges match memory.stat to 100%"

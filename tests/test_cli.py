@@ -7,11 +7,12 @@ import subprocess
 import sys
 from importlib.metadata import version
 
+import click
 import pytest
 
 from uvmtrace.tracer.cli import cli
 
-COMMANDS = sorted(cli.commands)  # the names users type (module names may differ)
+COMMANDS = cli.list_commands(click.Context(cli))  # the names users type (modules may differ)
 
 
 def uvmtrace(*args: str) -> subprocess.CompletedProcess[str]:
@@ -68,3 +69,38 @@ def test_a_user_error_is_one_line_not_a_traceback(tmp_path) -> None:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("uvmtrace: error: ")
+
+
+# A recording host needs only what recording needs: no analysis packages.
+NO_ANALYSIS = (
+    "import sys\n"
+    "for m in ('polars', 'matplotlib'):\n"
+    "    sys.modules[m] = None  # import fails as if not installed\n"
+    "from uvmtrace.tracer.cli import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+def without_analysis_packages(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", NO_ANALYSIS, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("name", ["record", "doctor", "recover", "shim"])
+def test_recording_commands_start_without_polars_or_matplotlib(name: str) -> None:
+    proc = without_analysis_packages(name, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert f"uvmtrace {name}" in proc.stdout
+
+
+def test_analysis_commands_without_polars_say_what_to_install() -> None:
+    listing = without_analysis_packages("--help")
+    assert listing.returncode == 0, listing.stderr
+    assert "report" in listing.stdout and "record" in listing.stdout
+    proc = without_analysis_packages("report", "run.parquet")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "uvmtrace: error: `uvmtrace report` needs the Python package polars, "
+        "not installed here (pip install polars)"
+    )

@@ -194,6 +194,7 @@ def test_not_root_gets_one_line_that_says_what_to_do(tmp_path: Path) -> None:
     else:  # drop to nobody after the imports (the package lives under root-only paths)
         code = (
             "import os, sys, difflib, click._textwrap\nfrom uvmtrace.tracer.cli import main\n"
+            "import uvmtrace.tracer.commands.record\n"
             "os.setgroups([]); os.setresgid(*[65534] * 3); os.setresuid(*[65534] * 3)\n"
             f"main(['record', '-o', '{tmp_path}/x.parquet', '--', 'true'])"
         )
@@ -287,3 +288,25 @@ def test_every_fault_of_the_command_is_traced_from_its_fork(tmp_path: Path, need
     assert traced.get_column("count").sum() == pytest.approx(
         kernel.get_column("count").sum(), abs=2
     )
+
+
+def test_records_on_a_host_without_polars_or_matplotlib(tmp_path: Path, need_bpf) -> None:
+    """A GPU host that only records has no analysis packages (the device machine has none)."""
+    out = tmp_path / "no-analysis.parquet"
+    block = "import sys\nsys.modules['polars'] = sys.modules['matplotlib'] = None\n"
+    code = block + "from uvmtrace.tracer.cli import main\nmain(sys.argv[1:])\n"
+    r = subprocess.run(
+        [sys.executable, "-c", code, "record", "-q", "-o", str(out), "--", "true"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    streams = set(events(out)["stream"].unique().to_list())
+    assert {"kernel", "proc", "sample"} <= streams
+    d = subprocess.run(
+        [sys.executable, "-c", code, "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert d.returncode == 0, d.stderr
+    assert '"can_record": true' in d.stdout

@@ -10,18 +10,21 @@ import click
 from uvmtrace.recording.errors import UserError
 from uvmtrace.tracer import __version__
 
-# Adding a subcommand = one module in tracer/commands/ exposing `command`, plus one entry here.
-COMMANDS = (
-    "record",
-    "report",
-    "diff",
-    "doctor",
-    "recover",
-    "demo",
-    "demo_workload",
-    "shim",
-    "headroom",
-)
+# Adding a subcommand = one module in tracer/commands/ exposing `command`, plus one entry here
+# (the name users type -> the module). A module is imported only when its command runs or help
+# lists it: `record` and `doctor` must start on a recording host that has no analysis packages
+# (polars, matplotlib), and every command starts faster without the others' imports.
+COMMANDS = {
+    "record": "record",
+    "report": "report",
+    "diff": "diff",
+    "doctor": "doctor",
+    "recover": "recover",
+    "demo": "demo",
+    "demo-workload": "demo_workload",
+    "shim": "shim",
+    "headroom": "headroom",
+}
 
 HELP = """Where unified memory goes, at kernel level: record a workload, then explain it.
 
@@ -34,14 +37,46 @@ HELP = """Where unified memory goes, at kernel level: record a workload, then ex
 """
 
 
-@click.group(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Subcommands imported on first use (click's documented lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        try:
+            return importlib.import_module(f"uvmtrace.tracer.commands.{module}").command
+        except ModuleNotFoundError as exc:
+            package = (exc.name or "").split(".")[0]
+            if not package or package == "uvmtrace":
+                raise
+            return _unavailable(cmd_name, package)
+
+
+def _unavailable(name: str, package: str) -> click.Command:
+    """A command whose module needs a package this host lacks (polars on a recording-only host):
+    listed in help, and one line saying what to install when run."""
+    why = f"needs the Python package {package}, not installed here (pip install {package})"
+
+    def fail(**_: object) -> None:
+        raise UserError(f"`uvmtrace {name}` {why}")
+
+    return click.Command(
+        name,
+        callback=fail,
+        help=f"Unavailable on this host: {why}.",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+    )
+
+
+@click.group(cls=LazyGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="uvmtrace")
 def cli() -> None:
     pass
-
-
-for _name in COMMANDS:
-    cli.add_command(importlib.import_module(f"uvmtrace.tracer.commands.{_name}").command)
 
 
 def main(argv: list[str] | None = None) -> None:
