@@ -189,6 +189,7 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
             + f"; charged memory compared at the end instead: B has "
             f"{fmt_bytes(dec['charged_difference_bytes'], signed=True)} vs A."
         )
+    lines += _host_charge_diff_lines(d)
     kv = d["kv"]
     if kv["a_bytes"] is not None and kv["b_bytes"] is not None:
         lines.append(
@@ -292,3 +293,23 @@ def host_charge_lines(rep: dict[str, Any]) -> list[str]:
 
 def _t(r: dict[str, Any]) -> float:
     return r["t_s"] if r["t_s"] is not None else 0.0
+
+
+def _host_charge_diff_lines(d: dict[str, Any]) -> list[str]:
+    """CUDA host memory the kernel charged in each run, when it differs: the part of B - A that
+    is not page cache or the program's own anon, but a CUDA call's pinned/managed memory."""
+    hc = d.get("host_charges") or {}
+    a, b = hc.get("a") or {}, hc.get("b") or {}
+    kinds = sorted(set(a) | set(b))
+    diffs = {
+        k: (b.get(k) or {}).get("charged_bytes", 0) - (a.get(k) or {}).get("charged_bytes", 0)
+        for k in kinds
+    }
+    if not any(diffs.values()):
+        return []
+    total = sum(diffs.values())
+    detail = ", ".join(f"{k} {fmt_bytes(v, signed=True)}" for k, v in diffs.items() if v)
+    return [
+        f"CUDA host memory charged by the kernel, B - A: {fmt_bytes(total, signed=True)} "
+        f"({detail}; table 'CUDA host memory and its kernel charges')."
+    ]

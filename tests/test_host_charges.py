@@ -139,3 +139,15 @@ def test_a_discrete_gpu_sized_by_cumemgetinfo_is_the_negative_control() -> None:
     assert d["decomposition"]["host_memory"]["by_kind"]["file"] >= 0.99 * GiB  # cold read
     assert set(d["host_charges"]["a"]) == set(d["host_charges"]["b"]) == {"context"}
     jsonschema.validate(d, load_schema())
+
+
+def test_the_diff_names_the_cuda_host_memory_one_run_had_charged_more() -> None:
+    d = build_diff(DATA / "h200_jax.parquet", DATA / "h200_fullstack.parquet")
+    (line,) = [c for c in d["conclusion"] if c.startswith("CUDA host memory charged")]
+    assert "managed +1.0 GiB" in line and "registered +513.0 MiB" in line
+    assert d["host_charges"]["b"]["managed"] == {
+        "calls": 1,
+        "bytes": GiB,
+        "charged_bytes": GiB,
+    }
+    jsonschema.validate(d, load_schema())
