@@ -130,6 +130,53 @@ def _width(run: RunData) -> int:
     return 0 if run.metadata.get("raw", True) or not bucket else int(bucket)
 
 
+def _windows(calls: pl.DataFrame, width: int) -> pl.DataFrame:
+    """pid, start_ns, end_ns of each eager call: a charge row at ts overlaps it when
+    start_ns - width <= ts <= end_ns."""
+    return calls.filter(pl.col("kind").is_in(EAGER_KINDS)).select(
+        "pid",
+        (pl.col("ts_ns") - width).alias("lo"),
+        (pl.col("ts_ns") + pl.col("dur_ns")).alias("hi"),
+    )
+
+
+def _mark_eager(charges: pl.DataFrame, calls: pl.DataFrame, width: int) -> pl.DataFrame:
+    """The charges with `row` and `in_eager` (made during an eager call of the same process).
+    The windows are merged per process first, so one as-of join finds the one holding a charge
+    (a join of every charge with every call would not fit a raw recording's millions)."""
+    merged = (
+        _windows(calls, width)
+        .sort("pid", "lo")
+        .with_columns(pl.col("hi").cum_max().over("pid").alias("reach"))
+        .with_columns(
+            (pl.col("lo") > pl.col("reach").shift(1).over("pid"))
+            .fill_null(True)
+            .cum_sum()
+            .alias("group")
+        )
+        .group_by("pid", "group")
+        .agg(pl.col("lo").min(), pl.col("hi").max())
+        .drop("group")
+        .sort("lo")
+    )
+    return (
+        charges.sort("ts_ns")
+        .with_row_index("row")
+        .join_asof(
+            merged,
+            left_on="ts_ns",
+            right_on="lo",
+            by="pid",
+            strategy="backward",
+            check_sortedness=False,  # both sorted by time above
+        )
+        .with_columns(
+            (pl.col("hi").is_not_null() & (pl.col("ts_ns") <= pl.col("hi"))).alias("in_eager")
+        )
+        .drop("lo", "hi")
+    )
+
+
 def _eager(calls: pl.DataFrame, charges: pl.DataFrame, width: int) -> pl.DataFrame:
     """Charges made during each eager call. A charge row that several calls overlap (two small
     allocations in one 100 ms bucket) is split between them by the bytes each asked for, so no
@@ -150,7 +197,7 @@ def _eager(calls: pl.DataFrame, charges: pl.DataFrame, width: int) -> pl.DataFra
     )
     restricted = [k for k, items in KIND_ITEMS.items() if items]
     joined = (
-        charges.with_row_index("row")
+        charges.filter(pl.col("in_eager"))
         .join(eager, on="pid", how="inner")
         .filter(
             (pl.col("ts_ns") <= pl.col("end_ns")) & (pl.col("ts_ns") + width >= pl.col("start_ns"))
@@ -176,25 +223,10 @@ def _managed(calls: pl.DataFrame, charges: pl.DataFrame, width: int) -> pl.DataF
     )
     if managed.is_empty():
         return pl.DataFrame(schema=_OUT_SCHEMA)
-    kmem = charges.filter(pl.col("item") == MANAGED_ITEM).with_row_index("row")
-    # charges already joined to an eager call of the same process are theirs
-    windows = calls.filter(pl.col("kind").is_in(EAGER_KINDS)).select(
-        "pid",
-        pl.col("ts_ns").alias("start_ns"),
-        (pl.col("ts_ns") + pl.col("dur_ns")).alias("end_ns"),
-    )
-    taken = (
-        kmem.join(windows, on="pid", how="inner")
-        .filter(
-            (pl.col("ts_ns") <= pl.col("end_ns")) & (pl.col("ts_ns") + width >= pl.col("start_ns"))
-        )
-        .select("row")
-        .unique()
-    )
+    # charges made during an eager call of the same process are that call's
+    kmem = charges.filter((pl.col("item") == MANAGED_ITEM) & ~pl.col("in_eager"))
     joined = (
-        kmem.join(taken, on="row", how="anti")
-        .sort("ts_ns")
-        .join_asof(
+        kmem.join_asof(
             managed.sort("ts_ns").rename({"ts_ns": "alloc_ns"}),
             left_on="ts_ns",
             right_on="alloc_ns",
@@ -220,8 +252,8 @@ def join_host_charges(run: RunData) -> pl.DataFrame:
     if calls.is_empty() or run.charges.is_empty():
         joined = pl.DataFrame(schema=_OUT_SCHEMA)
     else:
-        charges = _charges(run, calls)
         width = _width(run)
+        charges = _mark_eager(_charges(run, calls), calls, width)
         eager = _eager(calls, charges, width)
         joined = pl.concat([eager, _managed(calls, charges, width)], how="vertical_relaxed")
     per_call = (
