@@ -47,6 +47,21 @@ def timeline_chart(tl: dict[str, Any], title: str) -> str:
     return _svg(fig)
 
 
+def cuda_chart(cm: dict[str, Any], title: str) -> str:
+    """CUDA memory held over time, by kind (device, vmm, pool, pinned/managed/registered host)."""
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    t = [0.0, *cm["timeline"]["t_s"]]
+    for kind, levels in cm["timeline"]["by_kind"].items():
+        ax.step(t, [0, *[v / GIB for v in levels]], where="post", label=kind)
+    ax.set_ylabel("GiB held")
+    ax.set_xlabel("seconds since start")
+    ax.set_title(f"{title}: CUDA memory by kind", fontsize=10, loc="left")
+    if cm["timeline"]["by_kind"]:
+        ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return _svg(fig)
+
+
 def decomposition_chart(d: dict[str, Any]) -> str:
     """Bars: how the signal difference splits into charges, baseline and the unexplained rest."""
     dec = d["decomposition"]

@@ -5,7 +5,40 @@ from __future__ import annotations
 from typing import Any
 
 from uvmtrace.analysis.items import DEVICE_SIGNALS, KIND_LABEL
+from uvmtrace.analysis.sizing_rules import formula
 from uvmtrace.analysis.units import fmt_bytes, fmt_s
+
+
+def fit_text(fit: dict[str, Any]) -> str:
+    """`fraction_of_total 0.75 x cuMemGetInfo (residual 1.0 MiB)`."""
+    return (
+        f"{fit['rule']} {fit['fraction']:g} x {fit['signal']} "
+        f"(residual {fmt_bytes(fit['residual_bytes'])})"
+    )
+
+
+def sizing_line(kv: dict[str, Any]) -> str:
+    """What sized the largest explained allocation, by which rule, and how well it fits."""
+    what = kv.get("what") or "large allocation"
+    verb = "sized from" if what == "large allocation" else "sized by"
+    rule = formula(
+        kv["rule"],
+        kv["fraction"],
+        kv["query_free_bytes"],
+        kv["query_total_bytes"],
+        kv["used_bytes"],
+    )
+    line = (
+        f"The {what} ({fmt_bytes(kv['bytes'])}, {kv['event']} by pid {kv['pid']} at "
+        f"{fmt_s(kv['t_s'])}) was {verb} {kv['signal']}: {rule} at {fmt_s(kv['query_t_s'])} "
+        f"(rule {kv['rule']}, residual {fmt_bytes(kv['residual_bytes'])}"
+    )
+    if kv.get("framework"):
+        line += f"; {kv['framework']}'s rule" if what != "large allocation" else ""
+    line += ")"
+    if kv.get("also_fits"):
+        line += ". Also within tolerance: " + ", ".join(fit_text(f) for f in kv["also_fits"][:3])
+    return line + "."
 
 
 def report_conclusion(rep: dict[str, Any]) -> list[str]:
@@ -13,14 +46,7 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
     sizing = rep["sizing"]
     kv = sizing["kv"]
     if kv:
-        line = (
-            f"The KV cache ({fmt_bytes(kv['bytes'])}, {kv['event']} by pid {kv['pid']} at "
-            f"{fmt_s(kv['t_s'])}) was sized by {kv['signal']}: {kv['fraction']:g} x "
-            f"{fmt_bytes(kv['query_free_bytes'])} free at {fmt_s(kv['query_t_s'])}"
-        )
-        if kv.get("also_fits"):
-            line += f" (equally consistent: {', '.join(kv['also_fits'])})"
-        lines.append(line + ".")
+        lines.append(sizing_line(kv))
         ctx = []
         if kv["headroom_bytes"] is not None:
             ctx.append(
@@ -33,11 +59,18 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
         if ctx:
             lines.append("At that instant " + "; ".join(ctx) + ".")
     elif sizing["allocations"]:
-        lines.append(
+        line = (
             f"No memory query explains any of the {len(sizing['allocations'])} large "
-            f"allocation(s) (>= {fmt_bytes(sizing['min_alloc_bytes'])}): none is a known "
-            "fraction of a free-memory answer the process got before it."
+            f"allocation(s) (>= {fmt_bytes(sizing['min_alloc_bytes'])}): no sizing rule gives "
+            "its size from an answer the process got before it (rule: unknown)"
         )
+        unknown = sizing.get("unknown") or {}
+        if unknown.get("nearest"):
+            line += (
+                f"; nearest for the largest ({fmt_bytes(unknown['bytes'])}, {unknown['event']}): "
+                + ", ".join(fit_text(n) for n in unknown["nearest"])
+            )
+        lines.append(line + ".")
     else:
         lines.append(
             f"No large allocation (>= {fmt_bytes(sizing['min_alloc_bytes'])}) was traced, so "

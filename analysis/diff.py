@@ -10,6 +10,8 @@ has none, its end). The signal difference (A - B) is split into:
                process (comm) and, for page cache, by file;
   CUDA device  device allocations live at that instant, B - A (device-memory signals only,
                i.e. cuMemGetInfo/NVML on a discrete GPU: those pages are never charged);
+               every run's CUDA memory (device, vmm, pool, pinned/managed/registered host) B - A
+               by kind and by calling library is shown beside it (`cuda`), never added;
   unexplained  the rest: memory taken outside the traced cgroups, untraced kernel memory, ...
 
 Each part counts bytes once: kinds do not overlap, and cgroups/processes/files are other views of
@@ -25,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from uvmtrace.analysis.attribution import file_deltas, kind_charges, own_file_deltas
-from uvmtrace.analysis.cuda_memory import device_bytes_at
+from uvmtrace.analysis.cuda_memory import cuda_memory_difference, device_bytes_at
 from uvmtrace.analysis.host_memory import host_memory_difference
 from uvmtrace.analysis.items import DEVICE_SIGNALS, KIND_LABEL
 from uvmtrace.analysis.levels import level_at
@@ -140,6 +142,8 @@ def diff_runs(
         # shim records and spool: the tracer's overhead, kept out of the ranked files
         "own_files": {"a_bytes": own_a, "b_bytes": own_b, "difference": own_b - own_a},
         "charged_difference_bytes": charged,
+        # CUDA memory, B - A: on unified memory it comes out of the same pool as page cache
+        "cuda": cuda_memory_difference(a, b, ta, tb),
     }
     if at_sizing:
         sig_a, sig_b = kv_a["signal"], kv_b["signal"]

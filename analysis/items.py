@@ -85,6 +85,29 @@ CUDA_DEVICE_ALLOC_EVENTS = frozenset(
 )
 CUDA_FREE_EVENTS = frozenset({"cuMemFree", "cuMemFreeAsync", "cuMemRelease"})
 
+# What kind of CUDA memory each allocation call holds (cuda_memory.py). A cuMemCreate whose
+# location (the shim's `item`, "location TYPE:ID") is not the device (type 1) is pinned host
+# memory. cuMemMap maps memory a cuMemCreate already counted; cuMemHostRegister pins memory the
+# program already had (counted apart, never as an allocation).
+CUDA_MEMORY_KIND = {
+    "cuMemAlloc": "device",
+    "cuMemAllocPitch": "device",
+    "cuMemCreate": "vmm",
+    "cuMemAllocAsync": "pool",
+    "cuMemAllocFromPoolAsync": "pool",
+    "cuMemAllocHost": "pinned_host",
+    "cuMemHostAlloc": "pinned_host",
+    "cuMemAllocManaged": "managed",
+    "cuMemHostRegister": "registered_host",
+}
+CUDA_MEMORY_KINDS = ("device", "vmm", "pool", "pinned_host", "managed", "registered_host")
+DEVICE_MEMORY_KINDS = frozenset({"device", "vmm", "pool"})  # GPU memory on a discrete GPU
+VMM_DEVICE_LOCATION = "location 1:"
+# Calls that give back what an allocation of the same address (or VMM handle) took.
+CUDA_RELEASE_EVENTS = frozenset(
+    {"cuMemFree", "cuMemFreeAsync", "cuMemRelease", "cuMemFreeHost", "cuMemHostUnregister"}
+)
+
 # Memory queries: event name (normalised) -> signal name.
 CUDA_QUERY_SIGNAL = {
     "cuMemGetInfo": "cuMemGetInfo",

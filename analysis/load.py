@@ -157,6 +157,7 @@ def load_run(path: str | Path) -> RunData:
         "caller",
         "dur_ns",
         "item",
+        "comm",
         ev.str.replace(VERSION_SUFFIX, "").alias("call"),
     )
     run = RunData(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from uvmtrace.analysis.charts import decomposition_chart, timeline_chart
+from uvmtrace.analysis.charts import cuda_chart, decomposition_chart, timeline_chart
 from uvmtrace.analysis.tables import Table, diff_tables, report_tables
 
 _STYLE = """
@@ -41,6 +41,8 @@ def _page(title: str, conclusion: list[str], charts: list[str], tables: list[Tab
 
 def report_html(rep: dict[str, Any]) -> str:
     charts = [timeline_chart(rep["timeline"], "memory charged")] if rep.get("timeline") else []
+    if (rep.get("cuda_memory") or {}).get("allocations"):
+        charts.append(cuda_chart(rep["cuda_memory"], "CUDA"))
     return _page(
         f"uvmtrace report: {rep['run']['path']}", rep["conclusion"], charts, report_tables(rep)
     )

@@ -9,6 +9,7 @@ from typing import Any
 from uvmtrace.analysis.attribution import attribute, timeline
 from uvmtrace.analysis.baseline import baseline
 from uvmtrace.analysis.conclusion import diff_conclusion, report_conclusion
+from uvmtrace.analysis.cuda_memory import cuda_memory
 from uvmtrace.analysis.diff import diff_runs
 from uvmtrace.analysis.host_charges import by_kind, host_charges
 from uvmtrace.analysis.load import RunData, load_run
@@ -16,7 +17,9 @@ from uvmtrace.analysis.phases import phases
 from uvmtrace.analysis.reconcile import reconcile
 from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE, infer_sizing
 
-REPORT_VERSION = 1
+# 2: sizing rules (rule, residual_bytes, allocations; also_fits holds fits, not signal names),
+# cuda_memory, the diff's decomposition.cuda
+REPORT_VERSION = 2
 
 
 def run_info(run: RunData) -> dict[str, Any]:
@@ -49,6 +52,7 @@ def report_of(
         "phases": phases(run, sizing),
         "attribution": attribute(run),
         "sizing": sizing,
+        "cuda_memory": cuda_memory(run),
         "reconciliation": reconcile(run),
     }
     start = baseline(run)

@@ -1,10 +1,17 @@
-"""KV-sizing inference: which memory query's answer, times which fraction, gave each large
-allocation its size; and how far that answer was from what the process could really use.
+"""KV-sizing inference: which memory query's answer, through which framework rule, gave a large
+allocation (or a group of allocations) its size; and how far that answer was from what the
+process could really use.
 
-Frameworks size the KV cache as `fraction x free` right after asking for free memory
-(DESIGN.md). For every large allocation we take, per signal, the last query of that signal the
-same process made before it (`join_asof` by pid and signal), and call the allocation explained
-when `bytes / free` is within `tolerance` of a fraction frameworks use. The signals:
+Candidates: every large allocation (>= min_bytes: CUDA allocations, anonymous host mmaps), and
+every allocation GROUP: the allocations of one process that follow one memory query within
+GROUP_GAP_NS of each other (the KV cache is often one tensor per layer, or thousands of VMM
+chunks: torch's expandable segments map 20 MiB at a time). VMM (`cuMemCreate`) and stream-ordered
+pool allocations count like `cuMemAlloc`. For each candidate and signal we take the last query
+of that signal the same process made before it (`join_asof` by pid and signal) and fit each rule
+of sizing_rules.py at each fraction frameworks use; a rule fits when the fraction the size implies
+is within `tolerance` of one. The best fit has the smallest residual in bytes; fits within
+TIE_BYTES of it are a tie, won by the rule of the framework the run is (frameworks.py), then by the
+simpler rule. The signals:
 
   cuMemGetInfo, nvmlDeviceGetMemoryInfo, sysinfo   (shim and kernel stream; the value returned)
   MemFree / MemAvailable (/proc/meminfo)  an `openat` of /proc/meminfo, valued by the nearest
@@ -19,9 +26,12 @@ from typing import Any
 
 import polars as pl
 
+from uvmtrace.analysis.cuda_memory import NO_PID, cuda_allocations, process_device_peak_before
+from uvmtrace.analysis.frameworks import FRAMEWORK_RULE, framework_rule, identify_framework
 from uvmtrace.analysis.items import (
     CUDA_ALLOC_EVENTS,
     CUDA_QUERY_SIGNAL,
+    DEVICE_MEMORY_KINDS,
     KNOWN_FRACTIONS,
     NO_LIMIT,
     SIGNAL_HEADROOM,
@@ -32,6 +42,15 @@ from uvmtrace.analysis.items import (
 from uvmtrace.analysis.levels import rel_s
 from uvmtrace.analysis.load import RunData
 from uvmtrace.analysis.scope import command_pids, process_cgroups
+from uvmtrace.analysis.sizing_rules import (
+    RULE_ORDER,
+    RULES,
+    UNKNOWN,
+    base,
+    implied_fraction,
+    reads_free,
+)
+from uvmtrace.analysis.sizing_rules import predicted as rule_predicted
 
 DEFAULT_MIN_ALLOC = 256 << 20
 # When two signals fit equally (the shim's and the kernel's view of one sysinfo() call, or a
@@ -49,27 +68,49 @@ SIGNAL_ORDER = {
         ]
     )
 }
-DEFAULT_TOLERANCE = 0.003  # |bytes/free - fraction|; block rounding stays far below this
+DEFAULT_TOLERANCE = 0.003  # |implied fraction - fraction|; block rounding stays far below this
 MAP_ANONYMOUS = 0x20
+# Allocations of one process after one query, each at most this long after the previous one,
+# are one group (per-layer tensors came 0.5-30 ms apart on the H200; docs/validation.md).
+GROUP_GAP_NS = 500_000_000
+GROUP_MIN_PART = 1 << 20  # smaller allocations (cuDNN's, XLA's pinned staging) are never KV
+# Fits closer than this are a tie (allocators round each allocation up to 2 MiB)
+TIE_BYTES = 16 << 20
+NEAREST = 3  # candidates shown for an allocation no rule explains
 
 _QUERY_SCHEMA = {
     "q_ts_ns": pl.Int64,
     "pid": pl.Int32,
     "signal": pl.String,
     "free_bytes": pl.Int64,
+    "total_bytes": pl.Int64,
+}
+_PART_SCHEMA = {
+    "ts_ns": pl.Int64,
+    "pid": pl.Int32,
+    "event": pl.String,
+    "source": pl.String,
+    "memory": pl.String,
+    "bytes": pl.Int64,
 }
 
 
-def large_allocations(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.DataFrame:
-    """CUDA allocations and anonymous host mmaps of at least `min_bytes`: ts_ns, pid, event,
-    source, bytes."""
-    ok = pl.col("result").is_null() | (pl.col("result") == 0)
-    cuda = run.calls.filter(
-        (pl.col("stream") == "cuda")
-        & pl.col("call").is_in(sorted(CUDA_ALLOC_EVENTS))
-        & (pl.col("bytes") >= min_bytes)
-        & ok
-    ).select("ts_ns", "pid", pl.col("call").alias("event"), pl.lit("cuda").alias("source"), "bytes")
+def allocation_parts(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.DataFrame:
+    """What can make up a sized allocation: CUDA allocations of at least GROUP_MIN_PART and
+    anonymous host mmaps of at least `min_bytes`: ts_ns, pid, event, source, memory (device:
+    device/vmm/pool; host: pinned, managed, mmap), bytes."""
+    device = pl.col("kind").is_in(sorted(DEVICE_MEMORY_KINDS))
+    cuda = cuda_allocations(run).filter(
+        pl.col("call").is_in(sorted(CUDA_ALLOC_EVENTS)) & (pl.col("bytes") >= GROUP_MIN_PART)
+    )
+    cuda = cuda.select(
+        "ts_ns",
+        "pid",
+        pl.col("call").alias("event"),
+        pl.lit("cuda").alias("source"),
+        pl.when(device).then(pl.lit("device")).otherwise(pl.lit("host")).alias("memory"),
+        "bytes",
+    )
     anonymous = pl.col("flags").is_null() | ((pl.col("flags") & MAP_ANONYMOUS) != 0)
     # PROT_NONE reserves address space, not memory (Go's heap arenas, glibc's thread arenas)
     memory = pl.col("item").is_null() | ~pl.col("item").str.starts_with("---")
@@ -80,8 +121,56 @@ def large_allocations(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.Da
         & memory
         & (pl.col("bytes") >= min_bytes)
         & (pl.col("result").is_null() | (pl.col("result") >= 0))
-    ).select("ts_ns", "pid", "event", pl.lit("kernel").alias("source"), "bytes")
-    return pl.concat([cuda, host]).sort("ts_ns").with_row_index("alloc")
+    ).select(
+        "ts_ns",
+        "pid",
+        "event",
+        pl.lit("kernel").alias("source"),
+        pl.lit("host").alias("memory"),
+        "bytes",
+    )
+    return pl.concat([cuda.cast(_PART_SCHEMA), host.cast(_PART_SCHEMA)]).sort(
+        "ts_ns", maintain_order=True
+    )
+
+
+def large_allocations(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.DataFrame:
+    """Single allocations of at least `min_bytes`: ts_ns, pid, event, source, memory, bytes."""
+    return (
+        allocation_parts(run, min_bytes)
+        .filter(pl.col("bytes") >= min_bytes)
+        .with_row_index("alloc")
+    )
+
+
+def group_allocations(parts: pl.DataFrame, queries: pl.DataFrame) -> pl.DataFrame:
+    """`parts` with a `group` id: same process, same memory (device/host), same last query
+    before them, each within GROUP_GAP_NS of the previous one."""
+    pkey = pl.col("pid").fill_null(NO_PID)
+    epochs = (
+        queries.select(pl.col("q_ts_ns").alias("epoch"), pkey.alias("pkey")).unique().sort("epoch")
+    )
+    p = parts.with_columns(pkey.alias("pkey")).sort("ts_ns")
+    if epochs.is_empty():
+        p = p.with_columns(pl.lit(None, dtype=pl.Int64).alias("epoch"))
+    else:
+        p = p.join_asof(
+            epochs,
+            left_on="ts_ns",
+            right_on="epoch",
+            by="pkey",
+            strategy="backward",
+            check_sortedness=False,
+        )
+    p = p.with_columns(pl.col("epoch").fill_null(-1)).sort(["pkey", "memory", "ts_ns"])
+    changed = [pl.col(k) != pl.col(k).shift() for k in ("pkey", "memory", "epoch")]
+    gap = (pl.col("ts_ns") - pl.col("ts_ns").shift()) > GROUP_GAP_NS
+    new = pl.any_horizontal([*changed, gap]).fill_null(True)
+    return (
+        p.with_columns(new.cum_sum().alias("group"))
+        .drop("pkey", "epoch")
+        .sort("ts_ns", maintain_order=True)
+    )
 
 
 def split_by_scope(run: RunData, allocs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -164,7 +253,8 @@ def _at(frame: pl.DataFrame, series: pl.DataFrame, ts: str, by: str | None = Non
 
 
 def memory_queries(run: RunData) -> pl.DataFrame:
-    """Every memory query with the value it answered: q_ts_ns, pid, signal, free_bytes."""
+    """Every memory query with the values it answered: q_ts_ns, pid, signal, free_bytes,
+    total_bytes (null where the signal tells no total)."""
     ok = pl.col("result").is_null() | (pl.col("result") == 0)
     direct = run.calls.filter(
         pl.col("call").is_in(list(CUDA_QUERY_SIGNAL)) & pl.col("free_bytes").is_not_null() & ok
@@ -173,6 +263,7 @@ def memory_queries(run: RunData) -> pl.DataFrame:
         "pid",
         pl.col("call").replace_strict(CUDA_QUERY_SIGNAL).alias("signal"),
         "free_bytes",
+        "total_bytes",
     )
     opens = run.calls.filter(
         (pl.col("stream") == "kernel") & (pl.col("call") == "openat") & pl.col("path").is_not_null()
@@ -185,7 +276,11 @@ def memory_queries(run: RunData) -> pl.DataFrame:
             continue
         parts.append(
             _at(meminfo_reads, series, "q_ts_ns").select(
-                "q_ts_ns", "pid", pl.lit(signal).alias("signal"), pl.col(item).alias("free_bytes")
+                "q_ts_ns",
+                "pid",
+                pl.lit(signal).alias("signal"),
+                pl.col(item).alias("free_bytes"),
+                pl.lit(None, dtype=pl.Int64).alias("total_bytes"),
             )
         )
     cgroup_reads = opens.filter(
@@ -200,10 +295,79 @@ def memory_queries(run: RunData) -> pl.DataFrame:
                 "pid",
                 pl.lit(SIGNAL_HEADROOM).alias("signal"),
                 pl.col("headroom").alias("free_bytes"),
+                pl.lit(None, dtype=pl.Int64).alias("total_bytes"),
             )
         )
     return pl.concat([p.cast(_QUERY_SCHEMA) for p in parts]).filter(
         pl.col("free_bytes").is_not_null() & (pl.col("free_bytes") > 0)
+    )
+
+
+def _candidates(parts: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
+    """Single large allocations and groups of several whose sum is large: cand, kind
+    (single|group), group, ts_ns (the first allocation), pid, event, source, bytes,
+    allocations."""
+    singles = parts.filter(pl.col("bytes") >= min_bytes).select(
+        pl.lit("single").alias("kind"),
+        "group",
+        "ts_ns",
+        "pid",
+        "event",
+        "source",
+        "bytes",
+        pl.lit(1, dtype=pl.UInt32).alias("allocations"),
+    )
+    events = pl.col("event").unique(maintain_order=True).str.join("+")
+    groups = (
+        parts.group_by("group")
+        .agg(
+            pl.col("ts_ns").first(),
+            pl.col("pid").first(),
+            pl.format("{} x {}", pl.len(), events).alias("event"),
+            pl.col("source").first(),
+            pl.col("bytes").sum(),
+            pl.len().alias("allocations"),
+        )
+        .filter((pl.col("allocations") >= 2) & (pl.col("bytes") >= min_bytes))
+        .select(pl.lit("group").alias("kind"), *singles.columns[1:])
+    )
+    return pl.concat([singles, groups]).sort("ts_ns", "kind").with_row_index("cand")
+
+
+def _fits(pairs: pl.DataFrame, tolerance: float) -> pl.DataFrame:
+    """Each candidate x signal x rule at its nearest known fraction: implied, fraction, miss,
+    residual_bytes, fits."""
+    per_rule = pl.concat(
+        [
+            pairs.with_columns(
+                pl.lit(rule).alias("rule"),
+                implied_fraction(rule).alias("implied"),
+                base(rule).alias("base"),
+            )
+            for rule in RULES
+        ]
+    ).filter(pl.col("implied").is_not_null() & pl.col("implied").is_finite())
+    fractions = pl.DataFrame({"fraction": list(KNOWN_FRACTIONS)})
+    return (
+        per_rule.join(fractions, how="cross")
+        .with_columns((pl.col("implied") - pl.col("fraction")).abs().alias("miss"))
+        .sort("miss")
+        .group_by("cand", "signal", "rule", maintain_order=True)
+        .first()
+        .with_columns(
+            (pl.col("miss") * pl.col("base")).round().cast(pl.Int64).alias("residual_bytes"),
+            (pl.col("miss") <= tolerance).alias("fits"),
+        )
+    )
+
+
+def _fit_structs(frame: pl.DataFrame) -> pl.Expr:
+    return pl.struct(
+        "rule",
+        "fraction",
+        "signal",
+        "residual_bytes",
+        pl.col("implied").round(6).alias("implied_fraction"),
     )
 
 
@@ -212,26 +376,31 @@ def infer_sizing(
     min_bytes: int = DEFAULT_MIN_ALLOC,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict[str, Any]:
-    allocs, strangers = split_by_scope(run, large_allocations(run, min_bytes))
-    # renumbered so that `alloc` stays a dense index of the candidates
-    allocs = allocs.drop("alloc").with_row_index("alloc")
-    outside = _outside(run, strangers)
+    parts, strangers = split_by_scope(run, allocation_parts(run, min_bytes))
+    outside = _outside(run, strangers.filter(pl.col("bytes") >= min_bytes))
     queries = memory_queries(run).sort("q_ts_ns")
-    signals = queries.select("signal").unique()
-    if allocs.is_empty():
-        return {
-            "allocations": [],
-            "kv": None,
-            "min_alloc_bytes": min_bytes,
-            "tolerance": tolerance,
-            "log_kv": log_kv(run),
-            "log_unparsed": log_unparsed(run),
-            "outside_command": outside,
-        }
+    framework = identify_framework(run)
+    fw_rule = framework_rule(framework)
+    result: dict[str, Any] = {
+        "allocations": [],
+        "kv": None,
+        "unknown": None,
+        "framework": framework,
+        "min_alloc_bytes": min_bytes,
+        "tolerance": tolerance,
+        "log_kv": log_kv(run),
+        "log_unparsed": log_unparsed(run),
+        "outside_command": outside,
+    }
+    cands = _candidates(group_allocations(parts, queries), min_bytes)
+    if cands.is_empty():
+        return result
 
-    # each allocation x each signal -> that signal's last query before it, same process
+    # each candidate x each signal -> that signal's last query before it, same process; the
+    # device memory the process had held at most up to that query (vLLM's "used")
+    signals = queries.select("signal").unique()
     pairs = (
-        allocs.join(signals, how="cross")
+        cands.join(signals, how="cross")
         .sort("ts_ns")
         .join_asof(
             queries,
@@ -242,87 +411,112 @@ def infer_sizing(
             check_sortedness=False,
         )
         .filter(pl.col("q_ts_ns").is_not_null())
-        .with_columns((pl.col("bytes") / pl.col("free_bytes")).alias("ratio"))
+        .with_columns(pl.col("pid").fill_null(NO_PID).alias("pkey"))
+        .sort("q_ts_ns")
     )
-    fractions = pl.DataFrame({"fraction": list(KNOWN_FRACTIONS)})
-    fitted = (
-        pairs.join(fractions, how="cross")
-        .with_columns((pl.col("ratio") - pl.col("fraction")).abs().alias("miss"))
-        .sort("miss")
-        .group_by("alloc", "signal", maintain_order=True)
-        .first()
-        .with_columns((pl.col("miss") <= tolerance).alias("fits"))
+    peaks = process_device_peak_before(run).rename({"pid": "pkey", "ts_ns": "p_ts_ns"})
+    if peaks.is_empty():
+        pairs = pairs.with_columns(pl.lit(0, dtype=pl.Int64).alias("used_bytes"))
+    else:
+        pairs = pairs.join_asof(
+            peaks.sort("p_ts_ns"),
+            left_on="q_ts_ns",
+            right_on="p_ts_ns",
+            by="pkey",
+            strategy="backward",
+            check_sortedness=False,
+        ).with_columns(pl.col("peak_so_far").fill_null(0).clip(lower_bound=0).alias("used_bytes"))
+    pairs = pairs.select(
+        "cand", "signal", "q_ts_ns", "free_bytes", "total_bytes", "used_bytes", "bytes"
     )
-    # the closest fit wins; among equal fits the latest query, then the signal order above
-    rank = pl.col("signal").replace_strict(SIGNAL_ORDER, default=len(SIGNAL_ORDER))
-    best = (
-        fitted.filter(pl.col("fits"))
-        .with_columns(rank.alias("rank"))
-        .sort(["miss", "q_ts_ns", "rank"], descending=[False, True, False])
-        .group_by("alloc", maintain_order=True)
-        .agg(pl.col("signal").first().alias("best_signal"), pl.col("signal").alias("fitting"))
+    fits = _fits(pairs, tolerance)
+
+    # the best fit: smallest residual; within TIE_BYTES of it the framework's rule, then the
+    # simpler rule, then the closest fit, the latest query, the signal order above
+    tied = pl.col("residual_bytes") > pl.col("residual_bytes").min().over("cand") + TIE_BYTES
+    foreign = pl.col("rule") != fw_rule if fw_rule else pl.lit(False)
+    ranked = (
+        fits.filter(pl.col("fits"))
+        .with_columns(
+            tied.alias("not_tied"),
+            foreign.alias("not_framework"),
+            pl.col("rule").replace_strict(RULE_ORDER).alias("rule_rank"),
+            pl.col("signal")
+            .replace_strict(SIGNAL_ORDER, default=len(SIGNAL_ORDER))
+            .alias("signal_rank"),
+        )
+        .sort(
+            ["not_tied", "not_framework", "rule_rank", "residual_bytes", "q_ts_ns", "signal_rank"],
+            descending=[False, False, False, False, True, False],
+        )
+    )
+    best = ranked.group_by("cand", maintain_order=True).agg(
+        pl.all().first(),
+        _fit_structs(ranked).slice(1).sort_by(pl.col("residual_bytes").slice(1)).alias("also_fits"),
+    )
+    nearest = (
+        fits.sort("residual_bytes")
+        .group_by("cand", maintain_order=True)
+        .agg(_fit_structs(fits).head(NEAREST).alias("nearest"))
     )
 
     # what the process could really use at the allocation instant
-    context = _with_cgroup(allocs, run)
+    context = _with_cgroup(cands, run)
     context = _at(context, headroom_series(run), "ts_ns", by="cgroup_id")
     for item in ("MemAvailable", "MemFree"):
         context = _at(context, meminfo_series(run, item), "ts_ns")
-    context = context.join(best, on="alloc", how="left").sort("alloc")
 
-    detail = fitted.join(
-        context.select("alloc", "headroom", "MemAvailable"), on="alloc", how="left"
+    detail = pairs.join(
+        context.select("cand", "headroom", "MemAvailable"), on="cand", how="left"
     ).with_columns(
         rel_s("q_ts_ns", run.t0_ns).alias("query_t_s"),
+        (pl.col("bytes") / pl.col("free_bytes")).round(6).alias("ratio"),
         (pl.col("free_bytes") - pl.col("headroom")).alias("minus_headroom"),
         (pl.col("free_bytes") - pl.col("MemAvailable")).alias("minus_mem_available"),
-        pl.col("ratio").round(6),
     )
-
     signal_cols = [
         "signal",
         "query_t_s",
         "free_bytes",
+        "total_bytes",
         "ratio",
         "minus_headroom",
         "minus_mem_available",
     ]
-    per_alloc = detail.group_by("alloc").agg(
+    per_cand = detail.group_by("cand").agg(
         pl.struct(signal_cols)
         .sort_by(["q_ts_ns", "signal"], descending=[True, False])
         .alias("signals")
     )
-    chosen = detail.select(
-        "alloc",
-        pl.col("signal").alias("best_signal"),
-        "fraction",
-        "ratio",
-        "query_t_s",
-        pl.col("q_ts_ns").alias("query_ts_ns"),
-        pl.col("free_bytes").alias("query_free_bytes"),
-    )
     table = (
-        context.join(chosen, on=["alloc", "best_signal"], how="left")
-        .join(per_alloc, on="alloc", how="left")
-        .sort("alloc")
+        context.join(best, on="cand", how="left", suffix="_fit")
+        .join(nearest, on="cand", how="left")
+        .join(per_cand, on="cand", how="left")
+        .sort("cand")
         .select(
+            "cand",
+            "kind",
+            "group",
             rel_s("ts_ns", run.t0_ns).alias("t_s"),
             "ts_ns",
             "pid",
             "event",
             "source",
             "bytes",
-            pl.col("best_signal").is_not_null().alias("explained"),
-            pl.col("best_signal").alias("signal"),
+            "allocations",
+            pl.col("rule").is_not_null().alias("explained"),
+            "rule",
+            "signal",
             "fraction",
-            "ratio",
-            "query_t_s",
-            "query_ts_ns",
-            "query_free_bytes",
-            pl.col("fitting")
-            .list.set_difference(pl.concat_list("best_signal"))
-            .fill_null([])
-            .alias("also_fits"),
+            pl.col("implied").round(6).alias("ratio"),
+            "residual_bytes",
+            rel_s("q_ts_ns", run.t0_ns).alias("query_t_s"),
+            pl.col("q_ts_ns").alias("query_ts_ns"),
+            pl.col("free_bytes").alias("query_free_bytes"),
+            pl.col("total_bytes").alias("query_total_bytes"),
+            "used_bytes",
+            pl.col("also_fits").fill_null([]),
+            pl.col("nearest").fill_null([]),
             "cgroup_id",
             pl.col("headroom").alias("headroom_bytes"),
             pl.col("MemAvailable").alias("mem_available_bytes"),
@@ -330,22 +524,76 @@ def infer_sizing(
             pl.col("signals").fill_null([]),
         )
     )
-    out = table.to_dicts()
-    for a in out:
+    rows = _listed(table.to_dicts())
+    for a in rows:
         a["cgroup"] = run.cgroup_name(a["cgroup_id"])
-    explained = [a for a in out if a["explained"]]
+        a["what"] = _what(a, framework, result["log_kv"])
+        a["framework"] = framework["name"] if framework else None
+    result["allocations"] = rows
+    explained = [a for a in rows if a["explained"]]
     kv = max(explained, key=lambda a: a["bytes"]) if explained else None
     if kv is not None:
         kv["what_if"] = _what_if(kv, _own_page_cache(run, kv))
-    return {
-        "allocations": out,
-        "kv": kv,
-        "min_alloc_bytes": min_bytes,
-        "tolerance": tolerance,
-        "log_kv": log_kv(run),
-        "log_unparsed": log_unparsed(run),
-        "outside_command": outside,
-    }
+    elif rows:
+        top = max(rows, key=lambda a: a["bytes"])
+        result["unknown"] = {
+            "rule": UNKNOWN,
+            "bytes": top["bytes"],
+            "allocations": top["allocations"],
+            "event": top["event"],
+            "pid": top["pid"],
+            "t_s": top["t_s"],
+            "nearest": top["nearest"],
+        }
+    result["kv"] = kv
+    return result
+
+
+def _listed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The candidates a reader sees: every single large allocation, and a group where it is
+    the better explanation -- then it replaces its members -- or where it is the only view of
+    that memory (no member is large by itself). A group that fits is the better explanation
+    unless one of its members fits closer by more than TIE_BYTES: a sum of allocations that
+    fits a rule is rarely chance, while one of 8 per-layer tensors fits f/8 whenever that is a
+    known fraction (0.8 / 8 = 0.1)."""
+    singles: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["kind"] == "single":
+            singles.setdefault(r["group"], []).append(r)
+    out: list[dict[str, Any]] = []
+    replaced: set[int] = set()
+    for r in rows:
+        if r["kind"] != "group":
+            continue
+        members = singles.get(r["group"], [])
+        fitted = [m["residual_bytes"] for m in members if m["explained"]]
+        better = r["explained"] and all(r["residual_bytes"] <= res + TIE_BYTES for res in fitted)
+        if better or not members:
+            out.append(r)
+            if better:
+                replaced.add(r["group"])
+    out += [r for r in rows if r["kind"] == "single" and r["group"] not in replaced]
+    for r in out:
+        del r["cand"], r["group"], r["kind"]
+    return sorted(out, key=lambda r: r["ts_ns"])
+
+
+def _what(a: dict[str, Any], framework: dict[str, Any] | None, logged: dict | None) -> str:
+    """A KV cache or a pool only on evidence: the framework's own log line about its KV cache,
+    or the known rule of the framework the run is; otherwise a large allocation."""
+    if not a["explained"]:
+        return "large allocation"
+    if (
+        logged is not None
+        and logged.get("bytes")
+        and abs(logged["bytes"] - a["bytes"]) <= max(TIE_BYTES, a["bytes"] // 100)
+    ):
+        return "KV cache"
+    if framework is not None:
+        rule, what = FRAMEWORK_RULE.get(framework["name"], (None, None))
+        if rule == a["rule"] and what:
+            return what
+    return "large allocation"
 
 
 def _outside(run: RunData, strangers: pl.DataFrame) -> list[dict[str, Any]]:
@@ -376,9 +624,12 @@ def _outside(run: RunData, strangers: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def _what_if(kv: dict[str, Any], own_page_cache: int | None) -> list[dict[str, Any]]:
-    """The KV size each other signal would have given with the same fraction, and the signal's
-    own with the command's page cache dropped first (a MemFree-like signal counts it as used)."""
-    f = kv["fraction"]
+    """The size the same rule would have given with each other signal's answer, and with the
+    signal's own answer had the command's page cache been dropped first (a MemFree-like signal
+    counts it as used). Empty for a rule that does not read free memory."""
+    rule, f = kv["rule"], kv["fraction"]
+    if not reads_free(rule):
+        return []
     values = {s["signal"]: s["free_bytes"] for s in kv["signals"]}
     values.setdefault("MemAvailable (at the allocation)", kv["mem_available_bytes"])
     values.setdefault("MemFree (at the allocation)", kv["mem_free_bytes"])
@@ -386,11 +637,13 @@ def _what_if(kv: dict[str, Any], own_page_cache: int | None) -> list[dict[str, A
     if own_page_cache and kv["query_free_bytes"] is not None:
         name = f"{kv['signal']} + the command's own page cache, dropped before sizing"
         values[name] = kv["query_free_bytes"] + own_page_cache
-    return [
-        {"signal": name, "value_bytes": v, "kv_bytes": int(f * v)}
-        for name, v in values.items()
-        if v is not None
-    ]
+    total, used = kv["query_total_bytes"], kv["used_bytes"] or 0
+    out = []
+    for name, v in values.items():
+        size = None if v is None else rule_predicted(rule, f, v, total, used)
+        if size is not None:
+            out.append({"signal": name, "value_bytes": v, "kv_bytes": size})
+    return out
 
 
 def _own_page_cache(run: RunData, kv: dict[str, Any]) -> int | None:

@@ -36,6 +36,45 @@ def _own_files_row(own: dict[str, Any] | None) -> list[list[str]]:
     ]
 
 
+def cuda_memory_tables(cm: dict[str, Any] | None) -> list[Table]:
+    """Where CUDA memory went: by kind, by calling library, by process (peak and end)."""
+    if not cm or not cm.get("traced"):
+        return []
+    device = f"device + vmm + pool: peak {fmt_bytes(cm['device_bytes_peak'])}"
+    return [
+        (
+            f"CUDA memory by kind ({device}, end {fmt_bytes(cm['device_bytes_end'])})",
+            ["kind", "peak", "end"],
+            [
+                [r["kind"], fmt_bytes(r["peak_bytes"]), fmt_bytes(r["end_bytes"])]
+                for r in cm["by_kind"]
+            ],
+        ),
+        (
+            "CUDA memory by calling library",
+            ["library", "peak", "end"],
+            [
+                [r["caller"], fmt_bytes(r["peak_bytes"]), fmt_bytes(r["end_bytes"])]
+                for r in cm["by_caller"]
+            ],
+        ),
+        (
+            "CUDA memory by process",
+            ["pid", "process", "device peak", "device end", "by kind (end)"],
+            [
+                [
+                    str(p["pid"]),
+                    p["comm"] or "",
+                    fmt_bytes(p["device_peak_bytes"]),
+                    fmt_bytes(p["device_end_bytes"]),
+                    ", ".join(f"{k['kind']} {fmt_bytes(k['end_bytes'])}" for k in p["by_kind"]),
+                ]
+                for p in cm["by_process"]
+            ],
+        ),
+    ]
+
+
 def baseline_tables(b: dict[str, Any]) -> list[Table]:
     """The starting state of an attached recording: what the targets held before tracing."""
     files = b["files"]
@@ -168,9 +207,10 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
                 "pid",
                 "call",
                 "bytes",
-                "explained by",
+                "rule",
+                "signal",
                 "fraction",
-                "ratio",
+                "residual",
                 "headroom",
                 "MemAvailable",
             ],
@@ -180,13 +220,10 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
                     str(a["pid"]),
                     a["event"],
                     fmt_bytes(a["bytes"]),
-                    (
-                        f"{a['signal']} @ {fmt_s(a['query_t_s'])}"
-                        if a["explained"]
-                        else "no query explains it"
-                    ),
+                    a["rule"] or "unknown",
+                    f"{a['signal']} @ {fmt_s(a['query_t_s'])}" if a["explained"] else "",
                     f"{a['fraction']:g}" if a["fraction"] else "",
-                    _ratio(a["ratio"]),
+                    fmt_bytes(a["residual_bytes"]) if a["explained"] else "",
                     fmt_bytes(a["headroom_bytes"]),
                     fmt_bytes(a["mem_available_bytes"]),
                 ]
@@ -198,7 +235,7 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
         kv = sz["kv"]
         t.append(
             (
-                "Signals before the KV allocation",
+                f"Signals before the {kv['what']}",
                 ["signal", "t", "value", "bytes/value", "- cgroup headroom", "- MemAvailable"],
                 [
                     [
@@ -215,7 +252,7 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
         )
         t.append(
             (
-                f"What if ({kv['fraction']:g} x each signal)",
+                f"What if ({kv['rule']} {kv['fraction']:g} with each signal)",
                 ["signal", "value", "KV would be"],
                 [
                     [w["signal"], fmt_bytes(w["value_bytes"]), fmt_bytes(w["kv_bytes"])]
@@ -223,6 +260,7 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
                 ],
             )
         )
+    t += cuda_memory_tables(rep.get("cuda_memory"))
     t.append(
         (
             "Reconciliation: eBPF charges vs memory.stat (first to last sample)",
@@ -355,6 +393,9 @@ def diff_tables(d: dict[str, Any]) -> list[Table]:
             )
     for k in dec["by_kind"]:
         rows.append([f"charged {k['label']} (B - A)", fmt_bytes(k["difference"], signed=True)])
+    # the CUDA side, beside the charges (never added to them)
+    for k in (dec.get("cuda") or {}).get("by_kind", []):
+        rows.append([f"CUDA {k['key']} held (B - A)", fmt_bytes(k["difference"], signed=True)])
     if dec["unexplained_bytes"] is not None:
         rows.append(["unexplained", fmt_bytes(dec["unexplained_bytes"], signed=True)])
     host = dec.get("host_memory")

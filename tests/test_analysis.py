@@ -88,7 +88,11 @@ def test_the_kv_cache_is_explained_as_0_9_of_the_free_memory_query(docker_report
     kv = sizing["kv"]
     assert kv["bytes"] == int(0.9 * FREE_B)
     assert (kv["signal"], kv["fraction"], kv["query_free_bytes"]) == ("cuMemGetInfo", 0.9, FREE_B)
-    assert kv["also_fits"] == ["sysinfo"]  # the kernel saw the same value through sysinfo()
+    assert kv["rule"] == "fraction_of_free" and kv["residual_bytes"] <= 1
+    # the kernel saw the same value through sysinfo()
+    assert [(f["rule"], f["signal"], f["fraction"]) for f in kv["also_fits"]] == [
+        ("fraction_of_free", "sysinfo", 0.9)
+    ]
     assert (kv["t_s"], kv["query_t_s"]) == (3.1, 3.0)
     # the container's real headroom: limit 48 GiB - usage 26 GiB
     assert kv["headroom_bytes"] == 22 * GIB
@@ -359,3 +363,60 @@ def test_a_proc_reading_taken_while_running_bounds_the_faults_but_is_not_compare
     rows = {r["pid"]: r for r in rc["faults"]}
     assert rows[PID]["exact"] and not rows[PID + 1]["exact"]
     assert rc["summary"]["fault_share"] == 1.0  # only the exact reading is compared
+
+
+def _vllm_or_sglang(command: list[str], tmp_path: Path) -> dict:
+    """12 GiB held (weights + activations), then free = 88 of 100 GiB: a 48 GiB KV cache in 8
+    per-layer tensors is vLLM's 0.6 x total - used and SGLang's free - 0.4 x total alike."""
+    rec = Recorder(command=command)
+    rec.alloc(1.0, "cuMemAlloc_v2", 12 * GIB, addr=1)
+    rec.query(2.0, "cuMemGetInfo", free=88 * GIB, total=100 * GIB)
+    for layer in range(8):
+        rec.alloc(2.001 + layer / 1000, "cuMemAlloc_v2", 6 * GIB, addr=100 + layer)
+    return build_report(rec.write(tmp_path / "kv.parquet"))["sizing"]
+
+
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        (["vllm", "serve", "model"], "fraction_of_total_minus_used"),
+        (["python", "-m", "sglang.launch_server"], "free_minus_fraction_of_total"),
+    ],
+)
+def test_a_tie_between_rules_goes_to_the_framework_the_command_names(
+    command: list[str], rule: str, tmp_path: Path
+):
+    sizing = _vllm_or_sglang(command, tmp_path)
+    kv = sizing["kv"]
+    assert (kv["rule"], kv["fraction"], kv["bytes"], kv["allocations"]) == (rule, 0.6, 48 * GIB, 8)
+    assert kv["residual_bytes"] == 0 and kv["used_bytes"] == 12 * GIB
+    (other,) = kv["also_fits"]
+    assert other["rule"] != rule and other["residual_bytes"] == 0
+    assert kv["what"] == "KV cache"  # the known rule of the framework the command names
+
+
+def test_without_a_framework_a_tie_goes_to_the_simpler_rule_and_no_kv_cache_is_named(
+    tmp_path: Path,
+):
+    kv = _vllm_or_sglang(["python", "serve.py"], tmp_path)["kv"]
+    assert kv["rule"] == "fraction_of_total_minus_used"
+    assert kv["what"] == "large allocation"
+
+
+def test_an_unknown_rule_is_said_with_the_nearest_candidates(tmp_path: Path):
+    rec = Recorder()
+    rec.query(1.0, "cuMemGetInfo", free=50 * GIB, total=80 * GIB)
+    rec.alloc(2.0, "cuMemAlloc_v2", int(0.4321 * 50 * GIB), addr=1)
+    sizing = build_report(rec.write(tmp_path / "x.parquet"))["sizing"]
+    assert sizing["kv"] is None
+    unknown = sizing["unknown"]
+    assert unknown["rule"] == "unknown" and unknown["bytes"] == int(0.4321 * 50 * GIB)
+    # 21.6 GiB: free - (1 - 0.645) x total is nearest (0.395 GiB off 0.65), then 0.432 x free
+    # (0.895 GiB off 0.45), then 0.27 x total (1.6 GiB off 0.25): none within 0.003
+    assert [(n["rule"], n["fraction"]) for n in unknown["nearest"]] == [
+        ("free_minus_fraction_of_total", 0.65),
+        ("fraction_of_free", 0.45),
+        ("fraction_of_total", 0.25),
+    ]
+    assert unknown["nearest"][0]["residual_bytes"] == pytest.approx(0.395 * GIB, rel=0.01)
+    assert "nearest for the largest" in build_report(tmp_path / "x.parquet")["conclusion"][0]
