@@ -225,8 +225,11 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
     lines += _host_charge_diff_lines(d)
     kv = d["kv"]
     if kv["a_bytes"] is not None and kv["b_bytes"] is not None:
+        what = "KV cache" if kv.get("what", "KV cache") == "KV cache" else "Sized allocation"
+        if kv.get("what") == "preallocated pool":
+            what = "Preallocated pool"
         lines.append(
-            f"KV cache: A {fmt_bytes(kv['a_bytes'])}, B {fmt_bytes(kv['b_bytes'])} "
+            f"{what}: A {fmt_bytes(kv['a_bytes'])}, B {fmt_bytes(kv['b_bytes'])} "
             f"({fmt_bytes(kv['difference_bytes'], signed=True)})."
         )
     if d["unmatched_phases"]:

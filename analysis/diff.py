@@ -241,4 +241,8 @@ def _kv(sa: dict[str, Any], sb: dict[str, Any]) -> dict[str, Any]:
         "b_fraction": kb["fraction"] if kb else None,
         "a_log_bytes": la["bytes"] if la else None,
         "b_log_bytes": lb["bytes"] if lb else None,
+        "a_rule": ka["rule"] if ka else None,
+        "b_rule": kb["rule"] if kb else None,
+        # "KV cache" only on evidence (sizing.py)
+        "what": ka["what"] if ka and kb and ka["what"] == kb["what"] else "large allocation",
     }

@@ -124,3 +124,11 @@ def test_the_diff_decomposes_the_cuda_side_by_kind_and_library():
     assert "pinned_host" not in by_kind  # both pinned 64 MiB
     assert cuda["device_difference_bytes"] == by_kind["vmm"] + by_kind["device"]
     jsonschema.Draft202012Validator(load_schema()).validate(json.loads(to_json(d)))
+
+
+def test_the_diff_names_a_kv_cache_only_on_evidence():
+    d = build_diff(DATA / "torch_default.parquet", DATA / "torch_expandable.parquet")
+    assert d["kv"]["what"] == "large allocation"
+    assert d["kv"]["a_rule"] == d["kv"]["b_rule"] == "fraction_of_free"
+    assert any(line.startswith("Sized allocation: A 124.4 GiB") for line in d["conclusion"])
+    assert not any(line.startswith("KV cache:") for line in d["conclusion"])
