@@ -132,3 +132,7 @@ def test_the_diff_names_a_kv_cache_only_on_evidence():
     assert d["kv"]["a_rule"] == d["kv"]["b_rule"] == "fraction_of_free"
     assert any(line.startswith("Sized allocation: A 124.4 GiB") for line in d["conclusion"])
     assert not any(line.startswith("KV cache:") for line in d["conclusion"])
+
+
+def test_the_report_schema_is_itself_a_valid_json_schema():
+    jsonschema.Draft202012Validator.check_schema(load_schema())
