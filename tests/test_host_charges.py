@@ -15,6 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from tests.recordings import Recorder
 from uvmtrace.analysis.load import load_run
 from uvmtrace.analysis.render_json import load_schema
 from uvmtrace.analysis.report import build_diff, build_report
@@ -151,3 +152,49 @@ def test_the_diff_names_the_cuda_host_memory_one_run_had_charged_more() -> None:
         "charged_bytes": GiB,
     }
     jsonschema.validate(d, load_schema())
+
+
+def _cuda(rec: Recorder, t: float, call: str, size: int, addr: int, dur_s: float = 0.0) -> None:
+    rec.add(t, "cuda", call, pid=PID_SYN, tid=PID_SYN, bytes=size, addr=addr, result=0,
+            dur_ns=round(dur_s * 1e9), caller="libtest.so!+0x10")  # fmt: skip
+
+
+PID_SYN = 100
+
+
+def _synthetic(tmp_path: Path, build, **meta) -> dict:
+    rec = Recorder(**meta)
+    build(rec)
+    return build_report(rec.write(tmp_path / "run.parquet"))
+
+
+def test_registering_memory_already_resident_charges_nothing_and_says_so(tmp_path: Path) -> None:
+    def build(rec: Recorder) -> None:
+        rec.charge(1.0, 11, "NR_ANON_MAPPED", 256 * MiB)  # the program filled it first
+        _cuda(rec, 2.0, "cuMemHostRegister", 256 * MiB, 0x7000, dur_s=0.05)
+
+    (j,) = _synthetic(tmp_path, build)["cuda_memory"]["host_charges"]
+    assert (j["charged_bytes"], j["unmatched_bytes"], j["items"]) == (0, 256 * MiB, {})
+
+
+def test_managed_memory_freed_before_any_touch_joins_nothing(tmp_path: Path) -> None:
+    def build(rec: Recorder) -> None:
+        _cuda(rec, 1.0, "cuMemAllocManaged", GiB, 0x9000)
+        _cuda(rec, 2.0, "cuMemFree", 0, 0x9000)
+        rec.charge(3.0, 11, "MEMCG_KMEM", 64 * MiB)  # kernel memory for something else, later
+
+    (j,) = _synthetic(tmp_path, build)["cuda_memory"]["host_charges"]
+    assert j["kind"] == "managed" and j["charged_bytes"] == 0
+
+
+def test_two_pinned_calls_in_one_bucket_split_its_charges_by_size(tmp_path: Path) -> None:
+    def build(rec: Recorder) -> None:
+        _cuda(rec, 1.01, "cuMemHostAlloc", 96 * MiB, 0xA000, dur_s=0.01)
+        _cuda(rec, 1.05, "cuMemHostAlloc", 32 * MiB, 0xB000, dur_s=0.01)
+        rec.charge(1.0, 11, "NR_SHMEM", 128 * MiB)  # one 100 ms bucket holds both
+        rec.charge(1.0, 11, "NR_FILE_PAGES", 128 * MiB)  # the kernel counts shmem here too
+        rec.charge(1.0, 11, "NR_ANON_MAPPED", 50 * MiB)  # the program's own: not pinned memory
+
+    rows = _synthetic(tmp_path, build, raw=False, bucket_ns=100_000_000)
+    charged = {j["addr"]: j["items"] for j in rows["cuda_memory"]["host_charges"]}
+    assert charged == {0xA000: {"NR_SHMEM": 96 * MiB}, 0xB000: {"NR_SHMEM": 32 * MiB}}
