@@ -78,7 +78,7 @@ CUDA_ALLOC_EVENTS = frozenset(
     }
 )
 # Device-only allocations: they take GPU memory and are never charged to a memory cgroup
-# (host/pinned/managed ones are: ENVIRONMENT.md), so they can explain a device-memory signal
+# (host/pinned/managed ones are: docs/design.md), so they can explain a device-memory signal
 # without double counting the charges.
 CUDA_DEVICE_ALLOC_EVENTS = frozenset(
     {"cuMemAlloc", "cuMemAllocPitch", "cuMemAllocAsync", "cuMemAllocFromPoolAsync", "cuMemCreate"}

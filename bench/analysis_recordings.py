@@ -13,7 +13,7 @@ writes them:
   - CUDA: a few memory queries, the weights' allocations, one KV-cache allocation of 0.9 x free,
     a few hundred small caching-allocator segments and their frees;
   - proc: exec, a few forks, the exits and the final /proc fault counters.
-The `docker` side adds the container's cgroup and more page cache (the same story as DESIGN.md).
+The `docker` side adds the container's cgroup and more page cache (docs/design.md tells the story).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Column layout of a uvmtrace recording (DESIGN.md, "The recording").
+"""Column layout of a uvmtrace recording (docs/recording.md).
 
 Every row is one event; `stream` says which source produced it. Producers (probes, shim,
 samplers) build Arrow batches with `make_batch`, naming only the columns they fill; the rest are

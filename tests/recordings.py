@@ -1,7 +1,7 @@
 """Recordings with known content, written through the real writer, for the analysis tests.
 
 `Recorder` collects events at times in seconds; `native_run` and `docker_run` build the two sides
-of the DESIGN.md story with round numbers a test can check to the byte:
+of the docs/design.md story with round numbers a test can check to the byte:
 
 native (cgroup 11, /user.slice/bench.scope), pid 100 `trtllm`:
   anon +2 GiB at 1 s, page cache of /weights.bin +1 GiB at 2 s (filemap_add, same cgroup),

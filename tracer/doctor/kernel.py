@@ -119,7 +119,7 @@ def check_tracefs() -> Check:
 
 
 def check_tracepoints(tracefs: Path | None, used_by_probes: dict[str, str]) -> list[Check]:
-    """One check per tracepoint: DESIGN.md's list plus whatever the probes attach to
+    """One check per tracepoint: `TRACEPOINTS` (docs/design.md) plus whatever the probes attach to
     (`used_by_probes`: {"category:event": "required" | "optional"})."""
     wanted = dict(TRACEPOINTS)
     for tp, need in used_by_probes.items():
