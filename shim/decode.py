@@ -86,9 +86,15 @@ class _ShimFile:
 
 class ShimDecoder:
     def __init__(
-        self, run_dir: Path, host_pid: Callable[[int, int], int | None] | None = None
+        self,
+        run_dir: Path,
+        host_pid: Callable[[int, int], int | None] | None = None,
+        accept: Callable[[str], bool] | None = None,
     ) -> None:
+        """accept: which files ("<ns pid>-<pid ns>.uvm" / ".off") to read; default all (the
+        run dir of one recording). A directory shared by several runs holds others' too."""
         self.run_dir = Path(run_dir)
+        self._accept = accept
         self._host_pid = HostPid(host_pid or proc_host_pid)
         self._files: dict[str, _ShimFile] = {}
         self._skipped: dict[str, str] = {}
@@ -135,6 +141,8 @@ class ShimDecoder:
             return
         for entry in entries:
             name = entry.name
+            if self._accept is not None and not self._accept(name):
+                continue
             if name.endswith(".off") and name not in self._without:
                 self._note_without(entry)
             if not name.endswith(".uvm") or name in self._files:

@@ -187,8 +187,7 @@ def test_a_running_container_is_recorded_until_it_exits(tmp_path: Path, need_doc
     subprocess.run(argv, check=True, capture_output=True, timeout=120)
     out = tmp_path / "c.parquet"
     try:
-        info = json.loads(subprocess.run(["docker", "inspect", name], capture_output=True,
-                                         check=True, text=True).stdout)[0]  # fmt: skip
+        info = inspect(name)
         pid = info["State"]["Pid"]
         truth = _wait_for_plateau(pid, 64 * MiB)
         recorder = start_attached(out, "--container", name)
@@ -213,6 +212,15 @@ def test_a_running_container_is_recorded_until_it_exits(tmp_path: Path, need_doc
     assert_file_resident(df, "first.bin", 32 * MiB)
     assert rise_to_peak(df, cgid) == pytest.approx({"anon": 200 * MiB, "file": 100 * MiB}, rel=0.05)
     assert_charges_match_memory_stat(out, cgid)
+
+
+def inspect(name: str) -> dict:
+    r = subprocess.run(["docker", "inspect", name], capture_output=True, check=True, text=True)
+    return json.loads(r.stdout)[0]
+
+
+def container_pid(name: str) -> int:
+    return inspect(name)["State"]["Pid"]
 
 
 def _wait_for_plateau(pid: int, anon: int) -> dict[str, int]:
@@ -252,3 +260,71 @@ def test_a_container_that_does_not_exist_is_one_line(tmp_path: Path, need_docker
     assert r.stderr.strip() == (
         "uvmtrace: error: no container no-such-ctr-xyz (docker knows none by that name or id)"
     )
+
+
+# Asks libc's sysinfo() (what TensorRT-LLM sizes its KV cache by under UVM) once before and
+# twice after being told to go on.
+ASKS_SYSINFO = textwrap.dedent(
+    """
+    import ctypes, os, time
+    libc = ctypes.CDLL(None)
+    info = ctypes.create_string_buffer(256)
+    libc.sysinfo(info)
+    open("/data/ready", "w").close()
+    while not os.path.exists("/data/go"):
+        time.sleep(0.05)
+    libc.sysinfo(info)
+    libc.sysinfo(info)
+    time.sleep(0.5)
+    os._exit(0)
+    """
+)
+
+
+def test_a_container_started_with_the_shim_gives_its_cuda_side_since_its_start(
+    tmp_path: Path, need_docker, shim: Path
+) -> None:
+    from uvmtrace.tracer.containers import RUN_DIR_IN_CONTAINER, SHIM_IN_CONTAINER
+
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir()
+    os.chmod(shim_dir, 0o1733)
+    (shim_dir / "7-4026599999.uvm").write_bytes(b"another run's file")  # not read
+    os.chmod(tmp_path, 0o777)
+    name = f"uvmtrace-attach-{uuid.uuid4().hex[:8]}"
+    # What the compose example in the recording's advice sets up.
+    argv = docker_python(
+        name, "-c", ASKS_SYSINFO,
+        mounts=[f"{tmp_path}:/data", f"{shim}:{SHIM_IN_CONTAINER}:ro",
+                f"{shim_dir}:{RUN_DIR_IN_CONTAINER}"],
+    )  # fmt: skip
+    at = argv.index("run") + 1
+    argv[at:at] = ["-d", "-e", f"LD_PRELOAD={SHIM_IN_CONTAINER}",
+                   "-e", f"UVMTRACE_SHIM_DIR={RUN_DIR_IN_CONTAINER}"]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    out = tmp_path / "s.parquet"
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "ready").exists():
+            assert time.monotonic() < deadline, "the container never asked sysinfo"
+            time.sleep(0.05)
+        pid = container_pid(name)
+        recorder = start_attached(out, "--container", name)
+        (tmp_path / "go").touch()
+        _, err = recorder.communicate(timeout=120)
+        assert recorder.returncode == 0, err
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+    rec = open_recording(out)
+    attach = rec.metadata["attach"]
+    assert attach["shim"][0]["dir"] == RUN_DIR_IN_CONTAINER
+    assert attach["cuda_next_time"] is None
+    assert not [e for e in rec.metadata["not_traced"] if "CUDA" in e["what"]]
+    assert rec.metadata["shim"]["skipped_files"] == {}  # the other run's file was left alone
+    calls = rec.scan().filter(pl.col("event") == "sysinfo").filter(pl.col("stream") == "cuda")
+    calls = calls.collect()
+    assert calls.get_column("pid").unique().to_list() == [pid]
+    assert (calls.get_column("free_bytes") > 0).all()
+    before = calls.filter(pl.col("ts_ns") < attach["attached_ns"]).height
+    assert (before, calls.height - before) == (1, 2)  # the one before the attach is there too

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.schema import make_batch
-from uvmtrace.tracer import cgroups, containers, snapshot
+from uvmtrace.tracer import cgroups, containers, preloaded, snapshot
 from uvmtrace.tracer.cgroups import MemoryHierarchy
 from uvmtrace.tracer.hostinfo import gpu_info
 from uvmtrace.tracer.samplers import Nvml, Sampler, monotonic_ns
@@ -186,11 +186,24 @@ def _memory_cgroup(pid: int, hierarchy: MemoryHierarchy | None) -> Path | None:
 
 
 def cuda_next_time() -> dict[str, str]:
-    """How to get the CUDA stream next time: the shim must be loaded when the program starts."""
+    """How to get the CUDA stream next time: the shim must be loaded when the program starts.
+    A process started with it (the compose example) is read when uvmtrace attaches to it."""
+    from uvmtrace.shim.build import shim_path
+
+    inside = containers.SHIM_IN_CONTAINER
+    run = containers.RUN_DIR_IN_CONTAINER
     return {
         "why": "LD_PRELOAD acts when a program starts: a running process cannot be given the shim",
         "launch": "sudo uvmtrace record -o run.parquet -- docker run [--gpus all ...] IMAGE CMD "
         "(or `-- CMD` for a native process): uvmtrace preloads the shim itself",
+        "compose": (
+            "services:\n  server:\n    volumes:\n"
+            f"      - {shim_path()}:{inside}:ro   # `uvmtrace shim build` prints it\n"
+            f"      - /var/lib/uvmtrace/shim:{run}   # mode 1733, like /tmp\n"
+            f"    environment:\n      LD_PRELOAD: {inside}\n      UVMTRACE_SHIM_DIR: {run}\n"
+            "then `sudo uvmtrace record --container server -o run.parquet` also reads every "
+            "call the shim recorded since the container started"
+        ),
     }
 
 
@@ -230,10 +243,9 @@ class AttachSession(Session):
         meta = self.base_metadata(anchor)
         writer.update_metadata(**meta)
         status = StatusLine(enabled=not opts.quiet)
-        tracer = sampler = None
+        tracer = sampler = shim = None
         cg_targets: dict[int, Path] = {}
         try:
-            self._cuda_not_traced()
             tracer = self._start_probes()
             meta["gpu"] = gpu = gpu_info()
             if not gpu.get("available"):
@@ -241,9 +253,15 @@ class AttachSession(Session):
             sampler = Sampler(self.hierarchy, Nvml())
             for t in self.targets:
                 self._add_target(t, tracer, sampler, cg_targets)
-            attached_ns = monotonic_ns()
-            batch, counts = snapshot.take(p for t in self.targets for p in t.processes())
+            attached_ns, attached_wall = monotonic_ns(), time.time_ns()
+            processes = sorted({p for t in self.targets for p in t.processes()})
+            batch, counts = snapshot.take(processes)
             writer.write(batch)
+            dirs = preloaded.find(processes)
+            if dirs:  # started with the shim: its calls since the start are there
+                shim = preloaded.PreloadedShim(dirs, attached_wall)
+            else:
+                self._cuda_not_traced()
             writer.write(sampler.sample())  # memory.stat at attach: the baseline
             writer.write(self._proc_rows("attach", attached_ns))
             meta["attach"] = {
@@ -252,15 +270,16 @@ class AttachSession(Session):
                 "duration_s": self.request.duration_s,
                 "missing_before": MISSING_BEFORE,
                 "snapshot": counts,
-                "cuda_next_time": cuda_next_time(),
+                "shim": shim.describe() if shim is not None else None,
+                "cuda_next_time": None if shim is not None else cuda_next_time(),
             }
             writer.update_metadata(**meta)
             status.note(self._attached_line())
-            self._follow_targets(writer, tracer, sampler, status, cg_targets)
+            self._follow_targets(writer, tracer, shim, sampler, status, cg_targets)
         except BaseException as exc:
             status.clear()
             meta["error"] = repr(exc)
-            self._finish(writer, tracer, None, meta, sampler, cg_targets)
+            self._finish(writer, tracer, shim, meta, sampler, cg_targets)
             writer.close()
             raise
         finally:
@@ -270,7 +289,7 @@ class AttachSession(Session):
         status.clear()
         meta["attach"]["ended"] = self.ended
         meta["exit_code"] = 0
-        lost = self._finish(writer, tracer, None, meta, sampler, cg_targets)
+        lost = self._finish(writer, tracer, shim, meta, sampler, cg_targets)
         self._name_containers(meta, writer)
         path = writer.close()
         return Outcome(exit_code=0, path=path, rows=writer.rows, lost=lost, ended=self.ended)
@@ -346,11 +365,13 @@ class AttachSession(Session):
         self,
         writer: RecordingWriter,
         tracer: KernelTracer | None,
+        shim: preloaded.PreloadedShim | None,
         sampler: Sampler,
         status: StatusLine,
         cg_targets: dict[int, Path],
     ) -> None:
         interval = self.opts.interval_s
+        next_shim = time.monotonic()
         started = time.monotonic()
         deadline = started + self.request.duration_s if self.request.duration_s else None
         next_sample = _next_on_grid(started, interval)
@@ -380,6 +401,10 @@ class AttachSession(Session):
                 time.sleep(wait)
             else:
                 for batch in tracer.poll(max(1, int(wait * 1000))):
+                    writer.write(batch)
+            if shim is not None and now >= next_shim:
+                next_shim = now + 0.25
+                for batch in shim.poll():
                     writer.write(batch)
             if now >= status_due:
                 status_due = now + 0.5

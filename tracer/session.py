@@ -463,7 +463,8 @@ class Session:
                 self.not_traced.append({"what": "kernel events (final drain)", "why": str(exc)})
         if shim is not None:
             try:
-                self.announcements.accept_all()
+                if self.announcements is not None:
+                    self.announcements.accept_all()
                 for batch in shim.close():
                     writer.write(batch)
                 stats = shim.stats()
