@@ -253,13 +253,13 @@ class AttachSession(Session):
             sampler = Sampler(self.hierarchy, Nvml())
             for t in self.targets:
                 self._add_target(t, tracer, sampler, cg_targets)
-            attached_ns, attached_wall = monotonic_ns(), time.time_ns()
+            attached_ns = monotonic_ns()
             processes = sorted({p for t in self.targets for p in t.processes()})
             batch, counts = snapshot.take(processes)
             writer.write(batch)
             dirs = preloaded.find(processes)
             if dirs:  # started with the shim: its calls since the start are there
-                shim = preloaded.PreloadedShim(dirs, attached_wall)
+                shim = preloaded.PreloadedShim(dirs, attached_ns)
             else:
                 self._cuda_not_traced()
             writer.write(sampler.sample())  # memory.stat at attach: the baseline

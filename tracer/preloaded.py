@@ -7,20 +7,21 @@ LD_PRELOAD naming the shim library). The directory is opened through /proc/PID/r
 inside a container resolves in the container's own mounts, and held open by descriptor, so its
 files stay readable after the container is gone. A directory shared by several runs holds
 other runs' files too: only the files of the targets' pid namespaces are read (of the host's:
-those of the target processes, or created after the attach).
+those of the target processes, or of processes started after the attach).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from uvmtrace.shim import layout
 from uvmtrace.shim.decode import ShimDecoder
 from uvmtrace.shim.pids import own_pid_ns
 from uvmtrace.shim.session import ENV_DIR
@@ -55,6 +56,7 @@ class ShimDir:
     seen_as: str  # UVMTRACE_SHIM_DIR as the processes have it
     pids: set[int]  # target processes that write there (host pids)
     namespaces: set[int]  # their pid namespaces
+    oldest_start_ns: int = 0  # CLOCK_MONOTONIC start of the oldest of them
 
 
 def find(pids: Iterable[int]) -> list[ShimDir]:
@@ -75,11 +77,27 @@ def find(pids: Iterable[int]) -> list[ShimDir]:
             os.close(fd)
         else:
             found[key] = ShimDir(fd, where, set(), set())
-        found[key].pids.add(pid)
+        d = found[key]
+        d.pids.add(pid)
         ns = pid_ns(pid)
         if ns is not None:
-            found[key].namespaces.add(ns)
+            d.namespaces.add(ns)
+        started = start_ns(pid)
+        if started is not None:
+            d.oldest_start_ns = min(d.oldest_start_ns or started, started)
     return list(found.values())
+
+
+def start_ns(pid: int) -> int | None:
+    """When the process started, on CLOCK_MONOTONIC (the shim's clock): field 22 of
+    /proc/PID/stat is in clock ticks since boot (equal to monotonic time on a machine that
+    never suspended; a second earlier, to be safe)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    ticks = int(text[text.rindex(")") + 2 :].split()[19])
+    return max(0, ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK") - 1_000_000_000)
 
 
 class PreloadedShim:
@@ -87,29 +105,52 @@ class PreloadedShim:
 
     def __init__(self, dirs: list[ShimDir], since_ns: int) -> None:
         self.dirs = dirs
-        self.since_ns = since_ns  # wall clock of the attach: host files created later count
+        self.since_ns = since_ns  # CLOCK_MONOTONIC of the attach: host processes started later
         self.host_ns = own_pid_ns()
         self.decoders = [
             ShimDecoder(Path(f"/proc/self/fd/{d.fd}"), accept=self._accepts(d)) for d in dirs
         ]
 
-    def _accepts(self, d: ShimDir):  # noqa: ANN202 (a closure over d)
+    def _accepts(self, d: ShimDir) -> Callable[[str], bool]:
+        """Whether a file of the directory is one of the targets': a record file by the pid
+        namespace its header names; a note (`.off`, no header) by when it was started (its
+        name: "<ns pid>-<CLOCK_MONOTONIC ns>"), not before the targets' oldest process."""
+        decided: dict[str, bool] = {}
+
         def accept(name: str) -> bool:
-            pid, _, rest = name.partition("-")
-            ns = rest.split(".", 1)[0]
-            if not (pid.isdigit() and ns.isdigit()):
-                return False
-            if int(ns) != self.host_ns:
-                return int(ns) in d.namespaces
-            if int(pid) in d.pids:
-                return True
-            with contextlib.suppress(OSError):
-                return os.stat(name, dir_fd=d.fd, follow_symlinks=False).st_ctime_ns >= (
-                    self.since_ns
-                )
-            return False
+            if name not in decided:
+                verdict = self._belongs(d, name)
+                if verdict is None:
+                    return False  # header not written yet: asked again at the next poll
+                decided[name] = verdict
+            return decided[name]
 
         return accept
+
+    def _belongs(self, d: ShimDir, name: str) -> bool | None:
+        pid, _, rest = name.partition("-")
+        started = rest.split(".", 1)[0]
+        if not (pid.isdigit() and started.isdigit()):
+            return False
+        if name.endswith(".off"):
+            return int(started) >= d.oldest_start_ns
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d.fd)
+        except OSError:
+            return False
+        try:
+            raw = os.pread(fd, layout.HEADER_DTYPE.itemsize, 0)
+        finally:
+            os.close(fd)
+        if len(raw) < layout.HEADER_DTYPE.itemsize:
+            return None
+        header = np.frombuffer(raw, dtype=layout.HEADER_DTYPE)[0]
+        if int(header["magic"]) != layout.MAGIC:
+            return None if int(header["magic"]) == 0 else False
+        ns = int(header["pid_ns"])
+        if ns != self.host_ns:
+            return ns in d.namespaces
+        return int(header["pid"]) in d.pids or int(started) >= self.since_ns
 
     def describe(self) -> list[dict[str, Any]]:
         return [
