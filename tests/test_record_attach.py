@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -329,3 +330,24 @@ def test_a_container_started_with_the_shim_gives_its_cuda_side_since_its_start(
     assert (calls.get_column("free_bytes") > 0).all()
     before = calls.filter(pl.col("ts_ns") < attach["attached_ns"]).height
     assert (before, calls.height - before) == (1, 2)  # the one before the attach is there too
+
+
+@pytest.mark.parametrize("stop", ["duration", "ctrl-c"])
+def test_stopping_the_recording_leaves_the_target_running(tmp_path: Path, stop: str) -> None:
+    target = subprocess.Popen(["sleep", "300"])
+    out = tmp_path / "s.parquet"
+    try:
+        extra = ["--duration", "1"] if stop == "duration" else []
+        recorder = start_attached(out, "--pid", str(target.pid), *extra)
+        if stop == "ctrl-c":
+            recorder.send_signal(signal.SIGINT)
+        _, err = recorder.communicate(timeout=60)
+        assert recorder.returncode == 0, err
+        assert target.poll() is None  # untouched
+    finally:
+        target.kill()
+        target.wait()
+    attach = open_recording(out).metadata["attach"]
+    assert attach["ended"] == (
+        "--duration 1 s elapsed" if stop == "duration" else "stopped by SIGINT"
+    )
