@@ -124,6 +124,9 @@ DEVICE_SIGNALS = frozenset({"cuMemGetInfo", "nvmlDeviceGetMemoryInfo"})
 
 # Fractions frameworks multiply free memory by: every 0.05, and the odd defaults
 # (SGLang's mem_fraction_static 0.88, 0.92, 0.98).
+# KV-sizing defaults (here, not in sizing.py, so the CLI can show them without importing polars)
+DEFAULT_MIN_ALLOC = 256 << 20
+DEFAULT_TOLERANCE = 0.003  # |implied fraction - fraction|; block rounding stays far below this
 KNOWN_FRACTIONS = tuple(sorted({round(0.05 * k, 2) for k in range(1, 21)} | {0.88, 0.92, 0.98}))
 
 NO_LIMIT = 1 << 60  # v1 reports "no limit" as ~2^63 rounded to a page

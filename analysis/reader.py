@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from uvmtrace.recording import METADATA_KEY, SCHEMA_VERSION
 from uvmtrace.recording.errors import RecordingError
-from uvmtrace.recording.schema import METADATA_KEY, SCHEMA_VERSION
 
 PARQUET_MAGIC = b"PAR1"
 
@@ -52,11 +50,13 @@ def open_recording(path: str | Path) -> Recording:
             f"{path}: truncated Parquet file (no footer); if a spool survives, "
             "run `uvmtrace recover`"
         )
+    # polars reads the footer itself: no pyarrow (and numpy) import for a report's start-up
     try:
-        meta_pq = pq.read_metadata(path)
-    except (pa.ArrowException, OSError) as exc:
+        footer = pl.read_parquet_metadata(path)
+        num_rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    except (pl.exceptions.PolarsError, OSError) as exc:
         raise RecordingError(f"{path}: corrupt Parquet footer ({exc})") from None
-    raw = (meta_pq.metadata or {}).get(METADATA_KEY)
+    raw = footer.get(METADATA_KEY.decode())
     if raw is None:
         raise RecordingError(f"{path}: a Parquet file, but not a uvmtrace recording")
     try:
@@ -71,4 +71,4 @@ def open_recording(path: str | Path) -> Recording:
             f"{path}: recorded with schema version {version}, this uvmtrace reads up to "
             f"{SCHEMA_VERSION}; upgrade uvmtrace"
         )
-    return Recording(path=path, metadata=metadata, num_rows=meta_pq.num_rows)
+    return Recording(path=path, metadata=metadata, num_rows=num_rows)

@@ -31,6 +31,8 @@ from uvmtrace.analysis.frameworks import FRAMEWORK_RULE, framework_rule, identif
 from uvmtrace.analysis.items import (
     CUDA_ALLOC_EVENTS,
     CUDA_QUERY_SIGNAL,
+    DEFAULT_MIN_ALLOC,
+    DEFAULT_TOLERANCE,
     DEVICE_MEMORY_KINDS,
     KNOWN_FRACTIONS,
     NO_LIMIT,
@@ -52,7 +54,6 @@ from uvmtrace.analysis.sizing_rules import (
 )
 from uvmtrace.analysis.sizing_rules import predicted as rule_predicted
 
-DEFAULT_MIN_ALLOC = 256 << 20
 # When two signals fit equally (the shim's and the kernel's view of one sysinfo() call, or a
 # cuMemGetInfo that returns MemFree), name the one closest to the framework's own call.
 SIGNAL_ORDER = {
@@ -68,7 +69,6 @@ SIGNAL_ORDER = {
         ]
     )
 }
-DEFAULT_TOLERANCE = 0.003  # |implied fraction - fraction|; block rounding stays far below this
 MAP_ANONYMOUS = 0x20
 # Allocations of one process after one query, each at most this long after the previous one,
 # are one group (per-layer tensors came 0.5-30 ms apart on the H200; docs/validation.md).

@@ -13,8 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
-METADATA_KEY = b"uvmtrace"  # file-level key-value metadata: JSON object
+from uvmtrace.recording import METADATA_KEY, SCHEMA_VERSION
 
 STREAMS = ("kernel", "cuda", "sample", "proc", "log", "snapshot")
 

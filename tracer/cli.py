@@ -55,11 +55,26 @@ class LazyGroup(click.Group):
                 raise
             return _unavailable(cmd_name, package)
 
+    def invoke(self, ctx: click.Context) -> object:
+        # Command modules import their heavy packages when they run (so `--help` starts fast):
+        # a package missing then gets the same one line as a module that cannot be imported.
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            package = (exc.name or "").split(".")[0]
+            if not package or package == "uvmtrace" or ctx.invoked_subcommand is None:
+                raise
+            raise UserError(f"`uvmtrace {ctx.invoked_subcommand}` {_needs(package)}") from None
+
+
+def _needs(package: str) -> str:
+    return f"needs the Python package {package}, not installed here (pip install {package})"
+
 
 def _unavailable(name: str, package: str) -> click.Command:
     """A command whose module needs a package this host lacks (polars on a recording-only host):
     listed in help, and one line saying what to install when run."""
-    why = f"needs the Python package {package}, not installed here (pip install {package})"
+    why = _needs(package)
 
     def fail(**_: object) -> None:
         raise UserError(f"`uvmtrace {name}` {why}")

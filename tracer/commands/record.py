@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 
 from uvmtrace.recording.errors import UserError
-from uvmtrace.tracer.attach import AttachRequest, record_running
-from uvmtrace.tracer.session import Options, record
 
 HELP = """Run CMD while tracing its memory; write one Parquet recording.
 
@@ -100,6 +98,10 @@ def command(
     quiet: bool,
     command: tuple[str, ...],
 ) -> int:
+    # Imported here: `uvmtrace --help` lists this command without loading pyarrow and BCC's side.
+    from uvmtrace.tracer.attach import AttachRequest, record_running
+    from uvmtrace.tracer.session import Options, record
+
     attach = AttachRequest(pids, containers, cgroup_paths, duration)
     if duration is not None and not attach:
         raise UserError("--duration applies to --pid/--container/--cgroup recordings")

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from uvmtrace.recording.errors import UserError
-from uvmtrace.tracer.recover import recover
 
 
 @click.command(
@@ -18,6 +17,8 @@ from uvmtrace.tracer.recover import recover
 @click.argument("spool", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Recording to write.")
 def command(spool: Path, output: Path | None) -> None:
+    from uvmtrace.tracer.recover import recover  # pyarrow: only when a spool is recovered
+
     if output is None:
         if not spool.name.endswith(".spool"):
             raise UserError("give the output file with -o")

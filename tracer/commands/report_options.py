@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
+from uvmtrace.analysis.items import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
 
 _OPTIONS = (
     click.option("--markdown", "markdown", type=click.Path(path_type=Path),

@@ -13,7 +13,6 @@ import click
 
 from uvmtrace.recording.errors import UserError
 from uvmtrace.shim.build import build_shim, glibc_needed, shim_path
-from uvmtrace.shim.decode import ShimDecoder
 from uvmtrace.shim.session import make_run_dir, shim_env
 from uvmtrace.tracer.safefs import check_writable_target
 
@@ -65,7 +64,9 @@ def path() -> None:
 )
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(output: Path, cmd: tuple[str, ...]) -> int:
-    # Imported here: the writer pulls in Parquet machinery the other subcommands never need.
+    # Imported here: the decoder and writer pull in numpy and Parquet machinery the other
+    # subcommands (and `--help`) never need.
+    from uvmtrace.shim.decode import ShimDecoder
     from uvmtrace.tracer.writer import write_recording
 
     check_writable_target(output)
