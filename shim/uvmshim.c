@@ -34,6 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
 #define EXPORT __attribute__((visibility("default")))
 #define CALLER() ((uint64_t)(uintptr_t)__builtin_return_address(0))
 #define UNPAREN(...) __VA_ARGS__
@@ -462,8 +466,12 @@ static char *chunk(uint64_t index)
         off_t off = (off_t)UVMSHIM_HEADER_SIZE + (off_t)(index * CHUNK_BYTES);
         int rc = posix_fallocate(g_fd, off, (off_t)CHUNK_BYTES);
         void *m = rc ? MAP_FAILED
-                     : mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                            g_fd, off);
+                     : mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, g_fd, off);
+        /* Fault every page in writable now: a shared file mapping populated for reading
+         * (MAP_POPULATE) still takes a write fault per page on a record's first store (the
+         * filesystem tracks dirtying). Before Linux 5.14 (EINVAL) pages fault on first use. */
+        if (m != MAP_FAILED)
+            (void)madvise(m, CHUNK_BYTES, MADV_POPULATE_WRITE);
         if (m == MAP_FAILED) {
             say_once(4, rc ? "the shim file cannot grow (disk full?); later calls not recorded"
                            : "cannot map more of the shim file; later calls not recorded");
@@ -516,11 +524,14 @@ struct rec {
     int32_t result;
     uint32_t err;
     uint16_t func, variant;
+    uint8_t untimed; /* a memory query: its answer matters, not how long it took */
 };
 
 static void emit(const struct rec *r)
 {
-    uint64_t t1 = now_ns();
+    /* One clock read per query (dur_ns 0); calls that allocate are timed: the kernel charges
+     * they cause are matched to the call's [ts, ts + dur] window. */
+    uint64_t t1 = r->untimed ? r->t0 : now_ns();
     if (t_busy || !ensure_open())
         return;
     t_busy = 1;
@@ -569,6 +580,7 @@ typedef CUresult (*cuMemGetInfo_v1_t)(unsigned int *, unsigned int *);
 static CUresult impl_cuMemGetInfo_v1(void *real, uint64_t caller, unsigned int *f, unsigned int *t)
 {
     BEGIN(cuMemGetInfo, 1);
+    r.untimed = 1;
     CUresult res = ((cuMemGetInfo_v1_t)real)(f, t);
     r.result = res;
     if (res == 0) {
@@ -582,6 +594,7 @@ typedef CUresult (*cuMemGetInfo_v2_t)(size_t *, size_t *);
 static CUresult impl_cuMemGetInfo_v2(void *real, uint64_t caller, size_t *f, size_t *t)
 {
     BEGIN(cuMemGetInfo, 2);
+    r.untimed = 1;
     CUresult res = ((cuMemGetInfo_v2_t)real)(f, t);
     r.result = res;
     if (res == 0) {
@@ -865,6 +878,7 @@ typedef nvmlReturn_t (*nvmlMem_t)(nvmlDevice_t, nvmlMemory_t *);
 static nvmlReturn_t impl_nvmlMem(void *real, uint64_t caller, nvmlDevice_t d, nvmlMemory_t *m)
 {
     BEGIN(nvmlDeviceGetMemoryInfo, 1);
+    r.untimed = 1;
     nvmlReturn_t res = ((nvmlMem_t)real)(d, m);
     r.result = res;
     r.aux = (uint64_t)(uintptr_t)d;
@@ -880,6 +894,7 @@ static nvmlReturn_t impl_nvmlMem_v2(void *real, uint64_t caller, nvmlDevice_t d,
                                     nvmlMemory_v2_t *m)
 {
     BEGIN(nvmlDeviceGetMemoryInfo, 2);
+    r.untimed = 1;
     nvmlReturn_t res = ((nvmlMem_v2_t)real)(d, m);
     r.result = res;
     r.aux = (uint64_t)(uintptr_t)d;
@@ -895,6 +910,7 @@ typedef int (*sysinfo_t)(struct sysinfo *);
 static int impl_sysinfo(void *real, uint64_t caller, struct sysinfo *info)
 {
     BEGIN(sysinfo, 1);
+    r.untimed = 1;
     int res = ((sysinfo_t)real)(info);
     saved_errno = errno;
     r.result = res;

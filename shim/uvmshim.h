@@ -46,7 +46,7 @@ struct uvmshim_header {
 
 struct uvmshim_record {
     uint64_t ts_ns;  /* CLOCK_MONOTONIC at entry */
-    uint64_t dur_ns;
+    uint64_t dur_ns; /* 0 for memory queries: one clock read, their answer is what counts */
     uint64_t bytes;  /* size asked (pitch * height for cuMemAllocPitch) */
     uint64_t addr;   /* pointer returned or freed; handle for cuMemCreate/cuMemRelease */
     uint64_t aux;    /* stream, pool, VMM handle (cuMemMap), device ordinal, NVML device */
