@@ -25,7 +25,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--reps", type=int, default=5, help="repetitions per figure (median)")
     ap.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
-    ap.add_argument("--only", choices=["shim", "probes", "recorder", "analysis"], action="append")
+    ap.add_argument(
+        "--only", choices=["startup", "shim", "probes", "recorder", "analysis"], action="append"
+    )
     ap.add_argument("--gpu", action="store_true", help="the GPU figures (shim on a real driver)")
     ap.add_argument("-o", "--output", type=Path, default=Path("bench/results.json"))
     args = ap.parse_args()
@@ -33,7 +35,7 @@ def main() -> int:
         print("python -m bench: the probe benchmarks need root (sudo)", file=sys.stderr)
         return 2
     reps = 3 if args.quick else args.reps
-    wanted = set(args.only or ["shim", "probes", "recorder", "analysis"])
+    wanted = set(args.only or ["startup", "shim", "probes", "recorder", "analysis"])
     figures: list[Figure] = []
     started = time.monotonic()
 
@@ -44,6 +46,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="uvmtrace-bench-", dir="/var/tmp") as tmp:
         work = Path(tmp)
+        if "startup" in wanted and not args.gpu:
+            startup = importlib.import_module("bench.startup_bench")
+            show(startup.figures(reps=reps))
         if "shim" in wanted:
             shim = importlib.import_module("bench.shim_bench")
             show(shim.figures(reps=reps, gpu=args.gpu))
@@ -51,8 +56,9 @@ def main() -> int:
             faulter = build_faulter(work)
             if "probes" in wanted:
                 probes = importlib.import_module("bench.probes_bench")
-                anon, file = (1 * GiB, 512 << 20) if args.quick else (4 * GiB, 2 * GiB)
-                show(probes.run(work, faulter, reps, anon, file))
+                anon, file = (1 * GiB, 512 << 20) if args.quick else (1 * GiB, 1 * GiB)
+                # the probe goals are medians of >= 11 interleaved repetitions
+                show(probes.run(work, faulter, reps if args.quick else max(reps, 11), anon, file))
             if "recorder" in wanted:
                 recorder = importlib.import_module("bench.recorder_bench")
                 show(recorder.run(work, faulter, seconds=2.0 if args.quick else 3.0))

@@ -1,6 +1,6 @@
 /* Fault-bound workloads for the benchmarks, in C so that the time measured is the kernel's.
  *   faulter anon BYTES          touch BYTES of fresh anonymous memory once
- *   faulter read PATH           read PATH (into the page cache) with 1 MiB reads
+ *   faulter read PATH           read PATH (cold: its cache dropped first) with 1 MiB reads
  *   faulter churn SECONDS RATE  fault about RATE pages/s (reusing 64 MiB via MADV_DONTNEED)
  * Prints "elapsed_ns=N cpu_ns=C faults=F" on stdout: wall time, and the CPU time this process
  * spent (user + system, where in-kernel probes run), which other load on the machine does not
@@ -43,6 +43,7 @@ static int read_file(const char *path) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) { perror(path); return 1; }
     static char buf[1 << 20];
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* cold, whatever ran before */
     long long t0 = now_ns(), c0 = cpu_ns(), total = 0;
     ssize_t n;
     while ((n = read(fd, buf, sizeof buf)) > 0) total += n;

@@ -188,7 +188,7 @@ def figures(reps: int, gpu: bool) -> list:
     """For `python -m bench`: added ns per intercepted call, and the launch loop (GPU only)."""
     from bench.common import Figure
 
-    label = "H100 driver" if gpu else "stand-in driver (CPU)"
+    label = "real driver" if gpu else "stand-in driver (CPU)"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not gpu:

@@ -194,7 +194,8 @@ def test_not_root_gets_one_line_that_says_what_to_do(tmp_path: Path) -> None:
     else:  # drop to nobody after the imports (the package lives under root-only paths)
         code = (
             "import os, sys, difflib, click._textwrap\nfrom uvmtrace.tracer.cli import main\n"
-            "import uvmtrace.tracer.commands.record\n"
+            "import uvmtrace.tracer.commands.record, uvmtrace.tracer.session\n"
+            "import uvmtrace.tracer.attach\n"
             "os.setgroups([]); os.setresgid(*[65534] * 3); os.setresuid(*[65534] * 3)\n"
             f"main(['record', '-o', '{tmp_path}/x.parquet', '--', 'true'])"
         )
