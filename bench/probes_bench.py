@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.common import UVMTRACE, Figure, median, parse_kv
 from uvmtrace.probes import capabilities
+from uvmtrace.tracer import cgroups
 
 RECORD = [*UVMTRACE, "record", "-q", "--no-shim"]
 # The tracepoints aggregated recording keeps busy on these workloads (count_memcg_events is
@@ -30,10 +31,11 @@ HOT = (
 )
 GOALS = {"anon": 1.05, "read": 1.10}
 SETUP_HINT = "sudo scripts/setup-host --bench installs it"
-# Control: the bare workload right after a recorder's start-up (`record -- true`). On this VM
-# memory freed a while ago is handed back to the hypervisor (free page reporting), and a cold
-# read into it pays the host's faults: the start-up's effect, apart from the probes'.
-STARTED = "bare after start-up"
+# Controls. `record` runs the command in a fresh memory cgroup of its own (exact attribution):
+# the bare workload in such a cgroup, made the same way, shows what that costs without uvmtrace;
+# `record --no-cgroup` shows the probes without it.
+IN_CGROUP = "bare in a fresh cgroup"
+NO_CGROUP = "aggregated --no-cgroup"
 
 # Run inside `uvmtrace record`: the workload, with the programs' statistics before and after.
 _PROFILED = """
@@ -83,9 +85,21 @@ def _argv(mode: str, prefix: list[str] | None, work: list[str], out: Path) -> li
     return [*prefix, *work]
 
 
-def _run(argv: list[str], out: Path) -> tuple[float, float]:
+def _run(argv: list[str], out: Path, fresh_cgroup: bool = False) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the workload itself)."""
-    r = subprocess.run(argv, capture_output=True, text=True)
+    cg = None
+    if fresh_cgroup and (h := cgroups.memory_hierarchy()) is not None:
+        cg = cgroups.make_run_cgroup(h, f"uvmtrace-bench-{os.getpid()}")
+
+    def join() -> None:  # in the child, before exec: the workload starts in the cgroup
+        if cg is not None:
+            (cg / "cgroup.procs").write_text(str(os.getpid()))
+
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, preexec_fn=join)
+    finally:
+        if cg is not None:
+            cgroups.remove_cgroup(cg)
     out.unlink(missing_ok=True)
     if r.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
@@ -138,8 +152,9 @@ def run(workdir: Path, faulter: Path, reps: int, anon_bytes: int, file_bytes: in
     found, missing = peers()
     modes: dict[str, list[str] | None] = {
         "bare": None,
-        STARTED: None,
+        IN_CGROUP: None,
         "aggregated": RECORD,
+        NO_CGROUP: [*RECORD, "--no-cgroup"],
         "raw": [*RECORD, "--raw"],
         **found,
     }
@@ -152,9 +167,7 @@ def run(workdir: Path, faulter: Path, reps: int, anon_bytes: int, file_bytes: in
             for mode, prefix in modes.items():
                 if mode == "raw" and rep % 3:
                     continue  # reported, no goal: a third of the repetitions
-                if mode == STARTED:
-                    subprocess.run([*RECORD, "-o", str(out), "--", "true"], check=True)
-                w, c = _run(_argv(mode, prefix, work, out), out)
+                w, c = _run(_argv(mode, prefix, work, out), out, fresh_cgroup=mode == IN_CGROUP)
                 wall[mode].append(w)
                 cpu[mode].append(c)
         # CPU time of the workload is what the in-kernel probes add to it (they run in its
@@ -171,9 +184,11 @@ def run(workdir: Path, faulter: Path, reps: int, anon_bytes: int, file_bytes: in
         figures.append(Figure(f"probes raw: {label} (workload CPU)", bare, med["raw"], "s",
                               note=f"reported as is; wall {walls['raw']:.3f} s"))  # fmt: skip
         figures.append(Figure(
-            f"control, bare after a recorder start-up: {label}", bare, med[STARTED], "s",
-            note="no probe runs during the work: what the VM does after uvmtrace's start-up",
+            f"control, {IN_CGROUP}: {label}", bare, med[IN_CGROUP], "s",
+            note="no uvmtrace: what the command's own memory cgroup costs here",
         ))  # fmt: skip
+        figures.append(Figure(f"probes {NO_CGROUP}: {label}", bare, med[NO_CGROUP], "s",
+                              note="the probes without the command's own cgroup"))  # fmt: skip
         for peer in found:
             figures.append(Figure(
                 f"peer {peer}: {label} (workload CPU)", bare, med[peer], "s",
