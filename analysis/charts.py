@@ -92,3 +92,54 @@ def decomposition_chart(d: dict[str, Any]) -> str:
     ax.set_title("Why B's sizing signal differs", fontsize=10, loc="left")
     ax.grid(alpha=0.3, axis="x")
     return _svg(fig)
+
+
+def variant_chart(doc: dict[str, Any]) -> str:
+    """Per variant, the mean of the KV cache and of the peak charged memory, error bars at the
+    95% interval of the mean, the runs as dots."""
+    wanted = [m for m in doc["metrics"] if m["column"] in ("kv_bytes", "peak_bytes")]
+    fig, axes = plt.subplots(1, max(len(wanted), 1), figsize=(5 * max(len(wanted), 1), 3.6))
+    axes = axes if len(wanted) > 1 else [axes]
+    names = [v["variant"] for v in doc["variants"]]
+    for ax, m in zip(axes, wanted, strict=False):
+        stats = [v["metrics"][m["column"]] for v in doc["variants"]]
+        means = [(s["mean"] or 0) / GIB for s in stats]
+        errs = [
+            ((s["ci_high"] - s["ci_low"]) / 2 / GIB) if s["ci_low"] is not None else 0
+            for s in stats
+        ]
+        x = range(len(names))
+        ax.bar(x, means, yerr=errs, capsize=6, color="tab:blue", alpha=0.7)
+        for i, name in enumerate(names):
+            runs = [r[m["column"]] for r in doc["runs"] if r["variant"] == name]
+            ys = [v / GIB for v in runs if v is not None]
+            ax.plot([i] * len(ys), ys, "o", color="black", markersize=3)
+        ax.set_xticks(list(x), names, rotation=20, ha="right")
+        ax.set_ylabel("GiB")
+        ax.set_title(f"{m['label']} (mean, 95% CI, runs)", fontsize=10, loc="left")
+        ax.grid(alpha=0.3, axis="y")
+    return _svg(fig)
+
+
+def variant_decomposition_chart(doc: dict[str, Any]) -> str:
+    """Per variant, the diff of its median run against the baseline's: the sizing signal's
+    difference and the parts it splits into."""
+    comps = [c for c in doc["comparisons"] if (c["median_runs"] or {}).get("decomposition")]
+    parts: list[str] = []
+    for c in comps:
+        parts += [p for p in c["median_runs"]["decomposition"] if p not in parts]
+    fig, ax = plt.subplots(figsize=(10, 0.8 + 0.35 * max(len(parts), 1) * max(len(comps), 1)))
+    height = 0.8 / max(len(comps), 1)
+    for j, c in enumerate(comps):
+        dec = c["median_runs"]["decomposition"]
+        ys = [i + j * height for i in range(len(parts))]
+        ax.barh(ys, [dec.get(p, 0) / GIB for p in parts], height=height, label=c["variant"])
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(parts))], parts)
+    ax.invert_yaxis()
+    base = doc["baseline"]
+    ax.set_xlabel(f"GiB (signal: {base} - variant; charges: variant - {base})")
+    ax.set_title("Why each variant differs (diff of the median runs)", fontsize=10, loc="left")
+    if comps:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    return _svg(fig)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from uvmtrace.analysis.charts import cuda_chart, decomposition_chart, timeline_chart
+from uvmtrace.analysis.charts import (
+    cuda_chart,
+    decomposition_chart,
+    timeline_chart,
+    variant_chart,
+    variant_decomposition_chart,
+)
+from uvmtrace.analysis.summary_tables import summary_tables
 from uvmtrace.analysis.tables import Table, diff_tables, report_tables
 
 _STYLE = """
@@ -60,3 +67,13 @@ def diff_html(d: dict[str, Any]) -> str:
         charts,
         diff_tables(d),
     )
+
+
+def summary_html(doc: dict[str, Any]) -> str:
+    charts = [variant_chart(doc)]
+    if doc["comparisons"]:
+        charts.append(variant_decomposition_chart(doc))
+    return _page(
+        f"uvmtrace summary: {' '.join(doc['inputs'])}", doc["conclusion"], charts,
+        summary_tables(doc),
+    )  # fmt: skip

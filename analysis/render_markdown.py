@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from uvmtrace.analysis.summary_tables import summary_tables
 from uvmtrace.analysis.tables import Table, diff_tables, report_tables
 
 
@@ -32,4 +33,10 @@ def diff_markdown(d: dict[str, Any]) -> str:
         f"uvmtrace diff: A = {d['a']['path']}, B = {d['b']['path']}",
         d["conclusion"],
         diff_tables(d),
+    )
+
+
+def summary_markdown(doc: dict[str, Any]) -> str:
+    return _md(
+        f"uvmtrace summary: {' '.join(doc['inputs'])}", doc["conclusion"], summary_tables(doc)
     )

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from uvmtrace.analysis.summary_tables import summary_tables
 from uvmtrace.analysis.tables import Table, diff_tables, report_tables
 
 
@@ -31,3 +32,7 @@ def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
 
 def print_diff(d: dict[str, Any], console: Console | None = None) -> None:
     _print(console or Console(), d["conclusion"], diff_tables(d))
+
+
+def print_summary(doc: dict[str, Any], console: Console | None = None) -> None:
+    _print(console or Console(), doc["conclusion"], summary_tables(doc, compact=True))

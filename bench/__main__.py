@@ -26,7 +26,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5, help="repetitions per figure (median)")
     ap.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
     ap.add_argument(
-        "--only", choices=["startup", "shim", "probes", "recorder", "analysis"], action="append"
+        "--only",
+        choices=["startup", "shim", "probes", "recorder", "analysis", "summarize"],
+        action="append",
     )
     ap.add_argument("--gpu", action="store_true", help="the GPU figures (shim on a real driver)")
     ap.add_argument("-o", "--output", type=Path, default=Path("bench/results.json"))
@@ -35,7 +37,7 @@ def main() -> int:
         print("python -m bench: the probe benchmarks need root (sudo)", file=sys.stderr)
         return 2
     reps = 3 if args.quick else args.reps
-    wanted = set(args.only or ["startup", "shim", "probes", "recorder", "analysis"])
+    wanted = set(args.only or ["startup", "shim", "probes", "recorder", "analysis", "summarize"])
     figures: list[Figure] = []
     started = time.monotonic()
 
@@ -66,6 +68,9 @@ def main() -> int:
                 analysis = importlib.import_module("bench.analysis_bench")
                 sizes = (1_000_000,) if args.quick else (1_000_000, 10_000_000)
                 show(analysis.figures(work, sizes=sizes, reps=reps))
+            if "summarize" in wanted:
+                summarize = importlib.import_module("bench.summarize_bench")
+                show(summarize.figures(work, n_recordings=200, n_events=50_000, reps=reps))
     report = {
         "host": platform.node(),
         "machine": platform.machine(),

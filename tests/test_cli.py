@@ -87,7 +87,7 @@ def without_analysis_packages(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("name", ["record", "doctor", "recover", "shim"])
+@pytest.mark.parametrize("name", ["record", "doctor", "recover", "shim", "sweep", "demo-image"])
 def test_recording_commands_start_without_polars_or_matplotlib(name: str) -> None:
     proc = without_analysis_packages(name, "--help")
     assert proc.returncode == 0, proc.stderr

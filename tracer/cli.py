@@ -18,10 +18,13 @@ COMMANDS = {
     "record": "record",
     "report": "report",
     "diff": "diff",
+    "sweep": "sweep",
+    "summarize": "summarize",
     "doctor": "doctor",
     "recover": "recover",
     "demo": "demo",
     "demo-workload": "demo_workload",
+    "demo-image": "demo_image",
     "shim": "shim",
     "headroom": "headroom",
 }
@@ -33,6 +36,7 @@ HELP = """Where unified memory goes, at kernel level: record a workload, then ex
   uvmtrace record -o docker.parquet -- docker run --rm img python serve.py
   uvmtrace diff native.parquet docker.parquet
   uvmtrace report docker.parquet --html report.html
+  uvmtrace sweep plan.toml -o sweep-out      # variants x repeats, then summarize
   uvmtrace doctor
 """
 

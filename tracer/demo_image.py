@@ -234,3 +234,96 @@ def docker_run_argv(
     argv += ["-v", f"{os.path.realpath(kvsizer.__file__)}:{KVSIZER_IN_CONTAINER}:ro"]
     python = os.path.realpath(sys.executable)
     return argv + [image.tag, python, "-I", KVSIZER_IN_CONTAINER, *workload_args]
+
+
+# ---- a self-contained image (its own Python), and its root filesystem for chroot -------------
+
+PYTHON_IN_IMAGE = "/usr/local/bin/python3"  # a link to the interpreter, at its host path
+# parts of the standard library the workload never imports (tests alone are ~30 MiB)
+_STDLIB_SKIP = ("site-packages", "test", "tests", "__pycache__", "idlelib", "tkinter",
+                "turtledemo", "ensurepip", "lib2to3", "pydoc_data")  # fmt: skip
+
+
+def python_files() -> list[tuple[str, str]]:
+    """(host path, path in the image) for the host's Python without its packages: the
+    interpreter, the standard library and the shared libraries they and the shim link to, each
+    at its host path (the interpreter finds its library from its own location)."""
+    exe = os.path.realpath(sys.executable)
+    stdlib = os.path.dirname(os.__file__)
+    files = {(exe, exe), (stdlib, stdlib)}
+    shim = shim_library()
+    for lib in _ldd([exe, *_extension_modules_of_the_workload(), *([shim] if shim else [])]):
+        files.add((os.path.realpath(lib), lib))
+    return sorted(files, key=lambda f: f[1])
+
+
+def _copy_into(root: Path, host: str, inside: str) -> None:
+    dest = root / inside.lstrip("/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.isdir(host):
+        shutil.copytree(host, dest, symlinks=True, ignore=shutil.ignore_patterns(*_STDLIB_SKIP))
+    else:
+        shutil.copy2(host, dest)
+
+
+def build_self_contained_image(weights: Path, tag: str) -> DemoImage:
+    """The demo image with the workload's own Python inside (busybox, the interpreter and its
+    standard library, kvsizer.py at KVSIZER_IN_CONTAINER, the weights): it runs without any bind
+    mount, and its exported root filesystem runs under chroot."""
+    from uvmtrace.tracer import kvsizer
+
+    if not _image_exists(BASE_TAG):
+        _docker("import", "-", BASE_TAG, stdin=busybox_rootfs_tar(busybox_path()))
+    key = f"{_weights_key(weights)}-{sys.version_info[:3]}-{os.path.getmtime(kvsizer.__file__)}"
+    if _image_exists(tag):
+        labels = json.loads(_docker("image", "inspect", "-f", "{{json .Config.Labels}}", tag))
+        if (labels or {}).get("uvmtrace.content") != key:
+            _docker("image", "rm", "-f", tag)
+    if not _image_exists(tag):
+        with tempfile.TemporaryDirectory(prefix=".ctx-", dir=weights.parent) as ctx:
+            root = Path(ctx, "rootfs")
+            for host, inside in python_files():
+                _copy_into(root, host, inside)
+            link = root / PYTHON_IN_IMAGE.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.realpath(sys.executable))
+            _copy_into(root, os.path.realpath(kvsizer.__file__), KVSIZER_IN_CONTAINER)
+            try:  # same filesystem: no second copy of the weights in the context
+                os.link(weights, Path(ctx, "weights.bin"))
+            except OSError:
+                shutil.copyfile(weights, Path(ctx, "weights.bin"))
+            Path(ctx, "Dockerfile").write_text(
+                f"FROM {BASE_TAG}\n"
+                f'LABEL uvmtrace.content="{key}"\n'
+                "COPY rootfs/ /\n"
+                f"COPY weights.bin {WEIGHTS_IN_IMAGE}\n"
+            )
+            _docker("build", "-q", "-t", tag, ctx, timeout=600)
+    return DemoImage(tag, _layer_file(tag, WEIGHTS_IN_IMAGE))
+
+
+def export_rootfs(tag: str, dest: Path) -> Path:
+    """The image's root filesystem unpacked at `dest` (`docker export` of a created container),
+    again only when the image changed."""
+    image_id = _docker("image", "inspect", "-f", "{{.Id}}", tag).strip()
+    marker = dest / ".uvmtrace-image"
+    if marker.is_file() and marker.read_text().strip() == image_id:
+        return dest
+    if dest.is_symlink():
+        raise UserError(f"refusing to use {dest}: it is a symlink")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(mode=0o755, parents=True)
+    cid = _docker("create", tag, "/bin/true").strip()
+    try:
+        # GNU tar as root keeps owners, modes and links exactly as the image has them
+        exported = subprocess.Popen(["docker", "export", cid], stdout=subprocess.PIPE)
+        untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=exported.stdout,
+                               capture_output=True, timeout=600)  # fmt: skip
+        if exported.wait() != 0 or untar.returncode != 0:
+            why = untar.stderr.decode(errors="replace").strip().splitlines()
+            raise UserError(f"unpacking {tag} failed: {why[-1] if why else 'docker export'}")
+    finally:
+        _docker("rm", "-f", cid)
+    marker.write_text(image_id + "\n")
+    return dest

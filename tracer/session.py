@@ -66,6 +66,7 @@ class Options:
     own_cgroup: bool = True
     watch_cgroups: bool = False  # follow every cgroup created while recording (not only docker's)
     ringbuf_pages: int | None = None  # per ring buffer; None: 256, or 4096 with --raw
+    memory_limit: int | None = None  # bytes: the limit of the command's own memory cgroup
 
 
 @dataclass
@@ -238,6 +239,9 @@ class Session:
                             "why": f"{exc.strerror}: it runs in uvmtrace's cgroup",
                         }  # fmt: skip
                     )
+            if opts.memory_limit is not None:
+                self._limit(run_cg, opts.memory_limit)
+                meta["memory_limit"] = opts.memory_limit
             target_cg = run_cg or (
                 cgroups.own_memory_cgroup(self.hierarchy) if self.hierarchy else None
             )
@@ -324,6 +328,15 @@ class Session:
             "raw": self.opts.raw,
             "run_as": self.run_as.user if self.run_as else "root",
         }
+
+    def _limit(self, run_cg: Path | None, limit: int) -> None:
+        """A memory limit on the command's own cgroup (the kernel enforces it from here)."""
+        if run_cg is None or self.hierarchy is None:
+            raise UserError("--memory-limit needs the command's own memory cgroup (none here)")
+        try:
+            (run_cg / self.hierarchy.limit_file).write_text(str(limit))
+        except OSError as exc:
+            raise UserError(f"cannot set --memory-limit on {run_cg}: {exc.strerror}") from None
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals_seen.append(signum)

@@ -79,6 +79,11 @@ Examples:
     "--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
     help="With --pid/--container/--cgroup: stop after this long (default: Ctrl-C or exit).",
 )  # fmt: skip
+@click.option(
+    "--memory-limit",
+    default=None,
+    help="A memory limit (e.g. 2G) on the command's own cgroup, as `docker run --memory` sets.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No live status line.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(
@@ -95,6 +100,7 @@ def command(
     containers: tuple[str, ...],
     cgroup_paths: tuple[str, ...],
     duration: float | None,
+    memory_limit: str | None,
     quiet: bool,
     command: tuple[str, ...],
 ) -> int:
@@ -105,6 +111,8 @@ def command(
     attach = AttachRequest(pids, containers, cgroup_paths, duration)
     if duration is not None and not attach:
         raise UserError("--duration applies to --pid/--container/--cgroup recordings")
+    if memory_limit is not None and attach:
+        raise UserError("--memory-limit applies to a command record starts, not to --pid/...")
     opts = Options(
         output=output,
         command=list(command),
@@ -117,6 +125,7 @@ def command(
         quiet=quiet,
         own_cgroup=not no_cgroup,
         watch_cgroups=watch_cgroups,
+        memory_limit=_size(memory_limit),
     )
     outcome = record_running(opts, attach) if attach else record(opts)
     if not quiet:
@@ -128,3 +137,14 @@ def command(
             err=True,
         )
     return outcome.exit_code
+
+
+def _size(text: str | None) -> int | None:
+    from uvmtrace.tracer.kvsizer import KvSizerError, parse_size
+
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except KvSizerError as exc:
+        raise UserError(f"--memory-limit: {exc}") from None

@@ -1,0 +1,406 @@
+"""Summary of many recordings (a sweep): one row per recording, statistics per variant, and each
+variant against the baseline with the cause taken from the diff of the median runs.
+
+Recordings are found in directories (every `*.parquet` below them, summaries excluded) or by glob.
+The variant and run come from the hive-style path `variant=NAME/run=I/` that `uvmtrace sweep`
+writes; elsewhere the variant is the file's name and the run 1. A `sweep.json` in a directory
+given (written by `uvmtrace sweep`) supplies the variants' order (the first is the baseline) and
+the variants the sweep skipped, with the reason.
+
+Each recording is read once (load.py's one pass) and reduced to its row before the next is read,
+so hundreds of recordings take the memory of one. Two more diffs per variant read the median runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from uvmtrace.analysis.attribution import attribute
+from uvmtrace.analysis.cuda_memory import device_deltas
+from uvmtrace.analysis.items import KIND_LABEL, KINDS
+from uvmtrace.analysis.load import load_run
+from uvmtrace.analysis.reconcile import reconcile
+from uvmtrace.analysis.report import REPORT_VERSION, build_diff
+from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE, infer_sizing
+from uvmtrace.analysis.stats import compare, describe
+from uvmtrace.analysis.units import fmt_bytes
+from uvmtrace.recording.errors import RecordingError, UserError
+
+SWEEP_STATE = "sweep.json"
+SUMMARY_PREFIX = "summary"
+
+# (column, label, unit): the figures summarised per variant and compared with the baseline
+METRICS: list[tuple[str, str, str]] = [
+    ("kv_bytes", "KV cache", "bytes"),
+    ("signal_free_bytes", "sizing signal at the query", "bytes"),
+    ("peak_bytes", "peak charged memory", "bytes"),
+    ("end_bytes", "charged memory at the end", "bytes"),
+    *[(f"peak_{k}_bytes", f"peak {KIND_LABEL[k]}", "bytes") for k in KINDS],
+    *[(f"end_{k}_bytes", f"end {KIND_LABEL[k]}", "bytes") for k in KINDS],
+    ("top_file_bytes", "page cache of the top file", "bytes"),
+    ("cuda_device_peak_bytes", "CUDA device memory, peak", "bytes"),
+    ("duration_s", "duration", "s"),
+]
+# the figures the conclusion states for each variant, in this order
+HEADLINE = ("kv_bytes", "signal_free_bytes", "peak_bytes")
+
+
+# ---- finding recordings ---------------------------------------------------------------------
+
+
+def find_recordings(inputs: list[str]) -> tuple[list[Path], dict[str, Any] | None]:
+    """The recordings named by directories, files or globs (sorted, each once), and the sweep
+    state of the first directory that has one."""
+    found: list[Path] = []
+    state: dict[str, Any] | None = None
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            if state is None and (path / SWEEP_STATE).is_file():
+                try:
+                    state = json.loads((path / SWEEP_STATE).read_text())
+                except ValueError:
+                    raise UserError(f"{path / SWEEP_STATE}: not valid JSON") from None
+            # a sweep's own layout (its setup may hold anything); elsewhere every Parquet file
+            # but summaries
+            swept = (path / SWEEP_STATE).is_file()
+            found += (
+                list(path.glob("variant=*/run=*/recording.parquet"))
+                if swept
+                else [p for p in path.rglob("*.parquet") if not p.name.startswith(SUMMARY_PREFIX)]
+            )
+        elif path.is_file():
+            found.append(path)
+        elif any(c in item for c in "*?["):
+            found += [Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file()]
+        else:
+            raise UserError(f"{item}: no such file or directory")
+    unique = sorted(set(found))
+    if not unique:
+        raise UserError(f"no recordings (*.parquet) found in {' '.join(inputs)}")
+    return unique, state
+
+
+def variant_and_run(path: Path) -> tuple[str, int]:
+    parts = {k: v for k, _, v in (p.partition("=") for p in path.parts if "=" in p)}
+    variant = parts.get("variant") or path.stem
+    try:
+        run = int(parts.get("run", 1))
+    except ValueError:
+        run = 1
+    return variant, run
+
+
+# ---- one row per recording ------------------------------------------------------------------
+
+
+def _cuda_peak(run: Any) -> int | None:
+    if "cuda" not in run.streams:
+        return None
+    deltas = device_deltas(run).sort("ts_ns")
+    if deltas.is_empty():
+        return 0
+    return max(0, int(deltas["bytes"].cum_sum().max() or 0))
+
+
+def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any]:
+    variant, run_no = variant_and_run(path)
+    row: dict[str, Any] = {"path": str(path), "variant": variant, "run": run_no, "error": None}
+    try:
+        run = load_run(path)
+    except (RecordingError, UserError) as exc:
+        row["error"] = str(exc)
+        return row
+    meta = run.metadata
+    cmd = meta.get("command")
+    sizing = infer_sizing(run, min_alloc, tolerance)
+    kv = sizing["kv"]
+    att = attribute(run)
+    trust = reconcile(run)["summary"]
+    total = att.get("total") or {}
+    by_kind = {r["kind"]: r for r in att["by_kind"]}
+    files = [f for f in att["by_file"] if f.get("peak")]
+    top = files[0] if files else None
+    exit_code = meta.get("exit_code")
+    row.update(
+        {
+            "command": " ".join(cmd) if isinstance(cmd, list) else cmd,
+            "exit_code": int(exit_code) if isinstance(exit_code, int) else None,
+            "duration_s": round((run.t_end_ns - run.t0_ns) / 1e9, 6),
+            "signal": kv["signal"] if kv else None,
+            "signal_free_bytes": kv["query_free_bytes"] if kv else None,
+            "kv_bytes": kv["bytes"] if kv else None,
+            "kv_fraction": kv["fraction"] if kv else None,
+            # #13's rule catalogue names the rule; before it, the fraction and the signal do
+            "rule": (kv.get("rule") or f"{kv['fraction']:g} x {kv['signal']}") if kv else None,
+            "peak_bytes": total.get("peak"),
+            "end_bytes": total.get("end"),
+            **{f"peak_{k}_bytes": (by_kind.get(k) or {}).get("peak") for k in KINDS},
+            **{f"end_{k}_bytes": (by_kind.get(k) or {}).get("end") for k in KINDS},
+            "top_file": top["path"] if top else None,
+            "top_file_bytes": top["peak"] if top else None,
+            "top_file_cgroup": top.get("cgroup") if top else None,
+            "cuda_device_peak_bytes": _cuda_peak(run),
+            "trust": trust.get("trust"),
+            "trust_line": trust.get("line"),
+            "lost_events": trust.get("lost_events"),
+        }
+    )
+    return row
+
+
+_SCHEMA = {
+    "path": pl.String, "variant": pl.String, "run": pl.Int64, "error": pl.String,
+    "command": pl.String, "exit_code": pl.Int64, "duration_s": pl.Float64,
+    "signal": pl.String, "signal_free_bytes": pl.Int64, "kv_bytes": pl.Int64,
+    "kv_fraction": pl.Float64, "rule": pl.String, "peak_bytes": pl.Int64, "end_bytes": pl.Int64,
+    **{f"peak_{k}_bytes": pl.Int64 for k in KINDS}, **{f"end_{k}_bytes": pl.Int64 for k in KINDS},
+    "top_file": pl.String, "top_file_bytes": pl.Int64, "top_file_cgroup": pl.String,
+    "cuda_device_peak_bytes": pl.Int64, "trust": pl.String, "trust_line": pl.String,
+    "lost_events": pl.Int64,
+}  # fmt: skip
+
+
+def recordings_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=_SCHEMA).sort("variant", "run")
+
+
+# ---- per variant, and against the baseline --------------------------------------------------
+
+
+def _order(frame: pl.DataFrame, state: dict[str, Any] | None, baseline: str | None) -> list[str]:
+    present = frame["variant"].unique(maintain_order=True).to_list()
+    planned = [v["name"] for v in (state or {}).get("variants", []) if v["name"] in present]
+    order = planned + sorted(v for v in present if v not in planned)
+    if baseline is not None:
+        if baseline not in order:
+            raise UserError(f"--baseline {baseline}: no such variant ({', '.join(order)})")
+        order.remove(baseline)
+        order.insert(0, baseline)
+    return order
+
+
+def _median_run(runs: pl.DataFrame) -> dict[str, Any]:
+    """The run in the middle by KV bytes (then signal, then peak): the one the diff explains."""
+    for col in HEADLINE:
+        ok = runs.filter(pl.col(col).is_not_null())
+        if ok.height:
+            ranked = ok.sort(col, "run")
+            return ranked.row((ranked.height - 1) // 2, named=True)
+    return runs.sort("run").row((runs.height - 1) // 2, named=True)
+
+
+def _cause(d: dict[str, Any]) -> dict[str, Any] | None:
+    """The largest part of the diff's decomposition that the variant's run was charged (or, for
+    a device signal, allocated), named as specifically as the diff allows: the file and cgroup
+    for page cache, the cgroup for other kinds. Free memory that was already gone before the
+    run began is host drift, not the variant: stated next to the cause when it was larger."""
+    dec = d["decomposition"]
+    parts: list[tuple[int, str, str]] = []
+    for k in dec["by_kind"]:
+        what = k["label"]
+        if k["key"] == "file" and dec["by_file"]:
+            f = next((r for r in dec["by_file"] if r.get("b_in_scope")), dec["by_file"][0])
+            where = f" charged to {f['b_cgroup']}" if f.get("b_cgroup") else ""
+            what = f"page cache of {f['key']}{where}"
+        elif dec["by_cgroup"]:
+            what = f"{k['label']} charged to {dec['by_cgroup'][0]['key']}"
+        parts.append((k["difference"], k["key"], what))
+    if dec.get("cuda_device_bytes"):
+        parts.append((dec["cuda_device_bytes"], "cuda", "CUDA device memory"))
+    if not parts:
+        return None
+    nbytes, key, what = max(parts, key=lambda p: abs(p[0]))
+    line = f"{what}: {fmt_bytes(nbytes, signed=True)}"
+    drift = dec.get("baseline_bytes")
+    if drift and abs(drift) > abs(nbytes):
+        line += (
+            f" (larger: the host had {fmt_bytes(abs(drift))} "
+            f"{'less' if drift > 0 else 'more'} free memory before the variant's run began)"
+        )
+    return {"part": key, "what": what, "bytes": nbytes, "host_drift_bytes": drift, "line": line}
+
+
+def _decomposition(d: dict[str, Any]) -> dict[str, int]:
+    """Signal difference (baseline - variant) and its parts, for the per-variant chart."""
+    dec = d["decomposition"]
+    out: dict[str, int] = {}
+    if dec.get("signal_difference_bytes") is not None:
+        out["signal difference"] = dec["signal_difference_bytes"]
+    if dec.get("baseline_bytes"):
+        out["free before start"] = dec["baseline_bytes"]
+    if dec.get("cuda_device_bytes"):
+        out["CUDA device"] = dec["cuda_device_bytes"]
+    for k in dec["by_kind"]:
+        out[k["label"]] = k["difference"]
+    if dec.get("unexplained_bytes") is not None:
+        out["unexplained"] = dec["unexplained_bytes"]
+    return out
+
+
+def _explain(
+    base: dict[str, Any], other: dict[str, Any], min_alloc: int, tolerance: float
+) -> dict[str, Any]:
+    try:
+        d = build_diff(base["path"], other["path"], min_alloc, tolerance, with_timeline=False)
+    except (RecordingError, UserError) as exc:
+        return {"error": str(exc)}
+    dec = d["decomposition"]
+    top = next((f for f in dec["by_file"] if f.get("b_in_scope")), None)
+    return {
+        "a": base["path"],
+        "b": other["path"],
+        "cause": _cause(d),
+        # the file whose page cache differs most, charged to the variant's own cgroups
+        "top_file": {"path": top["key"], "cgroup": top["b_cgroup"], "bytes": top["difference"]}
+        if top
+        else None,
+        "conclusion": d["conclusion"],
+        "decomposition": _decomposition(d),
+    }
+
+
+def summarize(
+    inputs: list[str],
+    *,
+    baseline: str | None = None,
+    min_alloc: int = DEFAULT_MIN_ALLOC,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    """The summary document (JSON-ready, kind "summary") and the per-recording frame."""
+    paths, state = find_recordings(inputs)
+    frame = recordings_frame([recording_row(p, min_alloc, tolerance) for p in paths])
+    good = frame.filter(pl.col("error").is_null())
+    if good.is_empty():
+        raise UserError(f"none of the {frame.height} recordings could be read")
+    order = _order(good, state, baseline)
+    rank = {v: i for i, v in enumerate(order)}
+    frame = frame.sort(pl.col("variant").replace_strict(rank, default=len(rank)), "variant", "run")
+    metrics = [(c, label, unit) for c, label, unit in METRICS if good[c].null_count() < good.height]
+    per_variant = []
+    runs_of = {v: good.filter(pl.col("variant") == v) for v in order}
+    for v in order:
+        runs = runs_of[v]
+        per_variant.append(
+            {
+                "variant": v,
+                "runs": runs.height,
+                "failed_runs": runs.filter(pl.col("exit_code") != 0).height,
+                "signals": sorted(runs["signal"].drop_nulls().unique().to_list()),
+                "rules": sorted(runs["rule"].drop_nulls().unique().to_list()),
+                "trust": sorted(runs["trust"].drop_nulls().unique().to_list()),
+                "metrics": {c: describe(runs[c].to_list()) for c, _, _ in metrics},
+            }
+        )
+    base_name = order[0]
+    base_runs = runs_of[base_name]
+    base_median = _median_run(base_runs)
+    comparisons = []
+    for v in order[1:]:
+        runs = runs_of[v]
+        comparisons.append(
+            {
+                "variant": v,
+                "baseline": base_name,
+                "metrics": {
+                    c: compare(base_runs[c].to_list(), runs[c].to_list()) for c, _, _ in metrics
+                },
+                "median_runs": _explain(base_median, _median_run(runs), min_alloc, tolerance),
+            }
+        )
+    skipped = [
+        {"variant": v["name"], "why": v["skipped"]}
+        for v in (state or {}).get("variants", [])
+        if v.get("skipped")
+    ]
+    doc: dict[str, Any] = {
+        "kind": "summary",
+        "version": REPORT_VERSION,
+        "inputs": inputs,
+        "baseline": base_name,
+        "recordings": frame.height,
+        "unreadable": frame.filter(pl.col("error").is_not_null())
+        .select("path", "error")
+        .to_dicts(),
+        "metrics": [{"column": c, "label": label, "unit": unit} for c, label, unit in metrics],
+        "variants": per_variant,
+        "comparisons": comparisons,
+        "skipped": skipped,
+        "runs": frame.drop("trust_line").to_dicts(),
+    }
+    doc["conclusion"] = summary_conclusion(doc)
+    return doc, frame
+
+
+# ---- the conclusion -------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, unit: str, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    if unit == "s":
+        return f"{value:+.2f} s" if signed else f"{value:.2f} s"
+    return fmt_bytes(value, signed=signed)
+
+
+def interval(c: dict[str, Any], unit: str) -> str:
+    if c["ci_low"] is None:
+        return "no interval: fewer than 2 runs"
+    return f"95% CI {_fmt(c['ci_low'], unit, True)} to {_fmt(c['ci_high'], unit, True)}"
+
+
+def summary_conclusion(doc: dict[str, Any]) -> list[str]:
+    labels = {m["column"]: (m["label"], m["unit"]) for m in doc["metrics"]}
+    headline = [c for c in HEADLINE if c in labels]
+    base = doc["variants"][0]
+    lines = []
+    figures = []
+    for col in headline:
+        m = base["metrics"][col]
+        label, unit = labels[col]
+        ci = (
+            f" (95% CI {_fmt(m['ci_low'], unit)} to {_fmt(m['ci_high'], unit)})"
+            if m["ci_low"] is not None
+            else ""
+        )
+        figures.append(f"{label} {_fmt(m['mean'], unit)}{ci}")
+    lines.append(
+        f"Baseline {base['variant']} ({base['runs']} runs): "
+        + "; ".join(figures or ["no figures"])
+        + "."
+    )
+    for comp in doc["comparisons"]:
+        v = comp["variant"]
+        runs = next(x["runs"] for x in doc["variants"] if x["variant"] == v)
+        differ = [c for c in headline if comp["metrics"][c]["significant"]]
+        parts = []
+        for col in headline:
+            c = comp["metrics"][col]
+            label, unit = labels[col]
+            verdict = "significant" if c["significant"] else "not significant"
+            if c["significant"] is None:
+                verdict = "not judged"
+            parts.append(
+                f"{label} {_fmt(c['difference'], unit, True)} ({interval(c, unit)}, {verdict})"
+            )
+        lead = "differs from" if differ else "does not differ significantly from"
+        line = f"{v} ({runs} runs) {lead} {comp['baseline']}: " + "; ".join(parts) + "."
+        cause = (comp["median_runs"] or {}).get("cause")
+        if cause:
+            line += f" Main cause (diff of the median runs): {cause['line']}."
+        elif (comp["median_runs"] or {}).get("error"):
+            line += f" The diff of the median runs failed: {comp['median_runs']['error']}."
+        lines.append(line)
+    failed = [f"{x['variant']} {x['failed_runs']}" for x in doc["variants"] if x["failed_runs"]]
+    if failed:
+        lines.append("Runs whose command exited non-zero (included): " + ", ".join(failed) + ".")
+    for s in doc["skipped"]:
+        lines.append(f"{s['variant']}: skipped ({s['why']}).")
+    if doc["unreadable"]:
+        lines.append(f"{len(doc['unreadable'])} recording(s) could not be read (see the table).")
+    return lines
