@@ -144,3 +144,12 @@ def test_statistics_say_what_few_runs_cannot_tell() -> None:
     lone = compare([1.0, 2.0, 3.0], [7.0])
     assert lone["difference"] == 5.0 and lone["significant"] is None
     assert compare([], [1.0])["difference"] is None
+
+
+def test_an_unreadable_recording_is_listed_and_the_rest_summarized(sweep_dir) -> None:
+    out, _ = sweep_dir
+    (out / "variant=docker" / "run=2" / "recording.parquet").write_bytes(b"not parquet")
+    doc, frame = summarize([str(out)])
+    assert frame.height == 6 and len(doc["unreadable"]) == 1
+    assert next(v for v in doc["variants"] if v["variant"] == "docker")["runs"] == 2
+    assert "1 recording(s) could not be read (see the table)." in doc["conclusion"]
