@@ -388,8 +388,21 @@ def summary_conclusion(doc: dict[str, Any]) -> list[str]:
             parts.append(
                 f"{label} {_fmt(c['difference'], unit, True)} ({interval(c, unit)}, {verdict})"
             )
+        # the other figures are named where they differ: the page cache a container was
+        # charged can be significant while the signal's noise hides it in the KV size
+        others = [
+            f"{labels[c][0]} {_fmt(m['difference'], labels[c][1], True)} "
+            f"({interval(m, labels[c][1])})"
+            for c, m in comp["metrics"].items()
+            # the end figures repeat the peaks in a run that holds what it took
+            if c not in headline and not c.startswith("end_") and m["significant"]
+        ]
+        differ += [c for c, m in comp["metrics"].items()
+                   if c not in headline and c != "duration_s" and m["significant"]]  # fmt: skip
         lead = "differs from" if differ else "does not differ significantly from"
         line = f"{v} ({runs} runs) {lead} {comp['baseline']}: " + "; ".join(parts) + "."
+        if others:
+            line += " Also significant: " + "; ".join(others) + "."
         cause = (comp["median_runs"] or {}).get("cause")
         if cause:
             line += f" Main cause (diff of the median runs): {cause['line']}."
