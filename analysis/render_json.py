@@ -11,7 +11,6 @@ def to_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=1, sort_keys=False, default=str)
 
 
-def load_schema() -> dict[str, Any]:
-    return json.loads(
-        resources.files("uvmtrace.analysis").joinpath("report_schema.json").read_text()
-    )
+def load_schema(name: str = "report_schema.json") -> dict[str, Any]:
+    """The schema of report/diff JSON, or of summary JSON (`summary_schema.json`)."""
+    return json.loads(resources.files("uvmtrace.analysis").joinpath(name).read_text())

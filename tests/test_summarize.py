@@ -9,11 +9,13 @@ import json
 import statistics
 from pathlib import Path
 
+import jsonschema
 import polars as pl
 import pytest
 from recordings import GIB, MIB, T0_NS, Recorder, S, docker_recorder, native_recorder
 from scipy import stats
 
+from uvmtrace.analysis.render_json import load_schema, to_json
 from uvmtrace.analysis.summary import summarize
 from uvmtrace.tracer.cli import main
 
@@ -110,6 +112,7 @@ def test_the_cli_writes_parquet_json_and_html(sweep_dir, capsys) -> None:
     assert pl.read_parquet(out / "summary.parquet").height == 6
     doc = json.loads(js.read_text())
     assert doc["kind"] == "summary" and len(doc["runs"]) == 6
+    jsonschema.Draft202012Validator(load_schema("summary_schema.json")).validate(doc)
     page = html.read_text()
     assert page.count("<svg") == 2 and "Main cause" in page
     printed = capsys.readouterr().out
@@ -153,3 +156,5 @@ def test_an_unreadable_recording_is_listed_and_the_rest_summarized(sweep_dir) ->
     assert frame.height == 6 and len(doc["unreadable"]) == 1
     assert next(v for v in doc["variants"] if v["variant"] == "docker")["runs"] == 2
     assert "1 recording(s) could not be read (see the table)." in doc["conclusion"]
+    schema = jsonschema.Draft202012Validator(load_schema("summary_schema.json"))
+    schema.validate(json.loads(to_json(doc)))

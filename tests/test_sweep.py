@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 from conftest import _need, docker_ok, has_bpf
 
+from uvmtrace.analysis.render_json import load_schema
 from uvmtrace.recording.errors import UserError
 from uvmtrace.tracer import kvsizer
 from uvmtrace.tracer.cli import main
@@ -207,6 +209,7 @@ def test_the_summary_agrees_with_what_the_sizer_says(swept) -> None:
     out, _, _ = swept
     doc = json.loads((out / "summary.json").read_text())
     assert (out / "summary.parquet").is_file() and (out / "summary.html").is_file()
+    jsonschema.Draft202012Validator(load_schema("summary_schema.json")).validate(doc)
     assert [v["variant"] for v in doc["variants"]] == ["native", "docker"]
     for row in doc["runs"]:
         log = (Path(row["path"]).parent / "output.log").read_text()
