@@ -21,8 +21,8 @@ from typing import Any
 import polars as pl
 
 from uvmtrace.analysis.attribution import attribute
-from uvmtrace.analysis.cuda_memory import device_deltas
-from uvmtrace.analysis.items import KIND_LABEL, KINDS
+from uvmtrace.analysis.cuda_memory import cuda_memory
+from uvmtrace.analysis.items import CUDA_MEMORY_KINDS, KIND_LABEL, KINDS
 from uvmtrace.analysis.load import load_run
 from uvmtrace.analysis.reconcile import reconcile
 from uvmtrace.analysis.report import REPORT_VERSION, build_diff
@@ -44,6 +44,7 @@ METRICS: list[tuple[str, str, str]] = [
     *[(f"end_{k}_bytes", f"end {KIND_LABEL[k]}", "bytes") for k in KINDS],
     ("top_file_bytes", "page cache of the top file", "bytes"),
     ("cuda_device_peak_bytes", "CUDA device memory, peak", "bytes"),
+    *[(f"cuda_{k}_peak_bytes", f"CUDA {k} memory, peak", "bytes") for k in CUDA_MEMORY_KINDS],
     ("duration_s", "duration", "s"),
 ]
 # the figures the conclusion states for each variant, in this order
@@ -99,13 +100,18 @@ def variant_and_run(path: Path) -> tuple[str, int]:
 # ---- one row per recording ------------------------------------------------------------------
 
 
-def _cuda_peak(run: Any) -> int | None:
-    if "cuda" not in run.streams:
-        return None
-    deltas = device_deltas(run).sort("ts_ns")
-    if deltas.is_empty():
-        return 0
-    return max(0, int(deltas["bytes"].cum_sum().max() or 0))
+def _cuda(run: Any) -> dict[str, int | None]:
+    """Peak CUDA memory in all (device kinds) and by kind (cuda_memory.py), None without a CUDA
+    stream."""
+    cm = cuda_memory(run)
+    if not cm or not cm.get("traced", True):
+        return {"cuda_device_peak_bytes": None} | {
+            f"cuda_{k}_peak_bytes": None for k in CUDA_MEMORY_KINDS
+        }
+    by_kind = {r["kind"]: r["peak_bytes"] for r in cm["by_kind"]}
+    return {"cuda_device_peak_bytes": cm["device_bytes_peak"]} | {
+        f"cuda_{k}_peak_bytes": by_kind.get(k, 0) for k in CUDA_MEMORY_KINDS
+    }
 
 
 def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any]:
@@ -136,8 +142,7 @@ def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any
             "signal_free_bytes": kv["query_free_bytes"] if kv else None,
             "kv_bytes": kv["bytes"] if kv else None,
             "kv_fraction": kv["fraction"] if kv else None,
-            # #13's rule catalogue names the rule; before it, the fraction and the signal do
-            "rule": (kv.get("rule") or f"{kv['fraction']:g} x {kv['signal']}") if kv else None,
+            "rule": _rule(kv),
             "peak_bytes": total.get("peak"),
             "end_bytes": total.get("end"),
             **{f"peak_{k}_bytes": (by_kind.get(k) or {}).get("peak") for k in KINDS},
@@ -145,13 +150,21 @@ def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any
             "top_file": top["path"] if top else None,
             "top_file_bytes": top["peak"] if top else None,
             "top_file_cgroup": top.get("cgroup") if top else None,
-            "cuda_device_peak_bytes": _cuda_peak(run),
+            **_cuda(run),
             "trust": trust.get("trust"),
             "trust_line": trust.get("line"),
             "lost_events": trust.get("lost_events"),
         }
     )
     return row
+
+
+def _rule(kv: dict[str, Any] | None) -> str | None:
+    """`fraction_of_free 0.9 x cuMemGetInfo`: the rule sizing.py fitted, its fraction, signal."""
+    if not kv:
+        return None
+    fraction = f" {kv['fraction']:g}" if kv.get("fraction") is not None else ""
+    return f"{kv.get('rule') or 'fraction'}{fraction} x {kv['signal']}"
 
 
 _SCHEMA = {
@@ -161,7 +174,9 @@ _SCHEMA = {
     "kv_fraction": pl.Float64, "rule": pl.String, "peak_bytes": pl.Int64, "end_bytes": pl.Int64,
     **{f"peak_{k}_bytes": pl.Int64 for k in KINDS}, **{f"end_{k}_bytes": pl.Int64 for k in KINDS},
     "top_file": pl.String, "top_file_bytes": pl.Int64, "top_file_cgroup": pl.String,
-    "cuda_device_peak_bytes": pl.Int64, "trust": pl.String, "trust_line": pl.String,
+    "cuda_device_peak_bytes": pl.Int64,
+    **{f"cuda_{k}_peak_bytes": pl.Int64 for k in CUDA_MEMORY_KINDS},
+    "trust": pl.String, "trust_line": pl.String,
     "lost_events": pl.Int64,
 }  # fmt: skip
 
@@ -196,10 +211,11 @@ def _median_run(runs: pl.DataFrame) -> dict[str, Any]:
 
 
 def _cause(d: dict[str, Any]) -> dict[str, Any] | None:
-    """The largest part of the diff's decomposition that the variant's run was charged (or, for
-    a device signal, allocated), named as specifically as the diff allows: the file and cgroup
-    for page cache, the cgroup for other kinds. Free memory that was already gone before the
-    run began is host drift, not the variant: stated next to the cause when it was larger."""
+    """The largest part of the diff's decomposition that moves the sizing signal the way it
+    moved (B charged more where B's signal was lower), named as specifically as the diff allows:
+    the file and cgroup for page cache. Without a signal difference, the largest part either
+    way. Free memory that was already gone before the run began is host drift, not the variant:
+    stated next to the cause when it was larger."""
     dec = d["decomposition"]
     parts: list[tuple[int, str, str]] = []
     for k in dec["by_kind"]:
@@ -208,11 +224,13 @@ def _cause(d: dict[str, Any]) -> dict[str, Any] | None:
             f = next((r for r in dec["by_file"] if r.get("b_in_scope")), dec["by_file"][0])
             where = f" charged to {f['b_cgroup']}" if f.get("b_cgroup") else ""
             what = f"page cache of {f['key']}{where}"
-        elif dec["by_cgroup"]:
-            what = f"{k['label']} charged to {dec['by_cgroup'][0]['key']}"
         parts.append((k["difference"], k["key"], what))
-    if dec.get("cuda_device_bytes"):
-        parts.append((dec["cuda_device_bytes"], "cuda", "CUDA device memory"))
+    cuda = dec.get("cuda_device_bytes")
+    if isinstance(cuda, int) and cuda:
+        parts.append((cuda, "cuda", "CUDA device memory"))
+    signal = dec.get("signal_difference_bytes")
+    if signal:
+        parts = [p for p in parts if (p[0] > 0) == (signal > 0)] or parts
     if not parts:
         return None
     nbytes, key, what = max(parts, key=lambda p: abs(p[0]))
