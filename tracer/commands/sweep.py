@@ -41,7 +41,7 @@ def command(plan: Path, out: Path, resume: bool, no_summary: bool) -> int:
         return 0 if not outcome.failed else 1
     click.echo("", err=True)
     try:  # the analysis packages: a recording-only host records, and summarizes elsewhere
-        from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
+        from uvmtrace.analysis.items import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE
         from uvmtrace.tracer.commands.summarize import summarize_to
     except ModuleNotFoundError as exc:
         click.echo(f"no summary here ({exc.name} is not installed): run `uvmtrace summarize "
