@@ -140,10 +140,10 @@ def command(
 
 
 def _size(text: str | None) -> int | None:
-    from uvmtrace.tracer.kvsizer import KvSizerError, parse_size
-
     if text is None:
         return None
+    from uvmtrace.tracer.kvsizer import KvSizerError, parse_size
+
     try:
         return parse_size(text)
     except KvSizerError as exc:
