@@ -113,6 +113,39 @@ def tracepoint_exists(target: str) -> bool:
     return root is not None and os.path.isdir(os.path.join(root, "events", category, event))
 
 
+NO_TRACEFS = "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing"
+NO_ROOT = "kernel probes need root (run uvmtrace with sudo)"
+
+
+def btf_missing() -> str | None:
+    """Why the probes cannot name memcg items from the kernel's BTF here, or None."""
+    from uvmtrace.probes import btf
+    from uvmtrace.recording.errors import UserError
+
+    try:
+        btf.item_names()
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def start_blockers() -> dict[str, str]:
+    """What the kernel probes cannot start without, {requirement: why it is missing here}; empty
+    when nothing is. `KernelTracer.start()` refuses with these reasons (the recording then has no
+    kernel stream) and `uvmtrace doctor` blocks on the same requirements: "root", "tracefs",
+    "BTF" (memcg item names; no fallback)."""
+    blockers: dict[str, str] = {}
+    root = os.geteuid() == 0
+    if not root:
+        blockers["root"] = NO_ROOT
+    if root and tracefs() is None:  # a user cannot see into tracefs: no verdict without root
+        blockers["tracefs"] = NO_TRACEFS
+    why = btf_missing()
+    if why is not None:
+        blockers["BTF"] = why
+    return blockers
+
+
 def kprobes_available() -> bool:
     """CONFIG_KPROBE_EVENTS leaves `kprobe_events` in tracefs; without it BPF kprobes fail too."""
     root = tracefs()
@@ -214,11 +247,8 @@ def probe_plan() -> dict:
         plan["bcc"] = {"ok": True, "why": ""}
     except UserError as exc:
         plan["bcc"] = {"ok": False, "why": str(exc)}
-    try:
-        btf.item_names()
-        plan["btf"] = {"ok": True, "why": btf.VMLINUX_BTF}
-    except UserError as exc:
-        plan["btf"] = {"ok": False, "why": str(exc)}
+    btf_why = btf_missing()
+    plan["btf"] = {"ok": btf_why is None, "why": btf_why or btf.VMLINUX_BTF}
     variant, variant_why = memcg_variant()
     plan["memcg_variant"] = variant
     probes: dict[str, dict] = {}

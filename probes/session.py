@@ -123,10 +123,9 @@ class KernelTracer:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        if os.geteuid() != 0:
-            raise UserError("kernel probes need root (run uvmtrace with sudo)")
-        if capabilities.tracefs() is None:
-            raise UserError("tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing")
+        blockers = capabilities.start_blockers()  # what `uvmtrace doctor` blocks on, too
+        if blockers:
+            raise UserError("; ".join(blockers.values()))
         bcc = import_bcc()
         self._names = decode.ItemNames(self.page_size)
         plan = self._plan()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from uvmtrace.tracer.doctor import REQUIRED
-from uvmtrace.tracer.doctor.kernel import TRACEPOINTS
+from uvmtrace.tracer.doctor.plan import probe_tracepoints
 
 STATUSES = {"ok", "missing", "unavailable"}
 
@@ -51,7 +51,7 @@ def test_json_has_one_entry_per_check_each_with_name_status_detail_fix(doctor_js
         "BCC", "BCC compiles", "cgroups", "memcg variant", "C compiler", "Docker",
         "CUDA driver", "NVML",
     }  # fmt: skip
-    expected |= {f"tracepoint {tp}" for tp in TRACEPOINTS}
+    expected |= {f"tracepoint {tp}" for tp in probe_tracepoints()}
     assert expected <= set(names), expected - set(names)
     assert isinstance(report["can_record"], bool)
 

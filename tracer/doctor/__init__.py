@@ -1,8 +1,10 @@
 """`uvmtrace doctor`: what this host can trace, what is missing, and how to fix it.
 
 `run_doctor()` runs every check and decides whether a recording is possible: that needs root, the
-bpf() syscall, tracefs, a BCC that compiles, and some way to see memcg charges. Everything else
-(kprobes, fentry, Docker, GPU) widens what is traced but is not required.
+bpf() syscall, tracefs, kernel BTF, a BCC that compiles, and some way to see memcg charges.
+Everything else (kprobes, fentry, Docker, GPU) widens what is traced but is not required. What
+the probes need is asked the way they ask it (probes/capabilities.py), so doctor's verdict and
+what `record` does cannot drift apart.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from uvmtrace.tracer.doctor.result import Check, Status
 __all__ = ["Check", "DoctorReport", "Status", "run_doctor"]
 
 # The checks a recording cannot do without.
-REQUIRED = ("root", "bpf() syscall", "tracefs", "BCC", "BCC compiles", "memcg variant")
+REQUIRED = ("root", "bpf() syscall", "tracefs", "BTF", "BCC", "BCC compiles", "memcg variant")
 
 
 @dataclass(frozen=True)

@@ -9,35 +9,33 @@ import os
 import platform
 from pathlib import Path
 
+from uvmtrace.probes import capabilities
 from uvmtrace.tracer.doctor import bpf_syscall, btf
 from uvmtrace.tracer.doctor.result import Check, missing, ok, unavailable
 
 SETUP = "sudo scripts/setup-host"
 
-# Every tracepoint a probe attaches to, with what losing it costs (the fix column).
-TRACEPOINTS: dict[str, str] = {
+# What losing a tracepoint costs (the fix column), for the ones where it is more than "the probe
+# is not attached". Which tracepoints are checked comes from the probes (capabilities.PROBES).
+CONSEQUENCES: dict[str, str] = {
     "memcg:mod_memcg_state": "kernel >= 6.14 has it; older kernels: kprobe or memory.stat sampling",
     "memcg:mod_memcg_lruvec_state": "kernel >= 6.14 has it; older: kprobe or memory.stat sampling",
-    "memcg:count_memcg_events": "kernel >= 6.14 has it; older: kprobe or memory.stat sampling",
+    "memcg:count_memcg_events": "kernel >= 6.14 has it; vm events per cgroup are then not recorded",
     "exceptions:page_fault_user": "x86 only; page faults then come from /proc/PID/stat samples",
-    "syscalls:sys_enter_mmap": "needs CONFIG_FTRACE_SYSCALLS",
-    "syscalls:sys_exit_mmap": "needs CONFIG_FTRACE_SYSCALLS",
-    "syscalls:sys_enter_munmap": "needs CONFIG_FTRACE_SYSCALLS",
-    "syscalls:sys_enter_mremap": "needs CONFIG_FTRACE_SYSCALLS",
-    "syscalls:sys_enter_brk": "needs CONFIG_FTRACE_SYSCALLS",
-    "syscalls:sys_enter_madvise": "needs CONFIG_FTRACE_SYSCALLS",
-    "syscalls:sys_enter_sysinfo": "needs CONFIG_FTRACE_SYSCALLS",
-    "syscalls:sys_exit_sysinfo": "needs CONFIG_FTRACE_SYSCALLS",
-    "syscalls:sys_enter_openat": "needs CONFIG_FTRACE_SYSCALLS",
+    "exceptions:page_fault_kernel": "x86 only; faults taken in kernel mode are then not counted",
     "filemap:mm_filemap_add_to_page_cache": "page-cache attribution per file is lost without it",
     "filemap:mm_filemap_delete_from_page_cache": "page-cache attribution per file is lost",
-    "sched:sched_process_fork": "the traced process tree is then found by polling /proc",
+    "task:task_newtask": "the proc probe (forks and exits of the traced tree) is not attached",
+    "sched:sched_process_exit": (
+        "the proc probe (forks and exits of the traced tree) is not attached"
+    ),
     "sched:sched_process_exec": "exec events are then missing",
-    "sched:sched_process_exit": "exit events are then missing",
-    "cgroup:cgroup_mkdir": "containers started while recording must then be named with --cgroup",
+    "syscalls:sys_enter_exit_group": "exit codes are then missing from exit events",
+    "cgroup:cgroup_mkdir": (
+        "a container started while recording is then traced from when uvmtrace finds it "
+        "(docker/podman inspect), not from its creation; other new cgroups are not followed"
+    ),
 }
-
-TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
 
 def _mounts() -> list[tuple[str, str]]:
@@ -101,45 +99,35 @@ def check_bpf_syscall() -> Check:
 
 
 def find_tracefs() -> Path | None:
-    for mnt, fs in _mounts():
-        if fs == "tracefs" and (Path(mnt) / "events").is_dir():
-            return Path(mnt)
-    return None
+    """Where the probes will find tracefs (their own discovery: capabilities.tracefs)."""
+    path = capabilities.tracefs()
+    return Path(path) if path is not None else None
 
 
 def check_tracefs() -> Check:
     path = find_tracefs()
     if path is not None:
         return ok("tracefs", f"mounted at {path}")
-    return missing(
-        "tracefs",
-        "tracefs is not mounted",
-        "mount -t tracefs tracefs /sys/kernel/tracing (or: " + SETUP + ")",
-    )
+    if os.geteuid() != 0:
+        return missing("tracefs", "tracefs is readable by root only", "run as root")
+    fix = "mount -t tracefs tracefs /sys/kernel/tracing (or: " + SETUP + ")"
+    return missing("tracefs", capabilities.NO_TRACEFS, fix)
 
 
 def check_tracepoints(tracefs: Path | None, used_by_probes: dict[str, str]) -> list[Check]:
-    """One check per tracepoint: `TRACEPOINTS` (docs/design.md) plus whatever the probes attach to
-    (`used_by_probes`: {"category:event": "required" | "optional"})."""
-    wanted = dict(TRACEPOINTS)
-    for tp, need in used_by_probes.items():
-        wanted.setdefault(tp, f"{need} for the probes")
+    """One check per tracepoint the probes attach to (`used_by_probes`: {"category:event":
+    "required" | "optional"}, from capabilities.PROBES), asked the way the probes ask."""
     checks = []
-    for tp, consequence in wanted.items():
+    for tp, need in used_by_probes.items():
         name = f"tracepoint {tp}"
-        category, event = tp.split(":")
         if tracefs is None:
-            checks.append(missing(name, "tracefs is not mounted", SETUP))
-            continue
-        fmt = tracefs / "events" / category / event / "format"
-        try:
-            fmt.read_bytes()
-        except PermissionError:
-            checks.append(missing(name, f"cannot read {fmt}", "run as root"))
-        except OSError:
-            checks.append(unavailable(name, f"this kernel has no {tp}", consequence))
-        else:
+            fix = "run as root" if os.geteuid() != 0 else SETUP
+            checks.append(missing(name, "tracefs is not readable here", fix))
+        elif capabilities.tracepoint_exists(tp):
             checks.append(ok(name, "present"))
+        else:
+            consequence = CONSEQUENCES.get(tp, f"{need} for the probes")
+            checks.append(unavailable(name, f"this kernel has no {tp}", consequence))
     return checks
 
 
@@ -168,12 +156,16 @@ def check_kprobes(tracefs: Path | None) -> Check:
 
 
 def check_btf() -> Check:
-    if btf.VMLINUX_BTF.exists():
-        return ok("BTF", f"{btf.VMLINUX_BTF} ({btf.VMLINUX_BTF.stat().st_size >> 20} MiB)")
+    """The probes name memcg items from kernel BTF and do not start without it (no fallback)."""
+    why = capabilities.btf_missing()
+    if why is None:
+        size = btf.VMLINUX_BTF.stat().st_size >> 20
+        return ok("BTF", f"{btf.VMLINUX_BTF} ({size} MiB): memcg item names")
     return unavailable(
         "BTF",
-        f"no {btf.VMLINUX_BTF}: kernel built without CONFIG_DEBUG_INFO_BTF",
-        "stat item names then come from BCC's headers; fentry is impossible",
+        why,
+        "the kernel probes need it (record then has no kernel stream): a kernel built with "
+        "CONFIG_DEBUG_INFO_BTF=y",
     )
 
 
