@@ -1,7 +1,9 @@
 """`python -m bench`: every CPU benchmark, baseline and uvmtrace side by side in one run.
 
 Prints one line per figure (ratio, absolute numbers, goal) and writes them to a JSON file.
-Needs root (the probes). GPU figures come from `python -m bench --gpu` on the GPU machine.
+Needs root (the probes). The probe figures run peers on the same tracepoints (perf stat,
+bpftrace) and profile the programs with bpftool: `sudo scripts/setup-host --bench` installs
+them, and a missing one is printed. GPU figures: `python -m bench --gpu` on the GPU machine.
 """
 
 from __future__ import annotations
