@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pwd
 import re
 import shutil
 import stat
@@ -36,12 +35,17 @@ def _source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+# As root the library goes to a system directory that every user can read but only root can
+# write: the traced command runs as the user behind sudo, and the dynamic loader opens the
+# library as that user (root's own cache lies under a 0700 home). Never a directory from the
+# invoking user's environment (`sudo -E`): a user-writable library preloaded into root processes
+# would hand that user root.
+SYSTEM_CACHE = Path("/var/cache/uvmtrace")
+
+
 def _cache_root() -> Path:
-    # As root (also under `sudo -E`) the cache is root's own, never a directory from the
-    # invoking user's environment: a user-writable library preloaded into root processes
-    # would hand that user root.
     if os.geteuid() == 0:
-        return Path(pwd.getpwuid(0).pw_dir) / ".cache" / "uvmtrace"
+        return SYSTEM_CACHE
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "uvmtrace"
 
@@ -51,19 +55,45 @@ def shim_path() -> Path:
     return _cache_root() / f"shim-{_source_hash()}" / LIB_NAME
 
 
-def _private_dir(path: Path) -> None:
-    """Create `path` (and a missing parent) 0700, never through a symlink; must be ours."""
-    for part in (path.parent.parent, path.parent, path):
+def _make_dirs(path: Path) -> None:
+    """Create `path` and its missing parents, never through a symlink: 0755 under the system
+    cache (root's), 0700 in a user's own cache."""
+    mode = 0o755 if os.geteuid() == 0 else 0o700
+    missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]
+    for part in reversed(missing):
         try:
-            os.mkdir(part, 0o700)
+            os.mkdir(part, mode)
+            os.chmod(part, mode)  # mkdir's mode is masked by the umask
         except FileExistsError:
             pass
         except OSError as exc:
             raise UserError(f"cannot create {part}: {exc.strerror}") from None
-    for part in (path.parent, path):
-        st = os.lstat(part)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            raise UserError(f"{part} is not a private directory owned by us; remove it")
+    check_safe_path(path)
+
+
+def check_safe_path(path: Path) -> None:
+    """Raise unless `path` and every directory above it are owned by root or by us and writable
+    by nobody else, none of them a symlink: nobody else can swap the library we preload."""
+    me = os.geteuid()
+    for part in (path, *path.parents):
+        try:
+            st = os.lstat(part)
+        except OSError as exc:
+            raise UserError(f"cannot check {part}: {exc.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            # A system symlink (e.g. /var -> /private/var) is fine when root owns it; its
+            # target is checked in turn.
+            if st.st_uid != 0:
+                raise UserError(f"{part} is a symlink not owned by root; remove it")
+            check_safe_path(part.resolve())
+            return
+        # A sticky directory of root's (/tmp) lets nobody rename or delete what they don't own.
+        sticky_root = part != path and st.st_uid == 0 and st.st_mode & stat.S_ISVTX
+        if st.st_uid not in (0, me) or (st.st_mode & 0o022 and not sticky_root):
+            raise UserError(
+                f"{part} can be written by another user (owner uid {st.st_uid}, mode "
+                f"{stat.S_IMODE(st.st_mode):o}); the shim cannot be preloaded from there safely"
+            )
 
 
 def find_compiler() -> str:
@@ -80,9 +110,10 @@ def build_shim(force: bool = False) -> Path:
     """Compile shim/uvmshim.c (if not cached already) and return the library's path."""
     target = shim_path()
     if target.is_file() and not target.is_symlink() and not force:
+        check_safe_path(target)
         return target
     cc = find_compiler()
-    _private_dir(target.parent)
+    _make_dirs(target.parent)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / LIB_NAME
         cmd = [cc, *CFLAGS, "-o", str(out), str(_source_dir() / "uvmshim.c"), *LDFLAGS]
@@ -94,7 +125,7 @@ def build_shim(force: bool = False) -> Path:
                     "the C compiler has no libc headers; install them (apt-get install libc6-dev)"
                 )
             raise UserError(f"building the shim failed ({cc}): {first}")
-        os.chmod(out, 0o755)
+        os.chmod(out, 0o755)  # readable by the user the command runs as
         os.replace(out, target)  # atomic: a concurrent build never exposes a half-written file
     return target
 

@@ -52,3 +52,36 @@ def shim_env(
     out["LD_PRELOAD"] = f"{lib}:{previous}" if previous else str(lib)
     out[ENV_DIR] = str(run_dir)
     return out
+
+
+def load_problem(
+    env: Mapping[str, str], user: tuple[int, int, list[int]] | None = None
+) -> str | None:
+    """Why a command started with `env` (from `shim_env`) as `user` (uid, gid, groups; None: as
+    we are) would run without the shim, or None when it loads and can write its run directory.
+
+    The dynamic loader opens LD_PRELOAD as the command's user and, when it cannot, only prints
+    a line on the command's stderr and goes on: so a tiny `sh` with the same environment is
+    started the same way, first."""
+    import re
+    import subprocess
+
+    run_dir = env[ENV_DIR]
+    ids: dict = {} if user is None else {"user": user[0], "group": user[1], "extra_groups": user[2]}
+    check = 'test -w "$1" && test -x "$1" || echo "cannot write its run directory $1"'
+    try:
+        r = subprocess.run(
+            ["/bin/sh", "-c", check, "sh", run_dir],
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd="/",
+            **ids,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"checking it failed: {exc}"
+    loader = re.search(r"cannot be preloaded \(([^)]*)\)", r.stderr)
+    if loader:
+        return f"the dynamic loader cannot open {env['LD_PRELOAD'].split(':')[0]}: {loader[1]}"
+    return r.stdout.strip() or None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -112,7 +113,10 @@ class Session:
     # ---- set-up -------------------------------------------------------------------------
     def _work_dir(self) -> Path:
         # Next to the output: same filesystem as the spool, no shared /tmp involved.
-        work = make_private_dir(self.opts.output.with_name(f".{self.opts.output.name}.uvmtrace"))
+        # Absolute: the shim's run directory must hold wherever the command cds, and a bind mount
+        # takes no relative path.
+        out = self.opts.output.absolute()
+        work = make_private_dir(out.with_name(f".{out.name}.uvmtrace"))
         if self._other_uids_write():
             os.chmod(work, 0o711)  # traversable, not listable: the shim's run dir lies inside
         return work
@@ -129,7 +133,7 @@ class Session:
             from uvmtrace.shim.announce import PidAnnouncements
             from uvmtrace.shim.build import build_shim
             from uvmtrace.shim.decode import ShimDecoder
-            from uvmtrace.shim.session import make_run_dir, shim_env
+            from uvmtrace.shim.session import load_problem, make_run_dir, shim_env
         except ImportError as exc:
             self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": f"shim: {exc}"})
             return None, None, None
@@ -141,7 +145,16 @@ class Session:
             self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": str(exc)})
             return None, None, None
         run_dir = make_run_dir(work, other_uids=self._other_uids_write())
-        self.env = shim_env(run_dir, self.env, lib)
+        env = shim_env(run_dir, self.env, lib)
+        if containers.detect(self.command) is None:  # a container's loader is the image's
+            problem = load_problem(env, self._user_ids())
+            if problem is not None:
+                # Not preloaded at all: the loader's complaint would change the command's stderr.
+                user = self.run_as.user if self.run_as else "root"
+                why = f"shim not loadable as {user}: {problem}"
+                self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": why})
+                return None, None, None
+        self.env = env
         self.announcements = PidAnnouncements(run_dir)
         return ShimDecoder(run_dir, host_pid=self.announcements.host_pid), lib, run_dir
 
@@ -166,6 +179,11 @@ class Session:
         if why is not None:
             self.not_traced.append({"what": f"CUDA/NVML/libc calls of {where}", "why": why})
         return preloadable(interp)
+
+    def _user_ids(self) -> tuple[int, int, list[int]] | None:
+        if self.run_as is None:
+            return None
+        return self.run_as.uid, self.run_as.gid, os.getgrouplist(self.run_as.user, self.run_as.gid)
 
     def _start_probes(self) -> KernelTracer | None:
         try:
@@ -210,6 +228,9 @@ class Session:
         code = 1
         try:
             shim, lib, shim_dir = self._start_shim(work)
+            for entry in self.not_traced if opts.shim else []:
+                if entry["what"].startswith("CUDA"):
+                    status.note(f"warning: {entry['what']} not traced: {entry['why']}")
             inject = opts.inject if opts.inject is not None else True
             rewritten = containers.rewrite(
                 self.command,
@@ -221,7 +242,7 @@ class Session:
                 self.command, self.container = rewritten
                 if self.command != opts.command:
                     meta["command_rewritten"] = self.command
-                    status.note("running: " + " ".join(self.command))
+                    status.note("running: " + shlex.join(self.command))
             tracer = self._start_probes()
             gpu = gpu_info()
             meta["gpu"] = gpu

@@ -5,7 +5,8 @@
  *   threads N M   N threads x M cuMemGetInfo_v2 calls
  *   forkexec      fork (child records, then execs `direct`), fork without exec, parent records
  *   loop          cuMemAlloc_v2 + cuMemFree_v2 forever, printing the pairs done every 1000
- *   dlsym_next    dlsym(RTLD_NEXT, "sysinfo") must resolve relative to this program */
+ *   dlsym_next    dlsym(RTLD_NEXT, "sysinfo") must resolve relative to this program
+ *   freeram       one sysinfo() call; prints the free bytes it returned (freeram x mem_unit) */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -200,6 +201,13 @@ int main(int argc, char **argv)
         return forkexec("/proc/self/exe");
     if (!strcmp(mode, "loop"))
         return loop();
+    if (!strcmp(mode, "freeram")) {
+        struct sysinfo si;
+        if (sysinfo(&si) != 0)
+            return 1;
+        printf("freeram %llu\n", (unsigned long long)si.freeram * (si.mem_unit ? si.mem_unit : 1));
+        return 0;
+    }
     if (!strcmp(mode, "dlsym_next"))
         printf("next==default %d\n", dlsym(RTLD_NEXT, "sysinfo") == dlsym(RTLD_DEFAULT, "sysinfo"));
     return 0;
