@@ -45,23 +45,30 @@ def test_a_native_program_calling_the_driver_appears_in_the_cuda_stream(
     assert set(df.get_column("pid").to_list()) <= set(exec_pids.to_list())
 
 
+def driver_in_container(driver: Path, *run_options: str, mode: str = "direct") -> list[str]:
+    """`docker run` of the stand-in driver's test program in the busybox image (the host's glibc
+    mounted in), with `run_options` (e.g. --rm, -d) after `run`."""
+    name = f"uvmtrace-shim-{uuid.uuid4().hex[:8]}"
+    argv = ["docker", "run", *run_options, "--name", name, "--network", "none",
+            "-v", f"{driver}:/drv:ro", "-e", "LD_LIBRARY_PATH=/drv"]  # fmt: skip
+    for lib in ("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6", *GLIBC_PARTS):
+        if os.path.exists(lib):
+            argv += ["-v", f"{os.path.realpath(lib)}:{lib}:ro"]
+    return [*argv, busybox_image(), "/drv/driver_user", mode]
+
+
 @pytest.mark.usefixtures("need_bpf", "need_docker")
 def test_inside_a_container_the_shim_is_injected_and_pids_are_the_hosts(
     driver: Path,
     tmp_path: Path,
 ) -> None:
-    name = f"uvmtrace-shim-{uuid.uuid4().hex[:8]}"
-    argv = ["docker", "run", "--rm", "--name", name, "--network", "none",
-            "-v", f"{driver}:/drv:ro", "-e", "LD_LIBRARY_PATH=/drv"]  # fmt: skip
-    for lib in ("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6", *GLIBC_PARTS):
-        if os.path.exists(lib):
-            argv += ["-v", f"{os.path.realpath(lib)}:{lib}:ro"]
-    argv += [busybox_image(), "/drv/driver_user", "direct"]
+    argv = driver_in_container(driver, "--rm")
     out = tmp_path / "c.parquet"
     r = uvmtrace("record", "-q", "-o", str(out), "--", *argv)
     assert r.returncode == 0, r.stderr
     rec = open_recording(out)
     assert "LD_PRELOAD=/.uvmtrace/libuvmshim.so" in rec.metadata["command_rewritten"]
+    assert rec.metadata["container"]["name"] == argv[argv.index("--name") + 1]
     df = cuda_rows(out)
     assert {"cuMemGetInfo", "cuMemAlloc"} <= set(df.get_column("event").to_list())
     # Inside its pid namespace the program is pid 1; the recording maps it to the host pid.

@@ -12,6 +12,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uvmtrace.recording.errors import UserError
+
 RUNTIMES = ("docker", "podman")
 SHIM_IN_CONTAINER = "/.uvmtrace/libuvmshim.so"
 RUN_DIR_IN_CONTAINER = "/.uvmtrace/run"
@@ -79,6 +81,25 @@ def _user_cidfile(argv: list[str], start: int) -> str | None:
     return None
 
 
+def bind_mount(runtime: str, source: Path, target: str, *, readonly: bool = False) -> list[str]:
+    """`--mount` of an absolute host path: unlike `-v SRC:DST`, a relative path, a space or a
+    `:` in it cannot be taken for a volume name or a mode. Docker reads the value as CSV, so a
+    field holding `,` or `"` is quoted; Podman splits on `,` and has no quoting."""
+    src = str(source.absolute())
+    if runtime == "podman" and "," in src:
+        raise UserError(f"podman cannot bind-mount a path holding ',': {src}; choose another -o")
+    fields = ["type=bind", f"source={src}", f"target={target}"]
+    if readonly:
+        fields.append("readonly")
+    return ["--mount", ",".join(_csv_field(f) for f in fields)]
+
+
+def _csv_field(field: str) -> str:
+    if "," not in field and '"' not in field:
+        return field
+    return '"' + field.replace('"', '""') + '"'
+
+
 def rewrite(
     argv: list[str],
     run_dir: Path,
@@ -92,12 +113,12 @@ def rewrite(
         return None
     runtime, idx = found
     given = _user_cidfile(argv, idx + 1)
-    cidfile = Path(given) if given else run_dir / "container.cid"
+    cidfile = Path(given) if given else run_dir.absolute() / "container.cid"
     extra: list[str] = [] if given else ["--cidfile", str(cidfile)]
     if shim_lib is not None and shim_run_dir is not None:
         extra += [
-            "-v", f"{shim_lib}:{SHIM_IN_CONTAINER}:ro",
-            "-v", f"{shim_run_dir}:{RUN_DIR_IN_CONTAINER}",
+            *bind_mount(runtime, shim_lib, SHIM_IN_CONTAINER, readonly=True),
+            *bind_mount(runtime, shim_run_dir, RUN_DIR_IN_CONTAINER),
             "-e", f"LD_PRELOAD={SHIM_IN_CONTAINER}",
             "-e", f"UVMTRACE_SHIM_DIR={RUN_DIR_IN_CONTAINER}",
         ]  # fmt: skip
