@@ -12,7 +12,7 @@ from rich.table import Table
 from uvmtrace.tracer.doctor import Check, DoctorReport, run_doctor
 
 TRACEPOINT = "tracepoint "
-STYLE = {"ok": "green", "missing": "bold red", "unavailable": "yellow"}
+STYLE = {"ok": "green", "missing": "bold red", "unavailable": "yellow", "needs root": "cyan"}
 
 # Exit code when a recording is impossible here (0 when it is possible).
 EXIT_CANNOT_RECORD = 1
@@ -22,7 +22,8 @@ EXIT_CANNOT_RECORD = 1
     "doctor",
     help="Check what this host can trace, and what is missing: root, bpf(), tracefs and each "
     "tracepoint, kprobes, fentry, BTF, BCC, cgroups, Docker, C compiler, CUDA driver, NVML. "
-    "Exits 0 when recording is possible, 1 when not.\n\n"
+    "Exits 0 when recording is possible, 1 when not. Without root it checks what a user can "
+    "and marks the rest 'needs root'.\n\n"
     "\b\nExamples:\n  sudo uvmtrace doctor\n  sudo uvmtrace doctor --json | jq .can_record",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: can_record and the checks.")
@@ -43,16 +44,18 @@ def _print_table(report: DoctorReport) -> None:
     table.add_column("detail / how to fix", overflow="fold")
     for c in _grouped(report.checks):
         # A missing piece has a fix; an unavailable one has a consequence (what uvmtrace does).
-        lead = "fix: " if c.status == "missing" else "-> "
-        detail = escape(c.detail) + (
-            f"\n[dim]{lead}{escape(c.fix)}[/]" if c.fix and not c.ok else ""
-        )
+        lead = "-> " if c.status == "unavailable" else "fix: "
+        shown_fix = c.fix and not c.ok and c.status != "needs root"  # said once, below
+        detail = escape(c.detail) + (f"\n[dim]{lead}{escape(c.fix)}[/]" if shown_fix else "")
         table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", detail)
     console.print(table)
+    if any(c.status == "needs root" for c in report.checks):
+        console.print("the checks marked 'needs root' run with: sudo uvmtrace doctor")
     if report.can_record:
         console.print("[green]recording is possible on this host[/]")
     else:
-        names = ", ".join(c.name for c in report.blockers)
+        # what needs root to be checked at all is not yet a blocker of its own
+        names = ", ".join(c.name for c in report.blockers if c.status != "needs root")
         console.print(f"[bold red]recording is not possible here:[/] fix {names}")
 
 

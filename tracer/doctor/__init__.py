@@ -9,10 +9,11 @@ what `record` does cannot drift apart.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from uvmtrace.tracer.doctor import bcc_check, gpu, kernel, plan, tools
-from uvmtrace.tracer.doctor.result import Check, Status
+from uvmtrace.tracer.doctor.result import Check, Status, needs_root
 
 __all__ = ["Check", "DoctorReport", "Status", "run_doctor"]
 
@@ -40,7 +41,21 @@ class DoctorReport:
         }
 
 
+# What only root can try (tracefs is root's only, bpf() and kprobe_events need privileges):
+# as another user each of these is one "needs root" line instead of a guess.
+ROOT_ONLY = {
+    "bpf() syscall": "creating a BPF map and loading a program",
+    "tracefs": "tracefs and its tracepoints (readable by root only)",
+    "kprobes": "creating a kprobe",
+    "fentry": "loading an fentry program",
+    "BCC compiles": "compiling and loading a tracepoint program",
+    "memcg variant": "how memory charges would be seen (from tracefs)",
+}
+
+
 def run_doctor() -> DoctorReport:
+    if os.geteuid() != 0:
+        return _run_unprivileged()
     tracefs = kernel.find_tracefs()
     tracepoint_checks = kernel.check_tracepoints(tracefs, plan.probe_tracepoints())
     kprobes = kernel.check_kprobes(tracefs)
@@ -69,6 +84,25 @@ def run_doctor() -> DoctorReport:
             cgroups,
         ),
         *plan.plan_checks(probe_plan, why_no_plan),
+        tools.check_c_compiler(),
+        tools.check_docker(),
+        tools.check_podman(),
+        *gpu.check_cuda(),
+        gpu.check_nvml(),
+    ]
+    return DoctorReport([c for c in checks if c is not None])
+
+
+def _run_unprivileged() -> DoctorReport:
+    """Every check a user can do, the rest marked "needs root"; recording is not possible."""
+    bcc_import, _ = bcc_check.check_bcc_import()
+    checks = [
+        kernel.check_root(),
+        *(needs_root(name, what) for name, what in ROOT_ONLY.items()),
+        kernel.check_btf(),
+        kernel.check_kernel_headers(),
+        bcc_import,
+        kernel.check_cgroups(),
         tools.check_c_compiler(),
         tools.check_docker(),
         tools.check_podman(),

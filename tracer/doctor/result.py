@@ -7,8 +7,8 @@ from typing import Literal
 
 # ok: works. missing: not set up here, and `fix` says how to set it up.
 # unavailable: this kernel or machine cannot do it (no fix short of another kernel or hardware);
-# uvmtrace falls back where it can.
-Status = Literal["ok", "missing", "unavailable"]
+# uvmtrace falls back where it can. needs root: only root can check it (doctor ran as a user).
+Status = Literal["ok", "missing", "unavailable", "needs root"]
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,7 @@ def missing(name: str, detail: str, fix: str) -> Check:
 
 def unavailable(name: str, detail: str, fix: str = "") -> Check:
     return Check(name, "unavailable", detail, fix)
+
+
+def needs_root(name: str, what: str) -> Check:
+    return Check(name, "needs root", f"not checked: {what}", "sudo uvmtrace doctor")

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from uvmtrace.tracer.doctor.result import Check, missing, ok
+from uvmtrace.tracer.doctor.result import Check, missing, needs_root, ok
 
 ENGINE_TIMEOUT_S = 15
 
@@ -52,6 +52,8 @@ def check_docker() -> Check:
             "apt-get install docker.io (or: sudo scripts/setup-host --docker)",
         )
     info, err = _engine_info("docker")
+    if info is None and "permission denied" in err and os.geteuid() != 0:
+        return needs_root(name, "the Docker daemon's socket (root or the docker group)")
     if info is None:
         return missing(
             name,
