@@ -23,6 +23,7 @@ from uvmtrace.analysis.host_charges import pinned_faults
 from uvmtrace.analysis.items import KIND_PARTS, STAT_KEY_ITEM, V2_ONLY_KEYS
 from uvmtrace.analysis.load import RunData, is_kernel_side
 from uvmtrace.analysis.units import fmt_pct
+from uvmtrace.recording.schema import split_lost
 
 _STAT_KEYS = pl.DataFrame({"key": list(STAT_KEY_ITEM), "item": list(STAT_KEY_ITEM.values())})
 
@@ -218,11 +219,8 @@ def reconcile(run: RunData) -> dict[str, Any]:
     memcg = memcg_rows(run) if untraced is None else []
     faults = fault_rows(run) if untraced is None else []
     nvml = cuda_vs_nvml(run)
-    counted = {str(k): int(v) for k, v in (run.metadata.get("lost") or {}).items()}
-    # `<probe>_nested`: program runs the kernel skipped because the same program was already
-    # running on that CPU (an IRQ's update). Host-wide, mostly other cgroups': shown, not judged.
-    lost = {k: v for k, v in counted.items() if not k.endswith("_nested")}
-    nested = {k: v for k, v in counted.items() if k.endswith("_nested")}
+    # Nested skips are host-wide, mostly other cgroups': shown, not judged.
+    lost, nested = split_lost(run.metadata.get("lost") or {})
     probes = run.metadata.get("probes") or {}
     not_attached = [
         {"probe": name, "why": (p or {}).get("why") or "not attached"}

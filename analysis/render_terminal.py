@@ -11,6 +11,15 @@ from uvmtrace.analysis.summary_tables import summary_tables
 from uvmtrace.analysis.tables import Table, diff_tables, report_tables
 
 
+class PipeConsole(Console):
+    """A Console that lets a closed pipe (`report | head -1`) end the program as a closed pipe,
+    not with rich's own exit status 1: the caller decides (uvmtrace exits 0)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _print(console: Console, conclusion: list[str], tables: list[Table]) -> None:
     for line in conclusion:
         console.print(line, highlight=False, markup=False)
@@ -27,12 +36,12 @@ def _print(console: Console, conclusion: list[str], tables: list[Table]) -> None
 
 
 def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
-    _print(console or Console(), rep["conclusion"], report_tables(rep))
+    _print(console or PipeConsole(), rep["conclusion"], report_tables(rep))
 
 
 def print_diff(d: dict[str, Any], console: Console | None = None) -> None:
-    _print(console or Console(), d["conclusion"], diff_tables(d))
+    _print(console or PipeConsole(), d["conclusion"], diff_tables(d))
 
 
 def print_summary(doc: dict[str, Any], console: Console | None = None) -> None:
-    _print(console or Console(), doc["conclusion"], summary_tables(doc, compact=True))
+    _print(console or PipeConsole(), doc["conclusion"], summary_tables(doc, compact=True))

@@ -108,3 +108,12 @@ def conform(batch: pa.RecordBatch) -> pa.RecordBatch:
 def encode_metadata(meta: Mapping[str, Any]) -> dict[bytes, bytes]:
     body = {"schema_version": SCHEMA_VERSION, **meta}
     return {METADATA_KEY: json.dumps(body, sort_keys=True, default=str).encode()}
+
+
+def split_lost(lost: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """The metadata's `lost` counts as (lost, nested): "lost" means events a probe dropped (a
+    full map or ring, torn shim records); `<probe>_nested` counts are program runs the kernel
+    skipped because that program already ran on the CPU (host-wide, not all the workload's)."""
+    counts = {str(k): int(v) for k, v in lost.items()}
+    nested = {k: v for k, v in counts.items() if k.endswith("_nested")}
+    return {k: v for k, v in counts.items() if k not in nested}, nested

@@ -306,7 +306,7 @@ def test_cli_writes_every_format(tmp_path: Path, runs: tuple[Path, Path]):
             str(md),
             "--html",
             str(html),
-            "--json",
+            "--json-out",
             str(js),
         ],
         capture_output=True,
@@ -323,6 +323,31 @@ def test_cli_writes_every_format(tmp_path: Path, runs: tuple[Path, Path]):
         text=True,
     )
     assert json.loads(r.stdout)["sizing"]["kv"]["fraction"] == 0.9
+
+
+def test_flags_go_before_or_after_the_recordings(runs: tuple[Path, Path]):
+    uvmtrace = [sys.executable, "-m", "uvmtrace.tracer"]
+    a, b = map(str, runs)
+    for argv in (["diff", "--json", a, b], ["diff", a, "--json", b], ["report", "--json", b]):
+        r = subprocess.run([*uvmtrace, *argv], capture_output=True, text=True)
+        assert r.returncode == 0, (argv, r.stderr)
+        assert json.loads(r.stdout)["kind"] == argv[0]
+
+
+@pytest.mark.parametrize("reader", ["head -1", "true"])  # true: closed before the first line
+def test_a_report_piped_into_a_reader_that_stops_early_exits_zero(
+    runs: tuple[Path, Path], reader: str
+):
+    r = subprocess.run(
+        f"{sys.executable} -m uvmtrace.tracer report '{runs[1]}' | {reader}; "
+        'echo "exit=${PIPESTATUS[0]}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+    )
+    assert r.stdout.splitlines()[-1] == "exit=0", r.stderr
+    assert r.stderr == ""
 
 
 def _sized_after_reading_weights(path: Path, gpu_unified: bool, signal: str) -> dict:

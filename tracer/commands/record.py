@@ -105,6 +105,7 @@ def command(
     command: tuple[str, ...],
 ) -> int:
     # Imported here: `uvmtrace --help` lists this command without loading pyarrow and BCC's side.
+    from uvmtrace.recording.schema import split_lost
     from uvmtrace.tracer.attach import AttachRequest, record_running
     from uvmtrace.tracer.session import Options, record
 
@@ -129,10 +130,11 @@ def command(
     )
     outcome = record_running(opts, attach) if attach else record(opts)
     if not quiet:
-        lost = sum(outcome.lost.values())
+        lost, nested = split_lost(outcome.lost)  # the report's meaning of "lost"
+        skipped = sum(nested.values())
         click.echo(
-            f"uvmtrace: wrote {outcome.path} ({outcome.rows:,} events, "
-            f"{lost:,} lost); "
+            f"uvmtrace: wrote {outcome.path} ({outcome.rows:,} events, {sum(lost.values()):,} "
+            f"lost{f', {skipped:,} host-wide updates skipped by the kernel' if skipped else ''}); "
             + (f"command exited {outcome.exit_code}" if command else str(outcome.ended)),
             err=True,
         )

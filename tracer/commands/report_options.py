@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ _OPTIONS = (
                  help="Write Markdown."),
     click.option("--html", "html", type=click.Path(path_type=Path),
                  help="Write self-contained HTML."),
-    click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
-                 help="JSON to FILE, or to stdout with a bare --json."),
+    click.option("--json", "json_stdout", is_flag=True,
+                 help="JSON on stdout (alone, for pipes)."),
+    click.option("--json-out", "json_file", type=click.Path(path_type=Path, dir_okay=False),
+                 help="Write JSON to this file."),
     click.option("--min-alloc-mib", default=DEFAULT_MIN_ALLOC >> 20, show_default=True,
                  help="Smallest allocation considered for KV sizing."),
     click.option("--tolerance", default=DEFAULT_TOLERANCE, show_default=True,
@@ -25,9 +28,16 @@ _OPTIONS = (
 
 
 def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The shared options; the command receives `json_out`: "-" (stdout), a path, or None."""
+
+    @functools.wraps(f)
+    def merged(*args: Any, json_stdout: bool, json_file: Path | None, **kw: Any) -> Any:
+        return f(*args, json_out="-" if json_stdout else (str(json_file) if json_file else None),
+                 **kw)  # fmt: skip
+
     for option in reversed(_OPTIONS):
-        f = option(f)
-    return f
+        merged = option(merged)
+    return merged
 
 
 def write(
