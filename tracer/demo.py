@@ -303,9 +303,9 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
 def run_diff(
     a: Path, b: Path, html: Path, json_path: Path, echo: Callable[[str], None]
 ) -> dict[str, Any] | None:
-    """`uvmtrace diff A B --html --json`; its terminal output is the demo's conclusion."""
+    """`uvmtrace diff A B --html --json-out`; its terminal output is the demo's conclusion."""
     argv = [sys.executable, "-m", "uvmtrace.tracer", "diff", str(a), str(b),
-            "--html", str(html), "--json", str(json_path)]  # fmt: skip
+            "--html", str(html), "--json-out", str(json_path)]  # fmt: skip
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
