@@ -45,16 +45,20 @@ def test_a_native_program_calling_the_driver_appears_in_the_cuda_stream(
     assert set(df.get_column("pid").to_list()) <= set(exec_pids.to_list())
 
 
-def driver_in_container(driver: Path, *run_options: str, mode: str = "direct") -> list[str]:
+def driver_in_container(
+    driver: Path, *run_options: str, mode: str = "direct", shell: str | None = None
+) -> list[str]:
     """`docker run` of the stand-in driver's test program in the busybox image (the host's glibc
-    mounted in), with `run_options` (e.g. --rm, -d) after `run`."""
+    mounted in), with `run_options` (e.g. --rm, -d) after `run`; with `shell`, that busybox sh
+    script instead (the program is /drv/driver_user)."""
     name = f"uvmtrace-shim-{uuid.uuid4().hex[:8]}"
     argv = ["docker", "run", *run_options, "--name", name, "--network", "none",
             "-v", f"{driver}:/drv:ro", "-e", "LD_LIBRARY_PATH=/drv"]  # fmt: skip
     for lib in ("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6", *GLIBC_PARTS):
         if os.path.exists(lib):
             argv += ["-v", f"{os.path.realpath(lib)}:{lib}:ro"]
-    return [*argv, busybox_image(), "/drv/driver_user", mode]
+    program = ["/bin/sh", "-c", shell] if shell else ["/drv/driver_user", mode]
+    return [*argv, busybox_image(), *program]
 
 
 @pytest.mark.usefixtures("need_bpf", "need_docker")

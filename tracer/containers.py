@@ -47,6 +47,8 @@ class ContainerRun:
     name: str | None = None
     host_pid: int | None = None
     extra: dict = field(default_factory=dict)
+    detached: bool = False  # `run -d`: followed until the container exits
+    exit_code: int | None = None  # the container's, once a detached one has exited
 
 
 def detect(argv: list[str]) -> tuple[str, int] | None:
@@ -123,7 +125,7 @@ def rewrite(
             "-e", f"UVMTRACE_SHIM_DIR={RUN_DIR_IN_CONTAINER}",
         ]  # fmt: skip
     new = argv[: idx + 1] + extra + argv[idx + 1 :]
-    return new, ContainerRun(runtime, idx, cidfile, bool(given))
+    return new, ContainerRun(runtime, idx, cidfile, bool(given), detached=detached(argv, idx))
 
 
 def resolve(run: ContainerRun) -> bool:
@@ -143,6 +145,27 @@ def resolve(run: ContainerRun) -> bool:
         return False
     run.name, run.host_pid, run.extra = describe(info)
     return bool(run.host_pid)
+
+
+def wait(run: ContainerRun) -> subprocess.Popen[str]:
+    """`<runtime> wait ID`: ends when the container has exited, printing its exit code."""
+    return subprocess.Popen(
+        [run.runtime, "wait", str(run.container_id)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def signal_container(run: ContainerRun, signame: str) -> None:
+    """Pass a signal to a detached container, as a foreground `run` passes it (sig-proxy)."""
+    subprocess.Popen(
+        [run.runtime, "kill", "--signal", signame, str(run.container_id)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def inspect(runtime: str, ref: str) -> dict | None:
@@ -187,27 +210,47 @@ _RUN_FLAGS = {
 _SHORT_WITH_VALUE = set("eplvuwhmac")
 
 
-def image_and_command(argv: list[str], run_index: int) -> tuple[str, list[str], str | None]:
-    """(image, command after it, --entrypoint) of a `docker run` argv."""
-    entrypoint = None
+def _run_options(argv: list[str], run_index: int) -> tuple[list[str], int]:
+    """(the options of a `docker run` argv, each with its value, the index of the image)."""
+    options = []
     i = run_index + 1
     while i < len(argv):
         arg = argv[i]
         if arg == "--":
-            i += 1
-            break
+            return options, i + 1
         if not arg.startswith("-") or arg == "-":
             break
-        name, eq, value = arg.partition("=")
+        name, eq, _value = arg.partition("=")
         takes = not eq and name not in _RUN_FLAGS
         if not name.startswith("--") and len(name) > 2:  # -it, -dit; -eFOO (value attached)
             takes = name[1] not in _SHORT_WITH_VALUE and name[-1] in _SHORT_WITH_VALUE
-        if name == "--entrypoint":
-            entrypoint = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+        options.append(arg if not takes else f"{arg}={argv[i + 1] if i + 1 < len(argv) else ''}")
         i += 2 if takes else 1
+    return options, i
+
+
+def image_and_command(argv: list[str], run_index: int) -> tuple[str, list[str], str | None]:
+    """(image, command after it, --entrypoint) of a `docker run` argv."""
+    options, i = _run_options(argv, run_index)
+    entrypoint = next(
+        (o.partition("=")[2] for o in options if o.partition("=")[0] == "--entrypoint"), None
+    )
     if i >= len(argv):
         return "", [], entrypoint
     return argv[i], argv[i + 1 :], entrypoint
+
+
+def detached(argv: list[str], run_index: int) -> bool:
+    """Whether `docker run`/`podman run` starts the container in the background (-d, -dit,
+    --detach, --detach=true): the client then returns at once while the container runs on."""
+    for opt in _run_options(argv, run_index)[0]:
+        name, eq, value = opt.partition("=")
+        if name == "--detach" or (name == "-d" and not eq):
+            return not eq or value.lower() in ("true", "1")
+        cluster = not name.startswith("--") and len(name) > 2 and not eq
+        if cluster and name[1] not in _SHORT_WITH_VALUE and "d" in name[1:]:  # -dit, -itd
+            return True
+    return False
 
 
 def program_interpreter(runtime: str, argv: list[str], run_index: int) -> tuple[str, str | None]:

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class Session:
         self.signals_seen: list[int] = []
         self.child_pid: int | None = None
         self.container: containers.ContainerRun | None = None
+        self.waiter: subprocess.Popen[str] | None = None  # `docker wait` of a detached container
         self.announcements: PidAnnouncements | None = None  # with a shim
         self.command = list(opts.command)
         self.env = dict(os.environ)
@@ -216,7 +218,22 @@ class Session:
         try:
             return self._record(writer, work, anchor)
         finally:  # after the last decode: the shim's files live there
+            self._stop_detached()
             shutil.rmtree(work, ignore_errors=True)
+
+    def _stop_detached(self) -> None:
+        """A detached container still running when the recording ends early (an error of ours)
+        would keep an LD_PRELOAD into the directory about to be deleted: stop it."""
+        if self.waiter is None or self.waiter.poll() is not None or self.container is None:
+            return
+        run = self.container
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run([run.runtime, "stop", "-t", "5", str(run.container_id)],
+                           capture_output=True, timeout=30)  # fmt: skip
+            self.waiter.wait(timeout=30)
+        self.not_traced.append(
+            {"what": "the detached container", "why": "stopped: the recording ended first"}
+        )
 
     def _record(self, writer: RecordingWriter, work: Path, anchor: dict[str, int]) -> Outcome:
         opts = self.opts
@@ -361,7 +378,9 @@ class Session:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals_seen.append(signum)
-        if self.child_pid is not None:
+        if self.waiter is not None and self.waiter.poll() is None and self.container is not None:
+            containers.signal_container(self.container, signal.Signals(signum).name)
+        elif self.child_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child_pid, signum)
 
@@ -417,10 +436,7 @@ class Session:
                 if tracer is not None and status.tty:
                     status.drops = tracer.lost()
                 status.update(now - started, writer.rows, self._charged(sampler, targets))
-            try:
-                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                    break
-            except ChildProcessError:
+            if self._command_done(pid, status):
                 break
         # The command has exited but is not reaped: its /proc/PID/stat still holds its counters.
         # The last sample too falls on the grid, after the bucket of the exit's uncharges.
@@ -444,6 +460,34 @@ class Session:
             )
         )
         return code
+
+    def _command_done(self, pid: int, status: StatusLine) -> bool:
+        """The command has exited; after `docker run -d`, the container it started too."""
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return False
+        except ChildProcessError:
+            return True
+        run = self.container
+        if run is None or not run.detached:
+            return True
+        if self.waiter is None:
+            containers.resolve(run)
+            if run.container_id is None:  # the client failed before creating it
+                return True
+            # The client returned at once; the container runs on, with the shim preloaded
+            # from our run directory: follow it until it exits (Ctrl-C is passed on to it).
+            self.waiter = containers.wait(run)
+            status.note(
+                f"following the detached container {run.name or run.container_id[:12]} "
+                "until it exits (Ctrl-C stops it)"
+            )
+            return False
+        if self.waiter.poll() is None:
+            return False
+        out = (self.waiter.stdout.read() if self.waiter.stdout else "").strip()
+        run.exit_code = int(out) if out.lstrip("-").isdigit() else None
+        return True
 
     def _watch_container(
         self, tracer: KernelTracer | None, sampler: Sampler, targets: dict[int, Path]
@@ -527,6 +571,7 @@ class Session:
                 "id": run.container_id,
                 "name": run.name,
                 **run.extra,
+                **({"detached": True, "exit_code": run.exit_code} if run.detached else {}),
             }
             cgid = run.extra.get("cgroup_id")
             if cgid is not None:
