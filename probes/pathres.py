@@ -130,6 +130,12 @@ class PathResolver:
             out.append(self._files.get(key))
         return out
 
+    def _mapped_at(self, pid: int, addr: int) -> str | None:
+        for lo, hi, _dev, _ino, path in self._read_maps(pid):
+            if lo <= addr < hi:
+                return path
+        return None
+
     def mappings(self, rec: np.ndarray) -> list[str | None]:
         """Path of the file behind each mmap record (by the address it returned)."""
         out: list[str | None] = []
@@ -144,15 +150,17 @@ class PathResolver:
             if call != 0 or fd < 0 or flags & MAP_ANONYMOUS or ret < 0:
                 out.append(None)
                 continue
-            path = None
-            for lo, hi, _dev, _ino, p in self._read_maps(pid):
-                if lo <= ret < hi:
-                    path = p
-                    break
+            path = self._mapped_at(pid, ret)
+            if path is None:  # mapped after the maps were read (an exec since, a new library)
+                self._maps.pop(pid, None)
+                path = self._mapped_at(pid, ret)
             if path is None:
+                # The fd may since have been closed and its number reused (a shell wrapper that
+                # exec'd, a pipe of `$(...)`): only a file path is believable.
                 try:
-                    path = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 except OSError:
-                    path = None
+                    target = ""
+                path = target if target.startswith("/") else None
             out.append(path)
         return out
