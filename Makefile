@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup install test lint ci
+.PHONY: setup install test demo lint ci
 
 setup:
 	$(SUDO) scripts/setup-host --docker --chromium
@@ -14,8 +14,11 @@ $(PY):
 
 install: $(PY)
 
-test: $(PY)
-	$(SUDO) $(PY) -m pytest -q
+test:
+	$(SUDO) scripts/quickstart test
+
+demo:
+	$(SUDO) scripts/quickstart demo
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .
