@@ -311,3 +311,33 @@ def test_records_on_a_host_without_polars_or_matplotlib(tmp_path: Path, need_bpf
     )
     assert d.returncode == 0, d.stderr
     assert '"can_record": true' in d.stdout
+
+
+@pytest.mark.usefixtures("need_bpf")
+def test_through_a_pyenv_style_wrapper_files_and_libraries_have_their_paths(
+    tmp_path: Path,
+) -> None:
+    # Like pyenv's shim: a bash script that works out a version through pipes and subshells,
+    # then execs the real interpreter under the same pid.
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (tmp_path / "version").write_text(" 3.x \n")
+    wrapper = shims / "python3"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\nset -e\n"
+        f'version="$(cat "{tmp_path}/version" | tr -d "[:space:]")"\n'
+        f'[ -n "$version" ] && exec "{os.path.realpath(sys.executable)}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    data = cold_file(tmp_path / "data.bin", 100 * MiB)
+    out = tmp_path / "w.parquet"
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    r = uvmtrace("record", "-q", "-o", str(out), "--", "python3", "-c", WORKLOAD, str(data),
+                 env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    df = events(out)
+    cached = df.filter(pl.col("event") == "filemap_add").group_by("path").agg(pl.col("bytes").sum())
+    by_path = dict(cached.iter_rows())
+    assert by_path.get(str(data), 0) >= 95 * MiB, by_path
+    mapped = df.filter(pl.col("event") == "mmap").get_column("path").drop_nulls().to_list()
+    assert mapped and all(p.startswith("/") for p in mapped), sorted(set(mapped))[:10]

@@ -23,6 +23,7 @@ from tests.test_record import (
     uvmtrace,
 )
 from uvmtrace.analysis.reader import open_recording
+from uvmtrace.analysis.report import build_report
 from uvmtrace.tracer.demo_image import python_mounts
 
 GLIBC_PARTS = (
@@ -93,6 +94,14 @@ def test_a_container_is_found_named_and_charged_its_bytes(tmp_path: Path) -> Non
     # Samples of the container's own cgroup, with its 1 GiB limit.
     limit = df.filter((pl.col("event") == "memory.limit") & (pl.col("cgroup_id") == cgid))
     assert limit.get_column("bytes").drop_nulls().to_list()[-1] == 1 << 30
+    # --rm: the container's cgroup is gone before the recording ends. It is reconciled over its
+    # life (first to last sample taken while it existed), and its charges are right.
+    reconciliation = build_report(out)["reconciliation"]
+    mine = [r for r in reconciliation["memcg"] if r["cgroup_id"] == cgid and r["in_total"]]
+    assert mine, reconciliation["memcg"]
+    moved = sum(abs(r["stat_delta"]) for r in mine)
+    assert sum(abs(r["difference"]) for r in mine) <= 0.05 * moved, mine
+    assert reconciliation["summary"]["memcg_agreement"] >= 0.9, reconciliation["summary"]["line"]
 
 
 # Charges 16 MiB and reads /proc/meminfo every 50 ms: what any process on a busy host does.
