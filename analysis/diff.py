@@ -49,6 +49,30 @@ def _by(a: pl.DataFrame, b: pl.DataFrame, key: str) -> list[dict[str, Any]]:
     return joined.rename({key: "key"}).to_dicts()
 
 
+def removed_cgroups(run: RunData) -> dict[int, int]:
+    """Cgroups removed while recording (a `--rm` container's): id -> the time of the last
+    memory.stat sample taken while it existed, its last living moment."""
+    stat = run.samples.filter(pl.col("event") == "memory.stat")
+    if stat.is_empty():
+        return {}
+    end = stat["ts_ns"].max()
+    last = stat.group_by("cgroup_id").agg(pl.col("ts_ns").max()).filter(pl.col("ts_ns") < end)
+    return {int(cg): int(t) for cg, t in last.iter_rows()}
+
+
+def _cgroup_levels(charges: pl.DataFrame, ts_ns: int, removed: dict[int, int]) -> pl.DataFrame:
+    """Per cgroup: charged up to `ts_ns`, or up to its last living moment when it was removed
+    before (by then its pages were uncharged or moved to its parent)."""
+    cutoff = pl.col("cgroup_id").replace_strict(
+        removed, default=ts_ns, return_dtype=pl.Int64
+    ).clip(upper_bound=ts_ns)  # fmt: skip
+    return (
+        charges.filter(pl.col("ts_ns") <= cutoff)
+        .group_by("cgroup_id")
+        .agg(pl.col("bytes").sum().alias("level"))
+    )
+
+
 def _named(levels: pl.DataFrame, run: RunData) -> pl.DataFrame:
     """Per-cgroup levels keyed by name: the two runs' cgroup ids never match, names may."""
     names = [run.cgroup_name(int(c)) for c in levels["cgroup_id"]]
@@ -96,11 +120,18 @@ def diff_runs(
     by_kind = _by(level_at(ca, ["kind"], ta), level_at(cb, ["kind"], tb), "kind")
     for r in by_kind:
         r["label"] = KIND_LABEL.get(r["key"], r["key"])
+    removed_a, removed_b = removed_cgroups(a), removed_cgroups(b)
     by_cgroup = _by(
-        _named(level_at(ca, ["cgroup_id"], ta), a),
-        _named(level_at(cb, ["cgroup_id"], tb), b),
+        _named(_cgroup_levels(ca, ta, removed_a), a),
+        _named(_cgroup_levels(cb, tb, removed_b), b),
         "cgroup",
     )
+    for r in by_cgroup:  # a cgroup gone before the instant is compared as it last lived
+        for side, run, removed in (("a", a, removed_a), ("b", b, removed_b)):
+            gone = [t for cg, t in removed.items() if run.cgroup_name(cg) == r["key"]]
+            t_gone = min(gone, default=None)
+            if t_gone is not None and t_gone < (ta if side == "a" else tb):
+                r[f"{side}_removed_t_s"] = run.rel_s(t_gone)
     by_process = _by(level_at(ca, ["comm"], ta), level_at(cb, ["comm"], tb), "comm")
     fa, fb = file_deltas(a), file_deltas(b)
     by_file = _by(level_at(fa, ["path"], ta), level_at(fb, ["path"], tb), "path")

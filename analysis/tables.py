@@ -430,7 +430,7 @@ def diff_tables(d: dict[str, Any]) -> list[Table]:
                 ["", "A", "B", "B - A"],
                 [
                     [
-                        str(r["key"]),
+                        str(r["key"]) + _removed_note(r),
                         fmt_bytes(r["a_bytes"]),
                         fmt_bytes(r["b_bytes"]),
                         fmt_bytes(r["difference"], signed=True),
@@ -499,3 +499,10 @@ def diff_tables(d: dict[str, Any]) -> list[Table]:
         )
     )
     return t
+
+
+def _removed_note(row: dict[str, Any]) -> str:
+    """A cgroup removed before the compared instant is shown as it last lived, and says so."""
+    gone = [f"{side.upper()} {fmt_s(row[f'{side}_removed_t_s'])}" for side in ("a", "b")
+            if row.get(f"{side}_removed_t_s") is not None]  # fmt: skip
+    return f" (removed; at its last sample: {', '.join(gone)})" if gone else ""

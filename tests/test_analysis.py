@@ -25,6 +25,7 @@ from uvmtrace.analysis.load import load_run
 from uvmtrace.analysis.render_json import load_schema, to_json
 from uvmtrace.analysis.report import build_diff, build_report
 from uvmtrace.analysis.sizing import SIGNAL_MEMAVAILABLE
+from uvmtrace.analysis.tables import diff_tables
 from uvmtrace.recording.errors import RecordingError
 
 FREE_B = 60 * GIB - 20 * GIB - 2 * GIB - 1 * GIB - GIB // 2  # docker's free at the query
@@ -445,3 +446,27 @@ def test_an_unknown_rule_is_said_with_the_nearest_candidates(tmp_path: Path):
     ]
     assert unknown["nearest"][0]["residual_bytes"] == pytest.approx(0.395 * GIB, rel=0.01)
     assert "nearest for the largest" in build_report(tmp_path / "x.parquet")["conclusion"][0]
+
+
+def test_diff_compares_a_removed_container_cgroup_at_its_last_living_moment(tmp_path: Path):
+    def run(path: Path, cgroup: int, removed_at: float | None) -> Path:
+        rec = Recorder(target_cgroups=[cgroup, 99])
+        rec.metadata["cgroups"] = {str(cgroup): {"path": "/docker/app"}, "99": {"path": "/u"}}
+        rec.charge(1.0, cgroup, "NR_ANON_MAPPED", 2 * GIB)
+        rec.charge(4.0, cgroup, "NR_ANON_MAPPED", -2 * GIB)  # the container's exit
+        for t in (0.5, 2.0, 3.0, 5.0):
+            rec.memory_stat(t, 99, rss=0)
+            if removed_at is None or t <= removed_at:  # `docker run --rm`: its cgroup is gone
+                rec.memory_stat(t, cgroup, rss=2 * GIB if 1.0 < t < 4.0 else 0)
+        return rec.write(path)
+
+    a = run(tmp_path / "a.parquet", 11, removed_at=None)
+    b = run(tmp_path / "b.parquet", 22, removed_at=3.0)
+    d = build_diff(a, b)
+    (row,) = [r for r in d["decomposition"]["by_cgroup"] if r["key"] == "/docker/app"]
+    assert d["decomposition"]["at"] == "end"
+    assert (row["a_bytes"], row["b_bytes"]) == (0, 2 * GIB)  # A at the end, B as it last lived
+    assert row["b_removed_t_s"] is not None and "a_removed_t_s" not in row
+    assert "removed; at its last sample: B" in " ".join(
+        str(cell) for _t, _h, rows in diff_tables(d) for r in rows for cell in r
+    )
