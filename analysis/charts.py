@@ -10,7 +10,22 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from uvmtrace.analysis.units import GIB  # noqa: E402
+from uvmtrace.analysis.units import GIB, KIB, MIB  # noqa: E402
+
+
+def _unit(values: list[float]) -> tuple[int, str]:
+    """The binary unit the largest value reads best in: a 150 MiB run is drawn in MiB, not on
+    a 0.00-0.15 GiB axis."""
+    top = max((abs(v) for v in values), default=0)
+    for size, name in ((GIB, "GiB"), (MIB, "MiB")):
+        if top >= size:
+            return size, name
+    return KIB, "KiB"
+
+
+def _legend(ax: Any) -> None:
+    """Beside the plot, never over a curve (the peak is what the reader looks for)."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def _svg(fig: Any) -> str:
@@ -30,18 +45,19 @@ def timeline_chart(tl: dict[str, Any], title: str) -> str:
         (axes[0], tl["by_kind"], "by kind"),
         (axes[1], tl["by_cgroup"], "by cgroup"),
     ):
+        size, unit = _unit([v for levels in series.values() for v in levels])
         for name, levels in series.items():
-            ax.step(t, [0, *[v / GIB for v in levels]], where="post", label=name)
+            ax.step(t, [0, *[v / size for v in levels]], where="post", label=name)
         for m in tl.get("markers", []):
             if m["t_s"] is None:
                 continue
             style = "--" if m["type"] == "query" else "-"
             color = "tab:red" if m["type"] == "query" else "tab:gray"
             ax.axvline(m["t_s"], linestyle=style, color=color, linewidth=0.8, alpha=0.8)
-        ax.set_ylabel("GiB charged")
+        ax.set_ylabel(f"{unit} charged")
         ax.set_title(f"{title}: {what}", fontsize=10, loc="left")
         if series:
-            ax.legend(fontsize=8, loc="upper left")
+            _legend(ax)
         ax.grid(alpha=0.3)
     axes[1].set_xlabel("seconds since start (red dashed: memory query, gray: large allocation)")
     return _svg(fig)
@@ -51,13 +67,15 @@ def cuda_chart(cm: dict[str, Any], title: str) -> str:
     """CUDA memory held over time, by kind (device, vmm, pool, pinned/managed/registered host)."""
     fig, ax = plt.subplots(figsize=(10, 3.2))
     t = [0.0, *cm["timeline"]["t_s"]]
-    for kind, levels in cm["timeline"]["by_kind"].items():
-        ax.step(t, [0, *[v / GIB for v in levels]], where="post", label=kind)
-    ax.set_ylabel("GiB held")
+    by_kind = cm["timeline"]["by_kind"]
+    size, unit = _unit([v for levels in by_kind.values() for v in levels])
+    for kind, levels in by_kind.items():
+        ax.step(t, [0, *[v / size for v in levels]], where="post", label=kind)
+    ax.set_ylabel(f"{unit} held")
     ax.set_xlabel("seconds since start")
     ax.set_title(f"{title}: CUDA memory by kind", fontsize=10, loc="left")
-    if cm["timeline"]["by_kind"]:
-        ax.legend(fontsize=8, loc="upper left")
+    if by_kind:
+        _legend(ax)
     ax.grid(alpha=0.3)
     return _svg(fig)
 
@@ -87,8 +105,9 @@ def decomposition_chart(d: dict[str, Any]) -> str:
         if len(labels) > 1
         else None
     )
-    ax.barh(labels[::-1], [v / GIB for v in values][::-1], color=colors[::-1] if colors else None)
-    ax.set_xlabel("GiB")
+    size, unit = _unit(values)
+    ax.barh(labels[::-1], [v / size for v in values][::-1], color=colors[::-1] if colors else None)
+    ax.set_xlabel(unit)
     ax.set_title("Why B's sizing signal differs", fontsize=10, loc="left")
     ax.grid(alpha=0.3, axis="x")
     return _svg(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -73,3 +74,36 @@ def test_html_report_renders_charts_in_chromium(kind: str, tmp_path: Path):
     share, colours = _ink(png)
     assert share > 0.03, f"screenshot almost blank ({share:.1%} ink)"
     assert colours > 20, "no chart colours in the screenshot"
+
+
+def test_a_small_run_is_drawn_in_mib_with_the_legend_beside_the_curves(tmp_path: Path):
+    from tests.recordings import NATIVE_CGROUP, Recorder
+    from uvmtrace.analysis.charts import timeline_chart
+    from uvmtrace.analysis.report import build_report
+
+    rec = Recorder(target_cgroups=[NATIVE_CGROUP])
+    rec.metadata["cgroups"] = {str(NATIVE_CGROUP): {"path": "/app"}}
+    rec.charge(0.5, NATIVE_CGROUP, "NR_ANON_MAPPED", 150 << 20)  # 150 MiB
+    rec.charge(1.5, NATIVE_CGROUP, "NR_ANON_MAPPED", -(150 << 20))
+    svg = timeline_chart(build_report(rec.write(tmp_path / "s.parquet"))["timeline"], "run")
+    labels = re.findall(r"<!-- ([^>]*) -->", svg)  # matplotlib names each text it draws
+    assert "MiB charged" in labels and "GiB charged" not in labels
+    assert "150" in labels  # the peak reads as 150 on its axis, not 0.15
+    # the legend lies right of the axes: its text starts beyond the plot's right edge
+    assert _legend_x(svg, "/app") > _axes_right(svg)
+
+
+def _text_x(svg: str, label: str) -> float:
+    """x of the transform of the text group matplotlib drew for `label`."""
+    block = svg[svg.index(f"<!-- {label} -->") :]
+    return float(re.search(r"translate\(([\d.]+)", block)[1])
+
+
+def _legend_x(svg: str, label: str) -> float:
+    return _text_x(svg, label)
+
+
+def _axes_right(svg: str) -> float:
+    """Right edge of the first axes' background patch (`patch_2`, a path `M x0 y0 L x1 y0 ...`)."""
+    patch = re.search(r'<g id="patch_2">\s*<path d="M ([\d.]+) [\d.]+\s*L ([\d.]+)', svg)
+    return max(float(patch[1]), float(patch[2]))
