@@ -107,7 +107,7 @@ def test_the_cli_writes_parquet_json_and_html(sweep_dir, capsys) -> None:
     out, _ = sweep_dir
     html, js = out / "s.html", out / "s.json"
     with pytest.raises(SystemExit) as exit_:
-        main(["summarize", str(out), "--html", str(html), "--json", str(js)])
+        main(["summarize", str(out), "--html", str(html), "--json-out", str(js)])
     assert exit_.value.code == 0
     assert pl.read_parquet(out / "summary.parquet").height == 6
     doc = json.loads(js.read_text())
