@@ -98,7 +98,8 @@ class ShimDecoder:
         self._host_pid = HostPid(host_pid or proc_host_pid)
         self._files: dict[str, _ShimFile] = {}
         self._skipped: dict[str, str] = {}
-        self._without: dict[str, dict[str, str | int]] = {}  # `.off` notes of processes
+        # Notes the shim left: `.off` a process ran without it, `.note` something went wrong.
+        self._notes: dict[str, dict[str, dict[str, str | int]]] = {"off": {}, "note": {}}
         self._torn = 0
         self._closed = False
 
@@ -130,7 +131,8 @@ class ShimDecoder:
             "passthrough": int(sum(int(h["passthrough"]) for h in headers)),
             "lookups": int(sum(int(h["lookups"]) for h in headers)),
             "skipped_files": dict(self._skipped),
-            "without_shim": list(self._without.values()),
+            "without_shim": list(self._notes["off"].values()),
+            "notes": list(self._notes["note"].values()),
         }
 
     # ----------------------------------------------------------- files
@@ -143,8 +145,9 @@ class ShimDecoder:
             name = entry.name
             if self._accept is not None and not self._accept(name):
                 continue
-            if name.endswith(".off") and name not in self._without:
-                self._note_without(entry)
+            kind = name.rpartition(".")[2]
+            if kind in self._notes and name not in self._notes[kind]:
+                self._read_note(entry, self._notes[kind])
             if not name.endswith(".uvm") or name in self._files:
                 continue
             f = self._open(self.run_dir / name, final)
@@ -152,8 +155,9 @@ class ShimDecoder:
                 self._files[name] = f
                 self._skipped.pop(name, None)
 
-    def _note_without(self, entry: os.DirEntry) -> None:
-        """A process where the shim bowed out: "<why>\t<exe>" in <ns pid>-<ns>.off."""
+    @staticmethod
+    def _read_note(entry: os.DirEntry, into: dict[str, dict[str, str | int]]) -> None:
+        """ "<why>\t<exe>" in <ns pid>-<ns>.off / .note."""
         try:
             if not entry.is_file(follow_symlinks=False):
                 return
@@ -164,7 +168,7 @@ class ShimDecoder:
             return
         why, _, exe = text.rstrip("\n").partition("\t")
         pid = entry.name.split("-", 1)[0]
-        self._without[entry.name] = {
+        into[entry.name] = {
             "pid": int(pid) if pid.isdigit() else -1,
             "exe": exe,
             "why": why,

@@ -3,7 +3,7 @@
  * Every hook calls the real function, returns its result unchanged (errno too), and appends one
  * fixed-size record (uvmshim.h) to a per-process file mapped MAP_SHARED: no system call per
  * record, and what was written survives a crash of the host process. Any internal failure turns
- * the library into a pass-through and says so once on stderr.
+ * the library into a pass-through and says so once, in a note file for the recorder.
  *
  * Three ways a hooked function is reached, all covered:
  *   1. direct calls to the exported symbol (a program linked against libcuda / libnvidia-ml);
@@ -96,18 +96,16 @@ static __thread int t_busy __attribute__((tls_model("initial-exec")));
 static void *(*g_real_dlsym)(void *, const char *);
 static int g_reported;
 
+static void leave_note(const char *ext, const char *why);
+
 static void say_once(int bit, const char *msg)
 {
-    /* One line per kind of failure per process, straight to fd 2 (no stdio locks). */
+    /* One note per kind of failure per process, in the run dir for the recorder: never on the
+     * program's own stderr (its output must stay its own). */
     int old = __atomic_fetch_or(&g_reported, bit, __ATOMIC_RELAXED);
     if (old & bit)
         return;
-    char line[512];
-    int n = snprintf(line, sizeof line, "uvmshim[%d]: %s\n", (int)getpid(), msg);
-    if (n > 0) {
-        ssize_t w = write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-        (void)w;
-    }
+    leave_note("note", msg);
 }
 
 static uint64_t now_ns(void)
@@ -1331,17 +1329,16 @@ static void after_fork_child(void)
     __atomic_store_n(&g_state, ST_CLOSED, __ATOMIC_RELEASE);
 }
 
-/* Bow out: every hook passes through, no file is written; a `.off` note in the run dir tells
- * the recorder which program ran without the shim and why. */
-static void bow_out(const char *why)
+/* A one-line note for the recorder, "<why>\t<exe>" in <run dir>/<ns pid>-<ns>.<ext>: `.off` when
+ * this process runs without recording, `.note` for a failure worth knowing. Best effort. */
+static void leave_note(const char *ext, const char *why)
 {
-    __atomic_store_n(&g_state, ST_OFF, __ATOMIC_RELEASE);
     const char *dir = getenv("UVMTRACE_SHIM_DIR");
     if (!dir || !*dir)
         return;
-    char path[PATH_MAX], note[PATH_MAX + 256], exe[PATH_MAX];
-    int n = snprintf(path, sizeof path, "%s/%d-%llu.off", dir, (int)getpid(),
-                     (unsigned long long)now_ns());
+    char path[PATH_MAX], note[PATH_MAX + 512], exe[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%d-%llu.%s", dir, (int)getpid(),
+                     (unsigned long long)now_ns(), ext);
     if (n <= 0 || (size_t)n >= sizeof path)
         return;
     ssize_t e = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -1353,6 +1350,13 @@ static void bow_out(const char *why)
     if (len > 0)
         (void)write_all(fd, note, (size_t)len < sizeof note ? (size_t)len : sizeof note - 1);
     close(fd);
+}
+
+/* Bow out: every hook passes through, no file is written, and a note says why. */
+static void bow_out(const char *why)
+{
+    __atomic_store_n(&g_state, ST_OFF, __ATOMIC_RELEASE);
+    leave_note("off", why);
 }
 
 typedef int (*register_atfork_t)(void (*)(void), void (*)(void), void (*)(void), void *);

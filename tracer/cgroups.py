@@ -108,6 +108,25 @@ def make_run_cgroup(h: MemoryHierarchy, name: str) -> Path:
     return path
 
 
+def empty_into(path: Path, dest: Path) -> list[int]:
+    """Move every process of cgroup `path` to `dest`; returns the pids moved."""
+    moved = []
+    for _ in range(3):  # a process may fork while we move its parent
+        try:
+            pids = [int(x) for x in (path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return moved
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                (dest / "cgroup.procs").write_text(str(pid))
+                moved.append(pid)
+            except OSError:
+                pass  # gone meanwhile
+    return moved
+
+
 def remove_cgroup(path: Path) -> bool:
     try:
         path.rmdir()

@@ -178,7 +178,7 @@ def _ensure_weights(path: Path, size: int) -> None:
 def _record(
     run: Run, command: list[str], echo: Callable[[str], None], interval: float
 ) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "uvmtrace.tracer", "record", "-q", "--as-root",
+    argv = [sys.executable, "-m", "uvmtrace.tracer", "record", "-q", "--as-root", "--force",
             "--interval", str(interval), "-o", str(run.recording), "--", *command]  # fmt: skip
     t = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=900)

@@ -1,5 +1,5 @@
 """Starting the traced command: held at a gate until the probes know its pid, placed in its own
-memory cgroup, run as the user who invoked sudo, its output passed through line by line."""
+memory cgroup, run as the user who invoked sudo, its output given to the output tee."""
 
 from __future__ import annotations
 
@@ -52,8 +52,6 @@ def resolve_command(argv: list[str], env: dict[str, str]) -> str:
 @dataclass
 class Launched:
     pid: int
-    stdout_fd: int | None  # read ends of the command's output, when captured
-    stderr_fd: int | None
     _gate: int
     _exec_err: int  # CLOEXEC pipe: closed silently by a successful exec, else carries errno+why
 
@@ -69,14 +67,12 @@ def launch(
     *,
     run_as: RunAs | None,
     cgroup_procs: Path | None,
-    capture_output: bool,
+    output: tuple[int, int] | None = None,
 ) -> Launched:
     """Fork the command, stopped before exec until `release()`; exec errors raise UserError."""
     exe = resolve_command(argv, env)
     gate_r, gate_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    out = os.pipe() if capture_output else None
-    errp = os.pipe() if capture_output else None
     if run_as is not None:
         env = {**env, "HOME": run_as.home, "USER": run_as.user, "LOGNAME": run_as.user}
     pid = os.fork()
@@ -93,10 +89,10 @@ def launch(
             if cgroup_procs is not None:
                 with open(cgroup_procs, "w") as f:
                     f.write("0")
-            if out is not None and errp is not None:
-                os.dup2(out[1], 1)
-                os.dup2(errp[1], 2)
-                for fd in (*out, *errp):
+            if output is not None:  # the tee's pipes as stdout and stderr
+                os.dup2(output[0], 1)
+                os.dup2(output[1], 2)
+                for fd in set(output) - {1, 2}:
                     os.close(fd)
             if run_as is not None:
                 os.initgroups(run_as.user, run_as.gid)
@@ -112,17 +108,7 @@ def launch(
                 os._exit(127)
     os.close(gate_r)
     os.close(err_w)
-    launched = Launched(
-        pid=pid,
-        stdout_fd=out[0] if out else None,
-        stderr_fd=errp[0] if errp else None,
-        _gate=gate_w,
-        _exec_err=err_r,
-    )
-    if out and errp:
-        os.close(out[1])
-        os.close(errp[1])
-    return launched
+    return Launched(pid=pid, _gate=gate_w, _exec_err=err_r)
 
 
 def exec_error(launched: Launched) -> str | None:

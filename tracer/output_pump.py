@@ -1,77 +1,61 @@
-"""The command's stdout and stderr, passed through line by line (still live for the user) and
-handed to a callback that looks for what frameworks print about their memory."""
+"""The copy of the command's stdout and stderr (from the output tee), cut into lines for a
+callback that looks for what frameworks print about their memory. Reading it never stands
+between the command and its output: the tee forwards first, and goes on without us."""
 
 from __future__ import annotations
 
 import os
 import select
+import time
 from collections.abc import Callable
-from typing import BinaryIO
 
 
 class OutputPump:
-    def __init__(
-        self,
-        sinks: dict[int, BinaryIO],
-        on_lines: Callable[[list[bytes]], None],
-        before_write: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._sinks = dict(sinks)  # read end of a pipe -> where its lines go
-        self._partial = {fd: b"" for fd in sinks}
+    def __init__(self, copies: list[int], on_lines: Callable[[list[bytes]], None]) -> None:
+        self._partial = {fd: b"" for fd in copies}  # read end of a copy -> its unfinished line
         self._on_lines = on_lines
-        self._before_write = before_write  # e.g. clear the status line
 
     @property
     def open(self) -> bool:
-        return bool(self._sinks)
+        return bool(self._partial)
 
-    def pump(self, timeout: float) -> None:
-        """Wait up to `timeout` for output and pass on every complete line."""
-        if not self._sinks:
-            return
+    def pump(self, timeout: float) -> bool:
+        """Wait up to `timeout` for output and scan every complete line; False if none came."""
+        if not self._partial:
+            return False
         try:
-            readable, _, _ = select.select(list(self._sinks), [], [], timeout)
+            readable, _, _ = select.select(list(self._partial), [], [], timeout)
         except InterruptedError:  # a signal we forward: the caller's loop goes on
-            return
+            return False
         for fd in readable:
-            chunk = os.read(fd, 65536)
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
             if chunk:
-                self._lines(fd, self._partial[fd] + chunk, final=False)
+                self._lines(fd, self._partial[fd] + chunk)
             else:
                 self._close(fd)
+        return bool(readable)
 
-    def finish(self) -> None:
-        """The command is gone: take what is left in the pipes (children may still hold them)."""
-        for fd in list(self._sinks):
-            os.set_blocking(fd, False)
-            chunks = []
-            try:
-                while chunk := os.read(fd, 65536):
-                    chunks.append(chunk)
-            except BlockingIOError:
-                pass
-            self._partial[fd] += b"".join(chunks)
-            self._close(fd)
+    def finish(self, quiet_s: float = 0.5) -> None:
+        """The command is gone: scan what the tee still forwards, until its end or until nothing
+        came for `quiet_s` (a background child may hold the output open for hours)."""
+        while self._partial:
+            deadline = time.monotonic() + quiet_s
+            while self._partial and not self.pump(max(0.0, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    for fd in list(self._partial):
+                        self._close(fd)
+                    return
 
     def _close(self, fd: int) -> None:
-        self._lines(fd, self._partial.pop(fd), final=True)
+        rest = self._partial.pop(fd)
+        if rest:
+            self._on_lines([rest])
         os.close(fd)
-        del self._sinks[fd]
 
-    def _lines(self, fd: int, data: bytes, *, final: bool) -> None:
-        *lines, rest = data.split(b"\n")
-        if final and rest:
-            lines.append(rest)
-            rest = b""
-        if fd in self._partial:
-            self._partial[fd] = rest
-        if not lines:
-            return
-        self._before_write()
-        sink = self._sinks[fd]
-        try:
-            sink.write(b"".join(line + b"\n" for line in lines))
-            sink.flush()
-        except (BrokenPipeError, ValueError):  # our own reader went away: keep recording
-            pass
-        self._on_lines(lines)
+    def _lines(self, fd: int, data: bytes) -> None:
+        *lines, self._partial[fd] = data.split(b"\n")
+        if lines:
+            self._on_lines(lines)

@@ -13,7 +13,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,10 @@ from uvmtrace.tracer.launch import (
     launch,
     resolve_command,
 )
+from uvmtrace.tracer.leftovers import clear_stale_cgroups, prepare_output
 from uvmtrace.tracer.logs import LogScanner
 from uvmtrace.tracer.output_pump import OutputPump
+from uvmtrace.tracer.output_tee import OutputTee
 from uvmtrace.tracer.safefs import check_writable_target, make_private_dir
 from uvmtrace.tracer.samplers import Nvml, Sampler, monotonic_ns
 from uvmtrace.tracer.status import StatusLine
@@ -69,6 +70,7 @@ class Options:
     watch_cgroups: bool = False  # follow every cgroup created while recording (not only docker's)
     ringbuf_pages: int | None = None  # per ring buffer; None: 256, or 4096 with --raw
     memory_limit: int | None = None  # bytes: the limit of the command's own memory cgroup
+    force: bool = False  # overwrite an existing recording
 
 
 @dataclass
@@ -78,6 +80,8 @@ class Outcome:
     rows: int
     lost: dict[str, int] = field(default_factory=dict)
     ended: str | None = None  # why a recording of running targets ended
+    failure: str | None = None  # the recording could not be written; what was is in `spool`
+    spool: Path | None = None
 
 
 def record(opts: Options) -> Outcome:
@@ -91,7 +95,11 @@ def record(opts: Options) -> Outcome:
     if pages is not None and pages & (pages - 1):
         raise UserError(f"--ring-pages must be a power of two (BPF ring buffers), not {pages}")
     check_writable_target(opts.output)
-    return Session(opts).run()
+    session = Session(opts)
+    session.cleanup = prepare_output(opts.output, force=opts.force)
+    if session.hierarchy is not None:
+        session.cleanup += clear_stale_cgroups(session.hierarchy)
+    return session.run()
 
 
 class Session:
@@ -101,6 +109,7 @@ class Session:
         self.owner = (self.run_as.uid, self.run_as.gid) if self.run_as else None
         self.hierarchy = cgroups.memory_hierarchy()
         self.not_traced: list[dict[str, str]] = []
+        self.cleanup: list[str] = []  # what earlier recordings left and we cleaned up
         self.signals_seen: list[int] = []
         self.child_pid: int | None = None
         self.container: containers.ContainerRun | None = None
@@ -240,9 +249,11 @@ class Session:
         meta = self.base_metadata(anchor)
         writer.update_metadata(**meta)
         status = StatusLine(enabled=not opts.quiet)
+        for note in self.cleanup:
+            status.note(note)
         tracer = shim = run_cg = sampler = None
         targets: dict[int, Path] = {}
-        code = 1
+        code: int | None = None
         try:
             shim, lib, shim_dir = self._start_shim(work)
             for entry in self.not_traced if opts.shim else []:
@@ -292,13 +303,18 @@ class Session:
             writer.write(sampler.sample())  # the baseline before the command starts
             if tracer is not None:
                 tracer.adopt_next_child()
-            launched = launch(
-                self.command,
-                self.env,
-                run_as=self.run_as,
-                cgroup_procs=(run_cg / "cgroup.procs") if run_cg else None,
-                capture_output=True,
-            )
+            status.clear()
+            tee = OutputTee()
+            try:
+                launched = launch(
+                    self.command,
+                    self.env,
+                    run_as=self.run_as,
+                    cgroup_procs=(run_cg / "cgroup.procs") if run_cg else None,
+                    output=(tee.stdout_w, tee.stderr_w),
+                )
+            finally:
+                tee.command_started()  # or never will: either way the tee ends with the output
             pid = launched.pid
             if self.signals_seen:  # interrupted during set-up: the command never starts
                 os.kill(pid, signal.SIGKILL)
@@ -324,7 +340,7 @@ class Session:
                     }  # fmt: skip
                 )
             )
-            code = self._follow(launched, writer, tracer, shim, sampler, status, targets)
+            code = self._follow(launched, tee, writer, tracer, shim, sampler, status, targets)
         except Interrupted as stop:
             code = stop.code
             self.not_traced.append({"what": "the command", "why": "interrupted during set-up"})
@@ -334,24 +350,37 @@ class Session:
             writer.discard()  # the command never ran: nothing worth keeping
             raise
         except BaseException as exc:
-            # A bug of ours: still hand over everything recorded so far, as a valid file.
+            # A bug of ours: still hand over everything recorded so far, as a valid file, and
+            # let the command run to its end (its exit code is still ours to return).
             status.clear()
             meta["error"] = repr(exc)
+            if self.child_pid is not None and not isinstance(exc, KeyboardInterrupt):
+                code = self._wait_quietly(self.child_pid)
+                meta["exit_code"] = code
             self._finish(writer, tracer, shim, meta, sampler, targets)
             writer.close()
-            raise
+            if code is None or isinstance(exc, KeyboardInterrupt):
+                raise
+            raise UserError(
+                f"internal error ({type(exc).__name__}: {exc}); recording stopped early, "
+                f"the command ran to its end",
+                exit_code=code,
+            ) from None
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             for sig in FORWARDED_SIGNALS[1:]:
                 signal.signal(sig, signal.SIG_DFL)
-            if run_cg is not None and not cgroups.remove_cgroup(run_cg):
-                self.not_traced.append({"what": "cleanup", "why": f"{run_cg} still has tasks"})
+            if run_cg is not None:
+                self._remove_run_cgroup(run_cg)
         status.clear()
         meta["exit_code"] = code
         lost = self._finish(writer, tracer, shim, meta, sampler, targets)
         path = writer.close()
         if self.announcements is not None:
             self.announcements.close()
+        if path is None:
+            spool = writer.spool.directory if writer.spool else None
+            return Outcome(code, opts.output, writer.rows, lost, writer.failure, spool)
         return Outcome(exit_code=code, path=path, rows=writer.rows, lost=lost)
 
     def base_metadata(self, anchor: dict[str, int]) -> dict[str, Any]:
@@ -376,6 +405,26 @@ class Session:
         except OSError as exc:
             raise UserError(f"cannot set --memory-limit on {run_cg}: {exc.strerror}") from None
 
+    def _remove_run_cgroup(self, run_cg: Path) -> None:
+        """Processes the command left running move to our cgroup; the command's goes away."""
+        moved = []
+        if self.hierarchy is not None:
+            moved = cgroups.empty_into(run_cg, cgroups.own_memory_cgroup(self.hierarchy))
+        if moved:
+            self.cleanup.append(
+                f"moved processes {moved}, left running by the command, out of {run_cg.name}"
+            )
+        if not cgroups.remove_cgroup(run_cg):
+            self.not_traced.append({"what": "cleanup", "why": f"{run_cg} still has tasks"})
+
+    @staticmethod
+    def _wait_quietly(pid: int) -> int | None:
+        try:
+            _, status_word = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped already
+            return None
+        return exit_code(status_word)
+
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals_seen.append(signum)
         if self.waiter is not None and self.waiter.poll() is None and self.container is not None:
@@ -387,6 +436,7 @@ class Session:
     def _follow(
         self,
         launched: Launched,
+        tee: OutputTee,
         writer: RecordingWriter,
         tracer: KernelTracer | None,
         shim: ShimDecoder | None,
@@ -403,11 +453,8 @@ class Session:
             if batch is not None:
                 writer.write(batch)
 
-        pump = OutputPump(
-            {launched.stdout_fd: sys.stdout.buffer, launched.stderr_fd: sys.stderr.buffer},
-            log_events,
-            before_write=status.clear,
-        )
+        pump = OutputPump(tee.copies, log_events)
+        status.draw = tee.status
         started = time.monotonic()
         next_shim = status_due = started
         next_sample = _next_on_grid(started, self.opts.interval_s)
@@ -446,7 +493,10 @@ class Session:
         sampler.pids.add(pid)
         writer.write(sampler.sample())
         _, status_word = os.waitpid(pid, 0)
+        status.clear()
         pump.finish()
+        status.draw = None
+        tee.close()
         code = exit_code(status_word)
         writer.write(
             make_batch(
@@ -547,9 +597,9 @@ class Session:
                     writer.write(batch)
                 stats = shim.stats()
                 meta["shim"] = stats
-                for off in stats.get("without_shim", []):
-                    what = f"CUDA/NVML/libc calls of {off['exe']} (pid {off['pid']})"
-                    self.not_traced.append({"what": what, "why": off["why"]})
+                for note in stats.get("without_shim", []) + stats.get("notes", []):
+                    what = f"CUDA/NVML/libc calls of {note['exe']} (pid {note['pid']})"
+                    self.not_traced.append({"what": what, "why": note["why"]})
                 if stats.get("torn"):
                     lost["shim_torn_records"] = stats["torn"]
             except Exception as exc:
@@ -581,6 +631,9 @@ class Session:
         meta["target_cgroups"] = sorted(targets)
         meta["lost"] = lost
         meta["not_traced"] = self.not_traced
+        meta["cleanup"] = self.cleanup
+        if writer.rows_not_written:
+            lost["not_written"] = writer.rows_not_written
         if self.signals_seen:
             meta["signals_forwarded"] = [signal.Signals(s).name for s in self.signals_seen]
         writer.update_metadata(**meta)

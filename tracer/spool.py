@@ -17,16 +17,21 @@ import pyarrow as pa
 
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.schema import SCHEMA
-from uvmtrace.tracer.safefs import create_private_file, make_private_dir
+from uvmtrace.tracer.safefs import create_private_file, give_to, make_private_dir
 
 EVENTS = "events.arrows"
 META = "meta.json"
 
 
 class Spool:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, owner: tuple[int, int] | None = None) -> None:
+        # Owned by the user who ran sudo from the start: a spool left by a killed recorder is
+        # theirs to recover without sudo.
+        self.owner = owner
         self.directory = make_private_dir(directory)
+        give_to(self.directory, owner)
         fd = create_private_file(directory / EVENTS)
+        give_to(directory / EVENTS, owner)
         self._sink = os.fdopen(fd, "wb", buffering=0)
         self._stream = pa.ipc.new_stream(self._sink, SCHEMA)
         self.write_meta({})
@@ -41,6 +46,7 @@ class Spool:
         fd = create_private_file(tmp)
         with os.fdopen(fd, "w") as f:
             json.dump(meta, f, default=str)
+        give_to(tmp, self.owner)
         os.replace(tmp, self.directory / META)
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 
 def _human(n: int | None) -> str:
@@ -21,6 +22,8 @@ class StatusLine:
         self.tty = enabled and sys.stderr.isatty()
         self._shown = False
         self.drops = 0
+        # While the command runs the output tee draws the line (one writer on the terminal).
+        self.draw: Callable[[str], None] | None = None
 
     def note(self, text: str) -> None:
         if self.enabled:
@@ -34,12 +37,17 @@ class StatusLine:
             f"uvmtrace: {elapsed:6.1f} s  {events:>10,} events  "
             f"target cgroup {_human(charged)}  drops {self.drops}"
         )
-        sys.stderr.write("\r\x1b[K" + line)
-        sys.stderr.flush()
+        self._show(line)
         self._shown = True
 
     def clear(self) -> None:
         if self._shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+            self._show("")
             self._shown = False
+
+    def _show(self, line: str) -> None:
+        if self.draw is not None:
+            self.draw(line)
+        else:
+            sys.stderr.write("\r\x1b[K" + line)
+            sys.stderr.flush()

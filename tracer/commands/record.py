@@ -84,6 +84,7 @@ Examples:
     default=None,
     help="A memory limit (e.g. 2G) on the command's own cgroup, as `docker run --memory` sets.",
 )
+@click.option("--force", is_flag=True, help="Overwrite the recording if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No live status line.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(
@@ -101,6 +102,7 @@ def command(
     cgroup_paths: tuple[str, ...],
     duration: float | None,
     memory_limit: str | None,
+    force: bool,
     quiet: bool,
     command: tuple[str, ...],
 ) -> int:
@@ -127,8 +129,17 @@ def command(
         own_cgroup=not no_cgroup,
         watch_cgroups=watch_cgroups,
         memory_limit=_size(memory_limit),
+        force=force,
     )
     outcome = record_running(opts, attach) if attach else record(opts)
+    if outcome.failure is not None:  # the command ran on; what was recorded is in the spool
+        click.echo(
+            f"uvmtrace: error: {outcome.failure}; the command ran to its end (exit "
+            f"{outcome.exit_code}); {outcome.rows:,} events recorded until then are in "
+            f"{outcome.spool}: make room, then run `uvmtrace recover {outcome.spool}`",
+            err=True,
+        )
+        return outcome.exit_code
     if not quiet:
         lost, nested = split_lost(outcome.lost)  # the report's meaning of "lost"
         skipped = sum(nested.values())
