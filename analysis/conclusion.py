@@ -43,6 +43,14 @@ def sizing_line(kv: dict[str, Any]) -> str:
 
 def report_conclusion(rep: dict[str, Any]) -> list[str]:
     lines: list[str] = _baseline_lines(rep["baseline"]) if rep.get("baseline") else []
+    rec = rep["run"].get("recovery")
+    if rec is not None and rec["cut"]:
+        lines.append(
+            f"Recovered from the spool of a recording that was cut short ({rec['why']}): "
+            "whatever happened after the cut is not in it."
+        )
+    elif rec is not None:
+        lines.append("Recovered from the spool of a recording that was not closed; complete.")
     sizing = rep["sizing"]
     kv = sizing["kv"]
     if kv:

@@ -205,6 +205,21 @@ def is_kernel_side(what: str) -> bool:
     return any(w in what for w in ("kernel", "ebpf", "bpf", "memcg", "probe"))
 
 
+def recovery(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """How a recording rebuilt by `uvmtrace recover` is incomplete (None: written normally).
+    Cut: the recorder stopped before the command ended (killed, disk full), or a batch was
+    cut off mid-write."""
+    if not meta.get("recovered"):
+        return None
+    torn = int(meta.get("recovered_torn_bytes") or 0)
+    why = []
+    if "exit_code" not in meta:
+        why.append("the recording stopped before the command ended")
+    if torn:
+        why.append(f"{torn:,} bytes of a batch cut off mid-write were dropped")
+    return {"recovered": True, "cut": bool(why), "why": "; ".join(why), "torn_bytes": torn}
+
+
 def _missing(run: RunData) -> list[str]:
     """What this recording cannot tell, in words a reader acts on."""
     out: list[str] = []

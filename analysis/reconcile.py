@@ -21,7 +21,7 @@ import polars as pl
 from uvmtrace.analysis.cuda_memory import device_deltas
 from uvmtrace.analysis.host_charges import pinned_faults
 from uvmtrace.analysis.items import KIND_PARTS, STAT_KEY_ITEM, V2_ONLY_KEYS
-from uvmtrace.analysis.load import RunData, is_kernel_side
+from uvmtrace.analysis.load import RunData, is_kernel_side, recovery
 from uvmtrace.analysis.units import fmt_pct
 from uvmtrace.recording.schema import split_lost
 
@@ -258,6 +258,10 @@ def reconcile(run: RunData) -> dict[str, Any]:
             else _verdict(nvml_agreement, None, sum(lost.values()), nvml is not None)
         ),
     }
+    rec = recovery(run.metadata)
+    if rec is not None and rec["cut"]:  # what came after the cut is unknown
+        summary["trust"] = "low"
+    summary["recovery"] = rec
     summary["line"] = trust_line(summary, memcg, nvml, run.missing)
     return {
         "memcg": memcg,
@@ -297,7 +301,7 @@ def trust_line(
 ) -> str:
     if not summary.get("kernel_traced", True):
         return _cuda_side_line(summary, nvml, missing)
-    parts = []
+    parts = _recovery_parts(summary)
     if summary["memcg_agreement"] is None:
         parts.append("no memory.stat samples to check the charges against")
     else:
@@ -326,12 +330,24 @@ def trust_line(
     return f"Trust: {summary['trust']} — " + "; ".join(parts) + "."
 
 
+def _recovery_parts(summary: dict[str, Any]) -> list[str]:
+    rec = summary.get("recovery")
+    if rec is None:
+        return []
+    if rec["cut"]:
+        return [f"recording cut short, recovered from its spool ({rec['why']})"]
+    return ["recovered from its spool (complete)"]
+
+
 def _cuda_side_line(
     summary: dict[str, Any], nvml: dict[str, Any] | None, missing: list[str]
 ) -> str:
     """The verdict of a recording without the kernel side: what was not traced and why, then
     only the checks that exist."""
-    parts = [f"kernel side not traced ({summary['kernel_not_traced_why']})"]
+    parts = [
+        *_recovery_parts(summary),
+        f"kernel side not traced ({summary['kernel_not_traced_why']})",
+    ]
     if nvml is not None:
         parts.append(
             f"CUDA allocations vs NVML used differ by {abs(nvml['difference']) / (1 << 20):.0f} MiB"

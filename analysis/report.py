@@ -12,7 +12,7 @@ from uvmtrace.analysis.conclusion import diff_conclusion, report_conclusion
 from uvmtrace.analysis.cuda_memory import cuda_memory
 from uvmtrace.analysis.diff import diff_runs
 from uvmtrace.analysis.host_charges import by_kind, host_charges
-from uvmtrace.analysis.load import RunData, load_run
+from uvmtrace.analysis.load import RunData, load_run, recovery
 from uvmtrace.analysis.phases import phases
 from uvmtrace.analysis.reconcile import reconcile
 from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE, infer_sizing
@@ -35,6 +35,7 @@ def run_info(run: RunData) -> dict[str, Any]:
         "events": run.recording.num_rows,
         "streams": sorted(run.streams),
         "missing": run.missing,
+        "recovery": recovery(meta),
     }
 
 

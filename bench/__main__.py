@@ -29,8 +29,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
     ap.add_argument(
         "--only",
-        choices=["startup", "shim", "probes", "recorder", "analysis", "summarize"],
+        choices=["startup", "shim", "probes", "recorder", "memory", "analysis", "summarize"],
         action="append",
+    )
+    ap.add_argument(
+        "--memory-seconds",
+        type=float,
+        default=None,
+        help="length of the recorder-memory run (default 120 s, 30 s with --quick; 600 for the "
+        "10-minute check)",
     )
     ap.add_argument("--gpu", action="store_true", help="the GPU figures (shim on a real driver)")
     ap.add_argument("-o", "--output", type=Path, default=Path("bench/results.json"))
@@ -39,7 +46,8 @@ def main() -> int:
         print("python -m bench: the probe benchmarks need root (sudo)", file=sys.stderr)
         return 2
     reps = 3 if args.quick else args.reps
-    wanted = set(args.only or ["startup", "shim", "probes", "recorder", "analysis", "summarize"])
+    every = ["startup", "shim", "probes", "recorder", "memory", "analysis", "summarize"]
+    wanted = set(args.only or every)
     figures: list[Figure] = []
     started = time.monotonic()
 
@@ -66,6 +74,10 @@ def main() -> int:
             if "recorder" in wanted:
                 recorder = importlib.import_module("bench.recorder_bench")
                 show(recorder.run(work, faulter, seconds=2.0 if args.quick else 3.0))
+            if "memory" in wanted:
+                memory = importlib.import_module("bench.recorder_memory_bench")
+                length = args.memory_seconds or (30.0 if args.quick else 120.0)
+                show(memory.run(work, faulter, seconds=length))
             if "analysis" in wanted:
                 analysis = importlib.import_module("bench.analysis_bench")
                 sizes = (1_000_000,) if args.quick else (1_000_000, 10_000_000)

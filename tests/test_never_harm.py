@@ -76,6 +76,15 @@ def test_a_killed_recorder_leaves_the_command_running_to_completion(tmp_path: Pa
     assert recovered.metadata["recovered"] is True
     assert events(rec).filter(events(rec)["event"] == "exec").height == 1
     assert kept.is_dir()  # recover leaves the spool: it can be retried
+    # Its report says so first, and does not trust it.
+    report = uvmtrace("report", str(rec))
+    assert report.returncode == 0, report.stderr
+    text = " ".join(report.stdout.split())  # as one line, whatever the terminal's width
+    assert text.startswith(
+        "Recovered from the spool of a recording that was cut short (the recording stopped "
+        "before the command ended"
+    )
+    assert "Trust: low" in text and "recording cut short, recovered from its spool" in text
 
 
 def test_an_existing_recording_is_kept_unless_force(tmp_path: Path) -> None:

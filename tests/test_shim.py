@@ -185,15 +185,14 @@ def test_sigkill_mid_run_leaves_every_record_up_to_the_kill(driver, shim, tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["absent", "a regular file"])
-def test_unusable_run_dir_passes_through_with_one_line(driver, shim, tmp_path, kind):
+def test_unusable_run_dir_passes_through_silently(driver, shim, tmp_path, kind):
+    # The program's output is its own: where the shim cannot record, it says nothing there.
     run_dir = tmp_path / "nope"
     if kind == "a regular file":
         run_dir.write_text("")
     plain = run(driver, "direct")
     shimmed = run_shimmed(driver, shim, run_dir, "direct")
-    assert shimmed.returncode == 0 and shimmed.stdout == plain.stdout
-    lines = shimmed.stderr.splitlines()
-    assert len(lines) == 1 and "uvmshim" in lines[0] and "not recording" in lines[0]
+    assert (shimmed.returncode, shimmed.stdout, shimmed.stderr) == (0, plain.stdout, plain.stderr)
 
 
 def test_python_ctypes_program_under_the_shim(driver, shim, tmp_path):

@@ -110,6 +110,7 @@ class Session:
         self.hierarchy = cgroups.memory_hierarchy()
         self.not_traced: list[dict[str, str]] = []
         self.cleanup: list[str] = []  # what earlier recordings left and we cleaned up
+        self.meta: dict[str, Any] = {}
         self.signals_seen: list[int] = []
         self.child_pid: int | None = None
         self.container: containers.ContainerRun | None = None
@@ -247,6 +248,7 @@ class Session:
     def _record(self, writer: RecordingWriter, work: Path, anchor: dict[str, int]) -> Outcome:
         opts = self.opts
         meta = self.base_metadata(anchor)
+        self.meta = meta  # what is known so far; the spool gets it as it grows
         writer.update_metadata(**meta)
         status = StatusLine(enabled=not opts.quiet)
         for note in self.cleanup:
@@ -300,11 +302,13 @@ class Session:
                 sampler.add_cgroup(cgid, path)
                 if tracer is not None:
                     tracer.add_cgroup(cgid)
+            self._describe_targets(meta, targets)
+            writer.update_metadata(**meta)
             writer.write(sampler.sample())  # the baseline before the command starts
+            status.clear()
+            tee = OutputTee()  # forked before the probes adopt our next child: the command
             if tracer is not None:
                 tracer.adopt_next_child()
-            status.clear()
-            tee = OutputTee()
             try:
                 launched = launch(
                     self.command,
@@ -470,8 +474,12 @@ class Session:
             now = time.monotonic()
             if now >= next_sample:
                 next_sample = _next_on_grid(now, self.opts.interval_s)
+                known = len(targets)
                 self._watch_container(tracer, sampler, targets)
                 writer.write(sampler.sample())
+                if len(targets) != known:  # the container's cgroup: its name goes in the spool
+                    self._describe_targets(self.meta, targets)
+                    writer.update_metadata(**self.meta)
             if self.announcements is not None:
                 self.announcements.accept_all()  # before the shims' backlog fills
             if shim is not None and now >= next_shim:
@@ -563,6 +571,31 @@ class Session:
         run.extra["cgroup_id"] = cgid
         run.extra["cgroup_path"] = "/" + str(path.relative_to(self.hierarchy.mount))
 
+    def _describe_targets(self, meta: dict[str, Any], targets: dict[int, Path]) -> None:
+        """The target cgroups and the container, by name: in the spool as soon as they are
+        known, so that a recovered recording still names them."""
+        cg_meta = meta.setdefault("cgroups", {})
+        if self.hierarchy is not None:
+            for cgid, path in targets.items():
+                entry = cg_meta.setdefault(str(cgid), {})
+                entry.setdefault("path", "/" + str(path.relative_to(self.hierarchy.mount)))
+                entry.setdefault("hierarchy", f"v{self.hierarchy.version}")
+        if self.container is not None:
+            run = self.container
+            meta["container"] = {
+                "runtime": run.runtime,
+                "id": run.container_id,
+                "name": run.name,
+                **run.extra,
+                **({"detached": True, "exit_code": run.exit_code} if run.detached else {}),
+            }
+            cgid = run.extra.get("cgroup_id")
+            if cgid is not None:
+                cg_meta.setdefault(str(cgid), {}).update(
+                    container_id=run.container_id, container_name=run.name
+                )
+        meta["target_cgroups"] = sorted(targets)
+
     def _charged(self, sampler: Sampler, targets: dict[int, Path]) -> int | None:
         if not targets or self.hierarchy is None:
             return None
@@ -608,27 +641,7 @@ class Session:
             writer.write(sampler.fault_batch(at_exit={self.child_pid} if self.child_pid else set()))
             if sampler.nvml is not None and sampler.nvml.notes:
                 meta["nvml_notes"] = sampler.nvml.notes
-        cg_meta = meta.setdefault("cgroups", {})
-        if self.hierarchy is not None:
-            for cgid, path in targets.items():
-                entry = cg_meta.setdefault(str(cgid), {})
-                entry.setdefault("path", "/" + str(path.relative_to(self.hierarchy.mount)))
-                entry.setdefault("hierarchy", f"v{self.hierarchy.version}")
-        if self.container is not None:
-            run = self.container
-            meta["container"] = {
-                "runtime": run.runtime,
-                "id": run.container_id,
-                "name": run.name,
-                **run.extra,
-                **({"detached": True, "exit_code": run.exit_code} if run.detached else {}),
-            }
-            cgid = run.extra.get("cgroup_id")
-            if cgid is not None:
-                cg_meta.setdefault(str(cgid), {}).update(
-                    container_id=run.container_id, container_name=run.name
-                )
-        meta["target_cgroups"] = sorted(targets)
+        self._describe_targets(meta, targets)
         meta["lost"] = lost
         meta["not_traced"] = self.not_traced
         meta["cleanup"] = self.cleanup
