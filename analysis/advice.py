@@ -2,7 +2,8 @@
 
 Each action carries the bytes it recovers *as measured in the recording* (never a model of
 what might happen), the KV size B would have got with it, the share of the A - B gap it closes,
-the risk, and the command line to use. Ranked: most of the gap closed first, then least risk.
+the risk, and the command line to use. Ranked: among the actions that close at least half
+of the gap, the safest first; then the others, by the share of the gap they close.
 
   reclaim   drop the clean page cache of the named files charged to B before sizing
             (`uvmtrace record --reclaim-before-sizing`): the bytes are those files' page cache
@@ -222,15 +223,21 @@ def _setting_action(
 
 
 def _rank(actions: list[dict[str, Any]], kv_b: int, gap: int | None) -> list[dict[str, Any]]:
+    """With a gap: among the actions that close at least half of it, the safest first (then
+    the most closed); then the others, most closed first. Without: safest, then largest KV."""
     for a in actions:
         closed = min(1.0, max(0.0, (a["kv_bytes"] - kv_b) / gap)) if gap else None
         a["gap_closed"] = None if closed is None else round(closed, 4)
-    if gap:
-        ranked = sorted(
-            actions, key=lambda a: (-round(a["gap_closed"] * 20), RISK_ORDER[a["risk"]])
-        )
-    else:
-        ranked = sorted(actions, key=lambda a: (RISK_ORDER[a["risk"]], -a["kv_bytes"]))
+
+    def key(a: dict[str, Any]) -> tuple[int, float, float]:
+        risk = RISK_ORDER[a["risk"]]
+        if a["gap_closed"] is None:
+            return (0, risk, -a["kv_bytes"])
+        if a["gap_closed"] >= 0.5:
+            return (0, risk, -a["gap_closed"])
+        return (1, -a["gap_closed"], risk)
+
+    ranked = sorted(actions, key=key)
     for i, a in enumerate(ranked, 1):
         a["rank"] = i
     return ranked

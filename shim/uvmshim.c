@@ -354,22 +354,39 @@ static uint64_t pid_ns_inode(void)
 /* Tell the recorder, if it listens, who we are: it reads our pid as the kernel translates it into
  * its own pid namespace (SO_PEERCRED), so CUDA calls made inside a container join the kernel
  * events of the same process even after the process is gone. Non-blocking; failure is silent. */
-static void announce(const char *dir, uint64_t pid_ns)
+/* A unix stream socket connected to <dir>/<name>, or -1. A sun_path holds at most 107 bytes:
+ * a longer run directory (next to a deeply nested output file) is reached through
+ * /proc/self/fd of the directory instead, as the recorder binds it. */
+static int connect_in_dir(const char *dir, const char *name, int flags)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" UVMSHIM_ANNOUNCE, dir);
-    if (n <= 0 || (size_t)n >= sizeof addr.sun_path)
-        return;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int dfd = -1;
+    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%s", dir, name);
+    if (n <= 0 || (size_t)n >= sizeof addr.sun_path) {
+        dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            return -1;
+        snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/%s", dfd, name);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    if (dfd >= 0)
+        close(dfd);
+    return fd;
+}
+
+static void announce(const char *dir, uint64_t pid_ns)
+{
+    int fd = connect_in_dir(dir, UVMSHIM_ANNOUNCE, SOCK_NONBLOCK);
     if (fd < 0)
         return;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
-        char msg[64];
-        int len = snprintf(msg, sizeof msg, "%llu %d\n", (unsigned long long)pid_ns,
-                           (int)getpid());
-        if (send(fd, msg, (size_t)len, MSG_NOSIGNAL) < 0) {
-            /* the recorder went away: nothing to tell */
-        }
+    char msg[64];
+    int len = snprintf(msg, sizeof msg, "%llu %d\n", (unsigned long long)pid_ns, (int)getpid());
+    if (send(fd, msg, (size_t)len, MSG_NOSIGNAL) < 0) {
+        /* the recorder went away: nothing to tell */
     }
     close(fd);
 }
@@ -392,12 +409,8 @@ static void reclaim_before_query(const char *func)
     if (*c != ':' || timeout_ms <= 0 || !strstr(c, func))
         return;
     int saved_errno = errno;
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" UVMSHIM_RECLAIM, dir);
-    int fd = n > 0 && (size_t)n < sizeof addr.sun_path
-                 ? socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)
-                 : -1;
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
+    int fd = connect_in_dir(dir, UVMSHIM_RECLAIM, 0);
+    if (fd >= 0) {
         char msg[128];
         int len = snprintf(msg, sizeof msg, "%llu %d %d %s\n",
                            (unsigned long long)pid_ns_inode(), (int)getpid(), my_tid(), func);

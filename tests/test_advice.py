@@ -70,12 +70,15 @@ def test_no_fraction_reaches_a_s_size_so_the_setting_is_high_risk(diff: dict) ->
     assert "--kv_cache_free_gpu_mem_fraction 1.000" in setting["command"]
 
 
-def test_ranked_by_gap_closed_then_risk(diff: dict) -> None:
+def test_the_safest_action_that_closes_most_of_the_gap_ranks_first(diff: dict) -> None:
     actions = diff["advice"]["actions"]
     assert [a["rank"] for a in actions] == list(range(1, len(actions) + 1))
-    keys = [(-round(a["gap_closed"] * 20), a["risk"]) for a in actions]
-    order = {"none": 0, "low": 1, "medium": 2, "high": 3}
-    assert keys == sorted(keys, key=lambda k: (k[0], order[k[1]]))
+    assert [(a["kind"], a["risk"]) for a in actions] == [
+        ("reclaim", "none"),
+        ("signal", "low"),  # the honest headroom
+        ("signal", "high"),  # MemAvailable
+        ("setting", "high"),  # closes 17% only
+    ]
 
 
 def test_the_conclusion_and_the_tables_carry_the_safe_fix(diff: dict) -> None:

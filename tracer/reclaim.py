@@ -23,6 +23,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -140,11 +141,14 @@ def _open_verified(f: CachedFile, host_path: str | None, pid: int) -> int | None
     return None
 
 
-def drop_files(files: list[CachedFile], tracer: KernelTracer | None, pid: int) -> Outcome:
-    """fadvise(DONTNEED) each file the workload cached, clean ones only, measured by cachestat."""
+def drop_files(
+    files: list[CachedFile], tracer: KernelTracer | None, pid: int, exclude: tuple[str, ...] = ()
+) -> Outcome:
+    """fadvise(DONTNEED) each file the workload cached, clean ones only, measured by cachestat.
+    Files under `exclude` (uvmtrace's own: the shim library, its record files) are left alone."""
     out = Outcome("fadvise")
     for f in files:
-        if f.net <= 0:
+        if f.net <= 0 or (f.path and f.path.startswith(exclude)):
             continue
         entry: dict[str, Any] = {"path": f.path, "dev": f.dev, "inode": f.inode, "added": f.net}
         out.files.append(entry)
@@ -212,9 +216,12 @@ def reclaim_cgroup_v2(pid: int) -> Outcome:
 class Reclaimer:
     """Answers the shim's reclaim requests; keeps the page-cache ledger and the rows to write."""
 
-    def __init__(self, requests: Any, tracer: KernelTracer | None) -> None:
+    def __init__(
+        self, requests: Any, tracer: KernelTracer | None, exclude: tuple[Path, ...] = ()
+    ) -> None:
         self.requests = requests
         self.tracer = tracer
+        self.exclude = tuple(str(p).rstrip("/") + "/" for p in exclude)
         self.ledger = PageCacheLedger()
         self.total_freed = 0
         self.total_seconds = 0.0
@@ -232,7 +239,7 @@ class Reclaimer:
             if self.tracer is not None:
                 pending = self.tracer.page_cache_pending()
                 files = self.ledger.with_pending(pending)
-                out = drop_files(files, self.tracer, req.host_pid)
+                out = drop_files(files, self.tracer, req.host_pid, self.exclude)
             else:
                 out = reclaim_cgroup_v2(req.host_pid)
         except Exception as exc:  # never keep the program waiting because of us

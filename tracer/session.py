@@ -281,7 +281,12 @@ class Session:
             if self.reclaim_requests is not None:
                 from uvmtrace.tracer.reclaim import Reclaimer
 
-                self.reclaimer = Reclaimer(self.reclaim_requests, tracer)
+                own = (
+                    work,
+                    *([lib.parent] if lib else []),
+                    Path(containers.SHIM_IN_CONTAINER).parent,
+                )
+                self.reclaimer = Reclaimer(self.reclaim_requests, tracer, exclude=own)
             gpu = gpu_info()
             meta["gpu"] = gpu
             if not gpu.get("available"):
