@@ -63,7 +63,8 @@ def _all_file_deltas(run: RunData) -> pl.DataFrame:
     """Page-cache pages per file as signed deltas, in time order: ts_ns, path, cgroup_id, pid,
     bytes, own (a file of uvmtrace itself)."""
     if "all_file_deltas" not in run.derived:
-        sign = pl.when(pl.col("event") == "filemap_delete").then(-1).otherwise(1)
+        sign = pl.when(pl.col("event").is_in(["filemap_delete", "reclaim_file"]))
+        sign = sign.then(-1).otherwise(1)
         files = (
             run.files.filter(pl.col("path").is_not_null())
             .select("ts_ns", "path", "cgroup_id", "pid", (pl.col("bytes") * sign).alias("bytes"))

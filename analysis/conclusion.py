@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from uvmtrace.analysis.advice import advice_line
 from uvmtrace.analysis.items import DEVICE_SIGNALS, KIND_LABEL
 from uvmtrace.analysis.sizing_rules import formula
 from uvmtrace.analysis.units import fmt_bytes, fmt_s
@@ -129,6 +130,16 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
             line += f"; biggest file in its page cache: {f['path']} {fmt_bytes(f['peak'])}"
         lines.append(line + ".")
     lines += host_charge_lines(rep)
+    done = rep.get("reclaim")
+    if done:
+        lines.append(
+            f"Reclaimed before sizing: {fmt_bytes(done['reclaimed_bytes'])} of clean page cache "
+            f"in {done['seconds'] * 1e3:.1f} ms ({done['requests']} sizing quer"
+            f"{'y' if done['requests'] == 1 else 'ies'})."
+        )
+    fix = advice_line(rep.get("advice"))
+    if fix:
+        lines.append(fix)
     for m in rep["run"]["missing"]:
         lines.append(f"Missing: {m}.")
     lines.append(rep["reconciliation"]["summary"]["line"])
@@ -242,6 +253,9 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
         )
     if d["unmatched_phases"]:
         lines.append("Phases that could not be matched: " + ", ".join(d["unmatched_phases"]) + ".")
+    fix = advice_line(d.get("advice"))
+    if fix:
+        lines.append(fix)
     lines.append("A " + d["trust"]["a"][0].lower() + d["trust"]["a"][1:])
     lines.append("B " + d["trust"]["b"][0].lower() + d["trust"]["b"][1:])
     return lines

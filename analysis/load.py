@@ -137,7 +137,11 @@ def load_run(path: str | Path) -> RunData:
 
     stream = pl.col("stream")
     ev = pl.col("event")
-    files = rest.filter((stream == "kernel") & ev.is_in(["filemap_add", "filemap_delete"]))
+    # reclaim_file: pages `record --reclaim-before-sizing` dropped (tracer/reclaim.py)
+    files = rest.filter(
+        ((stream == "kernel") & ev.is_in(["filemap_add", "filemap_delete"]))
+        | ((stream == "proc") & (ev == "reclaim_file"))
+    )
     mappings = rest.filter((stream == "kernel") & ev.is_in(["mmap", "munmap", "mremap", "brk"]))
     calls = rest.filter(
         (stream == "cuda") | ((stream == "kernel") & ev.is_in(["sysinfo", "openat"]))
@@ -175,7 +179,7 @@ def load_run(path: str | Path) -> RunData:
             "ts_ns", "event", "cgroup_id", "item", "bytes", "free_bytes", "total_bytes"
         ),
         proc=rest.filter(stream == "proc").select(
-            "ts_ns", "event", "pid", "tid", "item", "count", "result", "text", "comm"
+            "ts_ns", "event", "pid", "tid", "item", "count", "result", "text", "comm", "bytes"
         ),
         logs=rest.filter(stream == "log").select("ts_ns", "event", "item", "bytes", "text"),
         fault_counts=bulk.filter(pl.col("event") == "page_fault").select("pid", "faults"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from uvmtrace.analysis.advice import diff_advice, reclaims, report_advice
 from uvmtrace.analysis.attribution import attribute, timeline
 from uvmtrace.analysis.baseline import baseline
 from uvmtrace.analysis.conclusion import diff_conclusion, report_conclusion
@@ -55,6 +56,7 @@ def report_of(
         "sizing": sizing,
         "cuda_memory": cuda_memory(run),
         "reconciliation": reconcile(run),
+        "reclaim": reclaims(run),
     }
     start = baseline(run)
     if start is not None:
@@ -72,6 +74,7 @@ def report_of(
             if a["explained"]
         ]
         rep["timeline"] = tl
+    rep["advice"] = report_advice(rep)
     rep["conclusion"] = report_conclusion(rep)
     return rep
 
@@ -106,5 +109,6 @@ def build_diff(
         },
         "reports": {"a": rep_a, "b": rep_b},
     }
+    d["advice"] = diff_advice(d)
     d["conclusion"] = diff_conclusion(d)
     return d

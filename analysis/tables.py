@@ -260,6 +260,7 @@ def report_tables(rep: dict[str, Any]) -> list[Table]:
                 ],
             )
         )
+        t.append(advice_table(rep.get("advice"), "Advice: what would have given a larger KV"))
     t += cuda_memory_tables(rep.get("cuda_memory"))
     t.append(
         (
@@ -359,6 +360,22 @@ def _own_files_diff_row(dec: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def advice_table(advice: dict[str, Any] | None, title: str) -> Table:
+    """The ranked actions, each with what it recovers as measured, its risk and command."""
+    rows = [
+        [
+            f"{a['rank']}. {a['action']}",
+            fmt_bytes(a["recovers_bytes"]),
+            fmt_bytes(a["kv_bytes"]),
+            "" if a.get("gap_closed") is None else f"{a['gap_closed']:.0%}",
+            a["risk"],
+            a["command"],
+        ]
+        for a in (advice or {}).get("actions") or []
+    ]
+    return (title, ["action", "recovers", "KV with it", "gap closed", "risk", "command"], rows)
+
+
 def diff_tables(d: dict[str, Any]) -> list[Table]:
     dec = d["decomposition"]
     t: list[Table] = []
@@ -419,6 +436,7 @@ def diff_tables(d: dict[str, Any]) -> list[Table]:
             rows,
         )
     )
+    t.append(advice_table(d.get("advice"), "Advice: what would have given B the KV size A got"))
     for title, key in (
         ("By cgroup", "by_cgroup"),
         ("By process", "by_process"),

@@ -405,6 +405,19 @@ class KernelTracer:
             dev = decode.kernel_dev_to_user(keys["dev"].astype(np.uint64))
             self._paths.files(keys["pid"], dev, keys["ino"])
 
+    def page_cache_pending(self) -> list[pa.RecordBatch]:
+        """Page-cache rows still summed in the per-CPU slots (not yet drained): what a file read
+        just now added. A snapshot for a live decision (reclaim before sizing); the same pages
+        reach the recording later, through poll() or stop()."""
+        if self._bpf is None or "filemap_agg" not in self._aggs:
+            return []
+        keys, vals = self._slot_entries("filemap_agg")
+        return self._agg_rows("filemap_agg", keys, vals) if keys.size else []
+
+    def host_path(self, path: str) -> str | None:
+        """The host's path of a file a container process sees at `path` (its overlay layer)."""
+        return self._paths.host_paths.get(path)
+
     def stop(self) -> list[pa.RecordBatch]:
         if self._bpf is None:
             return []

@@ -20,22 +20,28 @@ ANNOUNCE = "announce.sock"  # = UVMSHIM_ANNOUNCE in uvmshim.h
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
+def listening_socket(run_dir: Path, name: str, backlog: int) -> socket.socket:
+    """A non-blocking unix stream socket listening at `run_dir`/`name`, for the shims."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        # Through the directory fd: a unix socket path may hold at most 107 bytes.
+        sock.bind(f"/proc/self/fd/{dir_fd}/{name}")
+    finally:
+        os.close(dir_fd)
+    # Writable for every uid that may write shim files (a container's user, sudo's user);
+    # the run dir itself decides who can reach it.
+    os.chmod(run_dir / name, 0o777)
+    sock.listen(backlog)
+    return sock
+
+
 class PidAnnouncements:
     """The listening socket plus the (pid_ns, ns_pid) -> host pid mapping it has learnt."""
 
     def __init__(self, run_dir: Path) -> None:
         self.mapping: dict[tuple[int, int], int] = {}
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-        dir_fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            # Through the directory fd: a unix socket path may hold at most 107 bytes.
-            self.sock.bind(f"/proc/self/fd/{dir_fd}/{ANNOUNCE}")
-        finally:
-            os.close(dir_fd)
-        # Writable for every uid that may write shim files (a container's user, sudo's user);
-        # the run dir itself decides who can reach it.
-        os.chmod(run_dir / ANNOUNCE, 0o777)
-        self.sock.listen(512)
+        self.sock = listening_socket(run_dir, ANNOUNCE, 512)
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <link.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -351,24 +352,82 @@ static uint64_t pid_ns_inode(void)
 /* Tell the recorder, if it listens, who we are: it reads our pid as the kernel translates it into
  * its own pid namespace (SO_PEERCRED), so CUDA calls made inside a container join the kernel
  * events of the same process even after the process is gone. Non-blocking; failure is silent. */
-static void announce(const char *dir, uint64_t pid_ns)
+/* A unix stream socket connected to <dir>/<name>, or -1. A sun_path holds at most 107 bytes:
+ * a longer run directory (next to a deeply nested output file) is reached through
+ * /proc/self/fd of the directory instead, as the recorder binds it. */
+static int connect_in_dir(const char *dir, const char *name, int flags)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" UVMSHIM_ANNOUNCE, dir);
-    if (n <= 0 || (size_t)n >= sizeof addr.sun_path)
-        return;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int dfd = -1;
+    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%s", dir, name);
+    if (n <= 0 || (size_t)n >= sizeof addr.sun_path) {
+        dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            return -1;
+        snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/%s", dfd, name);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    if (dfd >= 0)
+        close(dfd);
+    return fd;
+}
+
+static void announce(const char *dir, uint64_t pid_ns)
+{
+    int fd = connect_in_dir(dir, UVMSHIM_ANNOUNCE, SOCK_NONBLOCK);
     if (fd < 0)
         return;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) {
-        char msg[64];
-        int len = snprintf(msg, sizeof msg, "%llu %d\n", (unsigned long long)pid_ns,
-                           (int)getpid());
-        if (send(fd, msg, (size_t)len, MSG_NOSIGNAL) < 0) {
-            /* the recorder went away: nothing to tell */
-        }
+    char msg[64];
+    int len = snprintf(msg, sizeof msg, "%llu %d\n", (unsigned long long)pid_ns, (int)getpid());
+    if (send(fd, msg, (size_t)len, MSG_NOSIGNAL) < 0) {
+        /* the recorder went away: nothing to tell */
     }
     close(fd);
+}
+
+/* --reclaim-before-sizing: UVMTRACE_RECLAIM="<timeout ms>:<query names>" (e.g.
+ * "5000:sysinfo,cuMemGetInfo"). Before one of those queries answers, ask the recorder to drop the
+ * clean page cache charged to our cgroup, and wait for its answer at most that long: the real call
+ * then reports memory that is really free. Nothing is changed in what the call returns. One
+ * connection per query, so threads need no lock; any failure means "go on without". */
+static void reclaim_before_query(const char *func)
+{
+    const char *spec = getenv("UVMTRACE_RECLAIM");
+    const char *dir = getenv("UVMTRACE_SHIM_DIR");
+    if (!spec || !dir || !*dir)
+        return;
+    int timeout_ms = 0;
+    const char *c = spec;
+    for (; *c >= '0' && *c <= '9'; c++)
+        timeout_ms = timeout_ms * 10 + (*c - '0');
+    if (*c != ':' || timeout_ms <= 0 || !strstr(c, func))
+        return;
+    int saved_errno = errno;
+    int fd = connect_in_dir(dir, UVMSHIM_RECLAIM, 0);
+    if (fd >= 0) {
+        char msg[128];
+        int len = snprintf(msg, sizeof msg, "%llu %d %d %s\n",
+                           (unsigned long long)pid_ns_inode(), (int)getpid(), my_tid(), func);
+        if (len > 0 && send(fd, msg, (size_t)len, MSG_NOSIGNAL) == len) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+            for (;;) {
+                uint64_t t = now_ns();
+                if (t >= deadline)
+                    break;
+                int r = poll(&p, 1, (int)((deadline - t) / 1000000ull) + 1);
+                if (r > 0 || (r < 0 && errno != EINTR))
+                    break; /* the answer (or the recorder hung up) */
+            }
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    errno = saved_errno;
 }
 
 static int open_file(void)
@@ -577,6 +636,7 @@ static void emit(const struct rec *r)
 typedef CUresult (*cuMemGetInfo_v1_t)(unsigned int *, unsigned int *);
 static CUresult impl_cuMemGetInfo_v1(void *real, uint64_t caller, unsigned int *f, unsigned int *t)
 {
+    reclaim_before_query("cuMemGetInfo");
     BEGIN(cuMemGetInfo, 1);
     r.untimed = 1;
     CUresult res = ((cuMemGetInfo_v1_t)real)(f, t);
@@ -591,6 +651,7 @@ static CUresult impl_cuMemGetInfo_v1(void *real, uint64_t caller, unsigned int *
 typedef CUresult (*cuMemGetInfo_v2_t)(size_t *, size_t *);
 static CUresult impl_cuMemGetInfo_v2(void *real, uint64_t caller, size_t *f, size_t *t)
 {
+    reclaim_before_query("cuMemGetInfo");
     BEGIN(cuMemGetInfo, 2);
     r.untimed = 1;
     CUresult res = ((cuMemGetInfo_v2_t)real)(f, t);
@@ -875,6 +936,7 @@ static CUresult impl_cuDevicePrimaryCtxRetain(void *real, uint64_t caller, CUcon
 typedef nvmlReturn_t (*nvmlMem_t)(nvmlDevice_t, nvmlMemory_t *);
 static nvmlReturn_t impl_nvmlMem(void *real, uint64_t caller, nvmlDevice_t d, nvmlMemory_t *m)
 {
+    reclaim_before_query("nvmlDeviceGetMemoryInfo");
     BEGIN(nvmlDeviceGetMemoryInfo, 1);
     r.untimed = 1;
     nvmlReturn_t res = ((nvmlMem_t)real)(d, m);
@@ -891,6 +953,7 @@ typedef nvmlReturn_t (*nvmlMem_v2_t)(nvmlDevice_t, nvmlMemory_v2_t *);
 static nvmlReturn_t impl_nvmlMem_v2(void *real, uint64_t caller, nvmlDevice_t d,
                                     nvmlMemory_v2_t *m)
 {
+    reclaim_before_query("nvmlDeviceGetMemoryInfo");
     BEGIN(nvmlDeviceGetMemoryInfo, 2);
     r.untimed = 1;
     nvmlReturn_t res = ((nvmlMem_v2_t)real)(d, m);
@@ -907,6 +970,7 @@ static nvmlReturn_t impl_nvmlMem_v2(void *real, uint64_t caller, nvmlDevice_t d,
 typedef int (*sysinfo_t)(struct sysinfo *);
 static int impl_sysinfo(void *real, uint64_t caller, struct sysinfo *info)
 {
+    reclaim_before_query("sysinfo");
     BEGIN(sysinfo, 1);
     r.untimed = 1;
     int res = ((sysinfo_t)real)(info);

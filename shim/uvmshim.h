@@ -17,6 +17,7 @@
 #define UVMSHIM_MAGIC 0x314d4853564d5655ULL /* "UVMSHM1" little-endian, written last */
 #define UVMSHIM_VERSION 1
 #define UVMSHIM_ANNOUNCE "announce.sock" /* in the run dir: the recorder's pid-mapping socket */
+#define UVMSHIM_RECLAIM "reclaim.sock"   /* in the run dir: --reclaim-before-sizing requests */
 /* 64 KiB so record chunks stay page-aligned on 64 KiB-page aarch64 kernels (Grace). */
 #define UVMSHIM_HEADER_SIZE 65536
 #define UVMSHIM_RECORD_SIZE 96

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uvmtrace.recording.errors import UserError
+from uvmtrace.shim.reclaim_requests import env_items
 
 RUNTIMES = ("docker", "podman")
 SHIM_IN_CONTAINER = "/.uvmtrace/libuvmshim.so"
@@ -108,6 +109,7 @@ def rewrite(
     *,
     shim_lib: Path | None,
     shim_run_dir: Path | None,
+    shim_env: dict[str, str] | None = None,
 ) -> tuple[list[str], ContainerRun] | None:
     """Insert a --cidfile and, with a shim, its bind mounts and LD_PRELOAD after `run`."""
     found = detect(argv)
@@ -124,6 +126,8 @@ def rewrite(
             "-e", f"LD_PRELOAD={SHIM_IN_CONTAINER}",
             "-e", f"UVMTRACE_SHIM_DIR={RUN_DIR_IN_CONTAINER}",
         ]  # fmt: skip
+        for key, value in env_items(shim_env or {}).items():  # --reclaim-before-sizing
+            extra += ["-e", f"{key}={value}"]
     new = argv[: idx + 1] + extra + argv[idx + 1 :]
     return new, ContainerRun(runtime, idx, cidfile, bool(given), detached=detached(argv, idx))
 

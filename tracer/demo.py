@@ -32,11 +32,15 @@ from typing import Any
 
 from uvmtrace.recording.errors import UserError
 from uvmtrace.tracer import demo_image, kvsizer
+from uvmtrace.tracer.headroom import read_meminfo
 from uvmtrace.tracer.kvsizer import GIB, MIB
 
 KV_TARGET = 2 * GIB  # about what the KV cache gets: bounded, whatever MemFree is
 QUICK_KV_TARGET = GIB
-OUTPUTS = ("native.parquet", "docker.parquet", "native-cold.parquet", "report.html", "diff.json")
+OUTPUTS = ("native.parquet", "docker.parquet", "native-cold.parquet", "report.html", "diff.json",
+           "native-reclaim.parquet", "docker-reclaim.parquet", "native-cold-reclaim.parquet",
+           "summary.json")  # fmt: skip
+RECLAIM_SUFFIX = "-reclaim"
 
 
 @dataclass
@@ -47,6 +51,7 @@ class DemoOptions:
     docker: bool = True  # False: the two-native-runs variant even with a daemon
     load: str = "read"
     container_memory: str | None = None
+    reclaim_before_sizing: bool = False  # also each run with `record --reclaim-before-sizing`
     echo: Callable[[str], None] = print
 
 
@@ -58,6 +63,8 @@ class Run:
     exit_code: int = 0
     state: dict[str, int | None] = field(default_factory=dict)  # resident page cache per copy
     seconds: float = 0.0
+    reclaim: bool = False  # recorded with --reclaim-before-sizing
+    reclaimed_bytes: int = 0  # what the recorder freed before the sizing query
 
 
 @dataclass
@@ -129,15 +136,6 @@ def warm_cached(path: Path) -> None:
 # ---- set-up ---------------------------------------------------------------------------------
 
 
-def _meminfo() -> dict[str, int]:
-    out = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            out[key] = int(rest.split()[0]) * 1024
-    return out
-
-
 def choose_fraction(mem_free: int, target: int) -> float:
     """The largest multiple of 0.05 (as frameworks use) that keeps fraction x MemFree <= target."""
     steps = max(1, min(18, int(target / max(mem_free, 1) * 20)))
@@ -178,7 +176,8 @@ def _ensure_weights(path: Path, size: int) -> None:
 def _record(
     run: Run, command: list[str], echo: Callable[[str], None], interval: float
 ) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "uvmtrace.tracer", "record", "-q", "--as-root", "--force",
+    fix = ["--reclaim-before-sizing"] if run.reclaim else []
+    argv = [sys.executable, "-m", "uvmtrace.tracer", "record", "-q", "--as-root", "--force", *fix,
             "--interval", str(interval), "-o", str(run.recording), "--", *command]  # fmt: skip
     t = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
@@ -191,7 +190,20 @@ def _record(
     if r.returncode != 0 or run.result is None:
         tail = (r.stderr.strip().splitlines() or ["(no output)"])[-3:]
         raise UserError(f"{run.name} run failed (exit {r.returncode}): " + " | ".join(tail))
+    run.reclaimed_bytes = _reclaimed(run.recording)
     return r
+
+
+def _reclaimed(recording: Path) -> int:
+    """What the recorder freed before the sizing queries, from the recording's metadata."""
+    import pyarrow.parquet as pq
+
+    from uvmtrace.recording.schema import METADATA_KEY
+
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        meta = json.loads(pq.read_metadata(recording).metadata[METADATA_KEY])
+        return int((meta.get("reclaim_before_sizing") or {}).get("reclaimed_bytes") or 0)
+    return 0
 
 
 def _state_line(state: dict[str, int | None]) -> str:
@@ -229,7 +241,7 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
         echo(f"  Docker: {why_native}; recording two native runs instead (warm vs cold cache)")
     echo(f"  set-up took {time.monotonic() - t:.1f} s")
 
-    mem = _meminfo()
+    mem = read_meminfo()
     target = QUICK_KV_TARGET if opts.quick else KV_TARGET
     fraction = choose_fraction(mem["MemFree"], target)
     # The cap only guards the host: far above what the signal can give, so the signal decides.
@@ -273,6 +285,12 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
     else:
         runs.append((Run("native-cold", out / "native-cold.parquet"), native_cmd, host_cold))
 
+    if opts.reclaim_before_sizing:  # the same runs again, with the fix
+        runs += [
+            (Run(f"{r.name}{RECLAIM_SUFFIX}", r.recording.with_name(
+                f"{r.name}{RECLAIM_SUFFIX}.parquet"), reclaim=True), c, p)
+            for r, c, p in runs
+        ]  # fmt: skip
     for run, command, prepare in runs:
         run.state = prepare()
         echo(f"  {run.name}: before the run, {_state_line(run.state)}")
@@ -284,8 +302,15 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
             f"  {run.name}: sysinfo free {free:.2f} GiB -> KV {kv:.2f} GiB ({res.kv_decided_by}"
             f" decided); recorded in {run.seconds:.1f} s -> {run.recording}"
         )
+        if run.reclaim:
+            echo(f"  {run.name}: reclaimed {run.reclaimed_bytes / MIB:,.0f} MiB of clean page "
+                 "cache before the sizing query")  # fmt: skip
         if res.kv_decided_by != "signal":
             echo(f"  warning: in the {run.name} run the cap decided the KV size: not informative")
+    write_summary(out / "summary.json", [r for r, _, _ in runs])
+    if opts.reclaim_before_sizing:
+        for line in side_by_side([r for r, _, _ in runs]):
+            echo(line)
 
     report = out / "report.html"
     diff_json = out / "diff.json"
@@ -298,6 +323,43 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
         mode="docker" if image is not None else "native",
         why_native=why_native,
     )
+
+
+def write_summary(path: Path, runs: list[Run]) -> dict[str, Any]:
+    """OUT/summary.json, for scripts: per run the KV size, the signal and what it answered."""
+    doc: dict[str, Any] = {"runs": {}}
+    for run in runs:
+        res = run.result
+        if res is None:
+            continue
+        doc["runs"][run.name] = {
+            "kv_bytes": res.kv_bytes,
+            "signal": res.signal,
+            "signal_bytes": res.free_bytes,
+            "reclaimed_bytes": run.reclaimed_bytes,
+            "reclaim_before_sizing": run.reclaim,
+            "kv_decided_by": res.kv_decided_by,
+            "exit_code": run.exit_code,
+        }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def side_by_side(runs: list[Run]) -> list[str]:
+    """KV sizes without and with --reclaim-before-sizing, one line per run."""
+    by_name = {r.name: r for r in runs}
+    lines = ["", "KV cache without and with --reclaim-before-sizing:"]
+    lines.append(f"  {'run':<12} {'without':>12} {'with':>12} {'reclaimed':>12}")
+    for r in runs:
+        fixed = by_name.get(f"{r.name}{RECLAIM_SUFFIX}")
+        if r.reclaim or fixed is None or r.result is None or fixed.result is None:
+            continue
+        without, with_fix = r.result.kv_bytes / GIB, fixed.result.kv_bytes / GIB
+        lines.append(
+            f"  {r.name:<12} {without:>8.3f} GiB {with_fix:>8.3f} GiB"
+            f" {fixed.reclaimed_bytes / MIB:>8,.0f} MiB"
+        )
+    return lines
 
 
 def run_diff(

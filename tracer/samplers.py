@@ -15,20 +15,11 @@ import pyarrow as pa
 
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.tracer.cgroups import MemoryHierarchy, read_int, read_stat
+from uvmtrace.tracer.headroom import read_meminfo
 
 
 def monotonic_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-
-
-def read_meminfo() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts:
-            out[key] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
-    return out
 
 
 def read_proc_faults(pid: int) -> tuple[int, int] | None:

@@ -44,6 +44,8 @@ if TYPE_CHECKING:  # imported lazily at run time: a host without BCC still recor
     from uvmtrace.probes.session import KernelTracer
     from uvmtrace.shim.announce import PidAnnouncements
     from uvmtrace.shim.decode import ShimDecoder
+    from uvmtrace.shim.reclaim_requests import ReclaimRequests
+    from uvmtrace.tracer.reclaim import Reclaimer
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -71,6 +73,7 @@ class Options:
     ringbuf_pages: int | None = None  # per ring buffer; None: 256, or 4096 with --raw
     memory_limit: int | None = None  # bytes: the limit of the command's own memory cgroup
     force: bool = False  # overwrite an existing recording
+    reclaim_before_sizing: bool = False  # drop the workload's clean page cache before it sizes
 
 
 @dataclass
@@ -94,6 +97,8 @@ def record(opts: Options) -> Outcome:
     pages = opts.ringbuf_pages
     if pages is not None and pages & (pages - 1):
         raise UserError(f"--ring-pages must be a power of two (BPF ring buffers), not {pages}")
+    if opts.reclaim_before_sizing and not opts.shim:
+        raise UserError("--reclaim-before-sizing needs the shim (it waits in the sizing query)")
     check_writable_target(opts.output)
     session = Session(opts)
     session.cleanup = prepare_output(opts.output, force=opts.force)
@@ -116,6 +121,9 @@ class Session:
         self.container: containers.ContainerRun | None = None
         self.waiter: subprocess.Popen[str] | None = None  # `docker wait` of a detached container
         self.announcements: PidAnnouncements | None = None  # with a shim
+        self.reclaim_requests: ReclaimRequests | None = None  # with --reclaim-before-sizing
+        self.reclaimer: Reclaimer | None = None
+        self.reclaim_queries: tuple[str, ...] = ()
         self.command = list(opts.command)
         self.env = dict(os.environ)
         if self.run_as is not None:  # the command runs as that user: it is not under sudo
@@ -168,6 +176,14 @@ class Session:
                 return None, None, None
         self.env = env
         self.announcements = PidAnnouncements(run_dir)
+        if self.opts.reclaim_before_sizing:
+            from uvmtrace.shim import reclaim_requests as rr
+            from uvmtrace.tracer.hostinfo import gpu_info
+
+            unified = bool(gpu_info().get("unified_memory"))
+            self.reclaim_queries = rr.HOST_QUERIES + (rr.UNIFIED_QUERIES if unified else ())
+            self.env.update(rr.reclaim_env(self.reclaim_queries))
+            self.reclaim_requests = rr.ReclaimRequests(run_dir)
         return ShimDecoder(run_dir, host_pid=self.announcements.host_pid), lib, run_dir
 
     def _shim_serves_program(self) -> bool:
@@ -267,6 +283,7 @@ class Session:
                 work,
                 shim_lib=lib if inject else None,
                 shim_run_dir=shim_dir if inject else None,
+                shim_env=self.env,
             )
             if rewritten is not None:
                 self.command, self.container = rewritten
@@ -274,6 +291,15 @@ class Session:
                     meta["command_rewritten"] = self.command
                     status.note("running: " + shlex.join(self.command))
             tracer = self._start_probes()
+            if self.reclaim_requests is not None:
+                from uvmtrace.tracer.reclaim import Reclaimer
+
+                own = (
+                    work,
+                    *([lib.parent] if lib else []),
+                    Path(containers.SHIM_IN_CONTAINER).parent,
+                )
+                self.reclaimer = Reclaimer(self.reclaim_requests, tracer, exclude=own)
             gpu = gpu_info()
             meta["gpu"] = gpu
             if not gpu.get("available"):
@@ -471,6 +497,11 @@ class Session:
             if tracer is not None:
                 for batch in tracer.poll(0):
                     writer.write(batch)
+                    if self.reclaimer is not None:
+                        self.reclaimer.observe(batch)
+            if self.reclaimer is not None:
+                for batch in self.reclaimer.serve():  # the shim waits in a sizing query
+                    writer.write(batch)
             now = time.monotonic()
             if now >= next_sample:
                 next_sample = _next_on_grid(now, self.opts.interval_s)
@@ -642,6 +673,12 @@ class Session:
             if sampler.nvml is not None and sampler.nvml.notes:
                 meta["nvml_notes"] = sampler.nvml.notes
         self._describe_targets(meta, targets)
+        if self.reclaimer is not None:
+            for batch in self.reclaimer.serve():  # a last request must not wait for its timeout
+                writer.write(batch)
+            meta["reclaim_before_sizing"] = self.reclaimer.metadata(self.reclaim_queries)
+        if self.reclaim_requests is not None:
+            self.reclaim_requests.close()
         meta["lost"] = lost
         meta["not_traced"] = self.not_traced
         meta["cleanup"] = self.cleanup

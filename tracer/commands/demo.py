@@ -15,7 +15,9 @@ HELP = """Record a KV-cache sizer natively and in Docker, then explain the diffe
 Builds a small image offline (busybox + the weights file), records the workload twice with
 `uvmtrace record` (native: the host's copy of the weights, in the page cache; Docker: the
 image's copy, not cached), runs `uvmtrace diff` and writes OUT/native.parquet,
-OUT/docker.parquet and OUT/report.html. Without a Docker daemon: two native runs, page cache
+OUT/docker.parquet, OUT/report.html and OUT/summary.json (per run: KV bytes, the signal, what
+it answered, what was reclaimed). With --reclaim-before-sizing each run is recorded again with
+the fix, side by side. Without a Docker daemon: two native runs, page cache
 warm vs cold. Needs root.
 
 \b
@@ -43,6 +45,8 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
 @click.option("--no-docker", is_flag=True, help="Two native runs (warm vs cold page cache).")
 @click.option("--container-memory", default=None,
               help="docker run --memory for the container (default: no limit).")  # fmt: skip
+@click.option("--reclaim-before-sizing", is_flag=True,
+              help="Also record each run with the fix; KV sizes with and without it.")  # fmt: skip
 def command(
     out: Path,
     weights_size: int,
@@ -50,6 +54,7 @@ def command(
     load: str,
     no_docker: bool,
     container_memory: str | None,
+    reclaim_before_sizing: bool,
 ) -> int:
     if quick and weights_size == parse_size("1G"):
         weights_size = parse_size("256M")
@@ -63,6 +68,7 @@ def command(
             docker=not no_docker,
             load=load,
             container_memory=container_memory,
+            reclaim_before_sizing=reclaim_before_sizing,
             echo=click.echo,
         )
     )

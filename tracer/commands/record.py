@@ -85,6 +85,12 @@ Examples:
     help="A memory limit (e.g. 2G) on the command's own cgroup, as `docker run --memory` sets.",
 )
 @click.option("--force", is_flag=True, help="Overwrite the recording if it exists.")
+@click.option(
+    "--reclaim-before-sizing",
+    is_flag=True,
+    help="Before each sizing query (sysinfo; cuMemGetInfo and NVML on a unified-memory GPU), "
+    "drop the clean page cache the command brought in, then let the query answer.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No live status line.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(
@@ -103,6 +109,7 @@ def command(
     duration: float | None,
     memory_limit: str | None,
     force: bool,
+    reclaim_before_sizing: bool,
     quiet: bool,
     command: tuple[str, ...],
 ) -> int:
@@ -116,6 +123,8 @@ def command(
         raise UserError("--duration applies to --pid/--container/--cgroup recordings")
     if memory_limit is not None and attach:
         raise UserError("--memory-limit applies to a command record starts, not to --pid/...")
+    if reclaim_before_sizing and attach:
+        raise UserError("--reclaim-before-sizing needs a command started under the shim")
     opts = Options(
         output=output,
         command=list(command),
@@ -130,6 +139,7 @@ def command(
         watch_cgroups=watch_cgroups,
         memory_limit=_size(memory_limit),
         force=force,
+        reclaim_before_sizing=reclaim_before_sizing,
     )
     outcome = record_running(opts, attach) if attach else record(opts)
     if outcome.failure is not None:  # the command ran on; what was recorded is in the spool

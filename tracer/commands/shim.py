@@ -8,13 +8,23 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from uvmtrace.recording.errors import UserError
 from uvmtrace.shim.build import build_shim, glibc_needed, shim_path
+from uvmtrace.shim.reclaim_requests import (
+    HOST_QUERIES,
+    UNIFIED_QUERIES,
+    ReclaimRequests,
+    reclaim_env,
+)
 from uvmtrace.shim.session import make_run_dir, shim_env
 from uvmtrace.tracer.safefs import check_writable_target
+
+if TYPE_CHECKING:
+    from uvmtrace.tracer.reclaim import Reclaimer
 
 POLL_S = 0.5
 
@@ -62,8 +72,14 @@ def path() -> None:
     default=Path("cuda.parquet"),
     show_default=True,
 )
+@click.option(
+    "--reclaim-before-sizing",
+    is_flag=True,
+    help="Before each sizing query, reclaim the clean page cache of the command's cgroup "
+    "(cgroup v2 memory.reclaim; `uvmtrace record` knows the files and works on v1 too).",
+)
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(output: Path, cmd: tuple[str, ...]) -> int:
+def run(output: Path, reclaim_before_sizing: bool, cmd: tuple[str, ...]) -> int:
     # Imported here: the decoder and writer pull in numpy and Parquet machinery the other
     # subcommands (and `--help`) never need.
     from uvmtrace.shim.decode import ShimDecoder
@@ -78,12 +94,17 @@ def run(output: Path, cmd: tuple[str, ...]) -> int:
         run_dir = make_run_dir(parent)
         decoder = ShimDecoder(run_dir)
         batches = []
+        env = shim_env(run_dir, lib=lib)
+        reclaimer = _reclaimer(run_dir, env) if reclaim_before_sizing else None
         started = time.monotonic_ns()
-        proc = subprocess.Popen(list(cmd), env=shim_env(run_dir, lib=lib))
+        proc = subprocess.Popen(list(cmd), env=env)
         try:
             while proc.poll() is None:
                 batches += decoder.poll()
-                time.sleep(POLL_S)
+                if reclaimer is None:
+                    time.sleep(POLL_S)
+                elif reclaimer.requests.wait(POLL_S):  # the shim waits in a sizing query
+                    batches += reclaimer.serve()
         except KeyboardInterrupt:
             # The child got the same SIGINT from the terminal; give it time to exit cleanly.
             proc.send_signal(signal.SIGINT)
@@ -91,6 +112,11 @@ def run(output: Path, cmd: tuple[str, ...]) -> int:
         batches += decoder.poll() + decoder.close()
         code = proc.returncode
         stats = decoder.stats()
+        extra = {}
+        if reclaimer is not None:
+            batches += reclaimer.serve()
+            extra["reclaim_before_sizing"] = reclaimer.metadata(HOST_QUERIES + UNIFIED_QUERIES)
+            reclaimer.requests.close()
         write_recording(
             output,
             batches,
@@ -99,6 +125,7 @@ def run(output: Path, cmd: tuple[str, ...]) -> int:
                 "exit_code": code,
                 "shim": {"library": str(lib), "glibc_needed": glibc_needed(lib), **stats},
                 "anchor": {"monotonic_ns": started, "wall_ns": time.time_ns()},
+                **extra,
             },
         )
     finally:
@@ -110,3 +137,12 @@ def run(output: Path, cmd: tuple[str, ...]) -> int:
         err=True,
     )
     return code if code >= 0 else 128 - code
+
+
+def _reclaimer(run_dir: Path, env: dict[str, str]) -> Reclaimer:
+    """No probes here, so no list of files: the reclaimer asks the cgroup (v2 memory.reclaim).
+    Every sizing query asks: without a recorder's GPU facts, cuMemGetInfo and NVML too."""
+    from uvmtrace.tracer.reclaim import Reclaimer
+
+    env.update(reclaim_env(HOST_QUERIES + UNIFIED_QUERIES))
+    return Reclaimer(ReclaimRequests(run_dir), tracer=None)
