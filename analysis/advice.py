@@ -118,15 +118,16 @@ def _reclaim_action(
     command: str | None,
     done: dict | None,
     cap: int | None = None,
+    floor: int = MIN_KV_GAIN,
 ) -> dict[str, Any] | None:
     """`files`: (path, page cache charged to the run's cgroups at the query). `cap`: the page
     cache (memcg kind `file`) the run held then, the kernel's figure: no more can come back,
-    whatever the per-file events say."""
+    whatever the per-file events say. `floor`: the least KV gain worth advising."""
     named = [(path, n) for path, n in files if n > 0]
     total = sum(n for _, n in named)
     if cap is not None:
         total = min(total, cap)
-    if not named or kv["fraction"] * total < MIN_KV_GAIN:
+    if not named or kv["fraction"] * total < floor:
         return None
     names = ", ".join(p for p, _ in named[:3]) + (" ..." if len(named) > 3 else "")
     evidence = (
@@ -258,7 +259,9 @@ def diff_advice(d: dict[str, Any]) -> dict[str, Any]:
         dec = d["decomposition"]
         file_kind = next((k["b_bytes"] for k in dec["by_kind"] if k["key"] == "file"), 0)
         files = [(str(f["key"]), f["b_bytes"]) for f in dec["by_file"] if f.get("b_in_scope")]
-        reclaim = _reclaim_action(files, kv_b, command, done, cap=file_kind)
+        # A small gap (a small KV fraction) is closed by small gains: a quarter of it counts.
+        floor = min(MIN_KV_GAIN, gap // 4)
+        reclaim = _reclaim_action(files, kv_b, command, done, cap=file_kind, floor=floor)
         if reclaim:
             actions.append(reclaim)
     actions += _signal_actions(kv_b)

@@ -129,6 +129,9 @@ def test_the_fix_drops_the_image_copy_s_cache_and_nothing_of_the_native_run(demo
 def test_the_diff_advises_reclaiming_the_image_s_weights(demo) -> None:
     outcome, _ = demo
     assert outcome.diff is not None
-    first = outcome.diff["advice"]["actions"][0]
-    assert first["kind"] == "reclaim" and first["files"] == ["/models/weights.bin"]
-    assert abs(first["recovers_bytes"] - 256 * MIB) <= 0.1 * 256 * MIB
+    # Its rank depends on the gap, which host-wide MemFree drift on a shared machine moves too;
+    # the action itself, its file and the bytes it recovers do not.
+    actions = outcome.diff["advice"]["actions"]
+    reclaim = next(a for a in actions if a["kind"] == "reclaim")
+    assert reclaim["files"] == ["/models/weights.bin"]
+    assert abs(reclaim["recovers_bytes"] - 256 * MIB) <= 0.1 * 256 * MIB

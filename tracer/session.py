@@ -410,7 +410,9 @@ class Session:
             self.announcements.close()
         if path is None:
             spool = writer.spool.directory if writer.spool else None
-            return Outcome(code, opts.output, writer.rows, lost, writer.failure, spool)
+            return Outcome(
+                code, opts.output, writer.rows, lost, failure=writer.failure, spool=spool
+            )
         return Outcome(exit_code=code, path=path, rows=writer.rows, lost=lost)
 
     def base_metadata(self, anchor: dict[str, int]) -> dict[str, Any]:
