@@ -17,7 +17,6 @@ Each reclaim becomes one `proc`/`reclaim` row: bytes freed, time taken, files, m
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import stat
@@ -31,36 +30,20 @@ import pyarrow as pa
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.tracer import cgroups
 from uvmtrace.tracer.headroom import cgroup_cache, read_meminfo
+from uvmtrace.tracer.snapshot import cachestat_pages
 
 if TYPE_CHECKING:
     from uvmtrace.probes.session import KernelTracer
     from uvmtrace.shim.reclaim_requests import Request
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-NR_CACHESTAT = 451  # the same number on every architecture (Linux >= 6.5)
 SHARED_SLACK = 4 << 20  # cached beyond what the workload added, still taken as its own
-
-
-class _CachestatRange(ctypes.Structure):
-    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
-
-class _Cachestat(ctypes.Structure):
-    _fields_ = [
-        (n, ctypes.c_uint64)
-        for n in ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")
-    ]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 def cachestat(fd: int) -> tuple[int, int] | None:
     """(cached bytes, dirty + under-write-back bytes) of the whole file; None before Linux 6.5."""
-    cs = _Cachestat()
-    rng = _CachestatRange(0, 0)  # len 0: to the end of the file
-    if _libc.syscall(NR_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(cs), 0) != 0:
+    cs = cachestat_pages(fd)
+    if cs is None:
         return None
     return cs.nr_cache * PAGE, (cs.nr_dirty + cs.nr_writeback) * PAGE
 

@@ -67,10 +67,19 @@ def residency(fd: int, size: int) -> Residency | None:
     return cachestat(fd) or mincore(fd, size)
 
 
-def cachestat(fd: int) -> Residency | None:
-    """cachestat(2) over the whole file; None where the kernel lacks it (ENOSYS)."""
+def cachestat_pages(fd: int) -> _Cachestat | None:
+    """cachestat(2)'s page counts over the whole file; None where the kernel lacks it (ENOSYS).
+    The one wrapper of the syscall: the snapshot and the reclaim before sizing both use it."""
     rng, cs = _CachestatRange(0, 0), _Cachestat()  # len 0: to the end of the file
     if _libc.syscall(SYS_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(cs), 0) != 0:
+        return None
+    return cs
+
+
+def cachestat(fd: int) -> Residency | None:
+    """cachestat(2) over the whole file as a Residency; None where the kernel lacks it."""
+    cs = cachestat_pages(fd)
+    if cs is None:
         return None
     return Residency(int(cs.nr_cache), int(cs.nr_dirty), "cachestat")
 
