@@ -63,6 +63,9 @@ OTHER_SIGNALS = {
     ),
 }
 MIN_KV_GAIN = 16 << 20  # an action that moves the KV size by less is not advice
+# Reclaim costs nothing and frees memory for everything on the host, not only the KV cache:
+# it is advice once this much page cache comes back, whatever the KV fraction makes of it.
+MIN_RECLAIM = 16 << 20
 
 
 def reclaims(run: RunData) -> dict[str, Any] | None:
@@ -118,16 +121,15 @@ def _reclaim_action(
     command: str | None,
     done: dict | None,
     cap: int | None = None,
-    floor: int = MIN_KV_GAIN,
 ) -> dict[str, Any] | None:
     """`files`: (path, page cache charged to the run's cgroups at the query). `cap`: the page
     cache (memcg kind `file`) the run held then, the kernel's figure: no more can come back,
-    whatever the per-file events say. `floor`: the least KV gain worth advising."""
+    whatever the per-file events say."""
     named = [(path, n) for path, n in files if n > 0]
     total = sum(n for _, n in named)
     if cap is not None:
         total = min(total, cap)
-    if not named or kv["fraction"] * total < floor:
+    if not named or total < MIN_RECLAIM:
         return None
     names = ", ".join(p for p, _ in named[:3]) + (" ..." if len(named) > 3 else "")
     evidence = (
@@ -251,24 +253,24 @@ def diff_advice(d: dict[str, Any]) -> dict[str, Any]:
         return {"gap_bytes": None, "actions": [], "why": "a run has no KV sizing to compare"}
     gap = kv_a["bytes"] - kv_b["bytes"]
     done = d["reports"]["b"].get("reclaim")
-    if gap <= 0:
-        return {"gap_bytes": gap, "actions": [], "why": "B got at least A's KV size"}
+    # Without a gap (B got at least A's size, e.g. host memory moved between the runs) what
+    # held B's signal down still did: its actions are listed, ranked without a gap to close.
+    why = None if gap > 0 else "B got at least A's KV size; these would still enlarge B's"
     command = d["b"]["command"]
     actions: list[dict[str, Any]] = []
     if not (d.get("signal") or {}).get("device_memory"):
         dec = d["decomposition"]
         file_kind = next((k["b_bytes"] for k in dec["by_kind"] if k["key"] == "file"), 0)
         files = [(str(f["key"]), f["b_bytes"]) for f in dec["by_file"] if f.get("b_in_scope")]
-        # A small gap (a small KV fraction) is closed by small gains: a quarter of it counts.
-        floor = min(MIN_KV_GAIN, gap // 4)
-        reclaim = _reclaim_action(files, kv_b, command, done, cap=file_kind, floor=floor)
+        reclaim = _reclaim_action(files, kv_b, command, done, cap=file_kind)
         if reclaim:
             actions.append(reclaim)
     actions += _signal_actions(kv_b)
     setting = _setting_action(kv_a, kv_b, command)
     if setting:
         actions.append(setting)
-    return {"gap_bytes": gap, "actions": _rank(actions, kv_b["bytes"], gap), "why": None}
+    ranked = _rank(actions, kv_b["bytes"], gap if gap > 0 else None)
+    return {"gap_bytes": gap, "actions": ranked, "why": why}
 
 
 def report_advice(rep: dict[str, Any]) -> dict[str, Any]:

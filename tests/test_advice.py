@@ -96,3 +96,16 @@ def test_a_report_advises_too_without_a_target(tmp_path: Path) -> None:
     assert all(a["gap_closed"] is None for a in rep["advice"]["actions"])
     assert rep["reclaim"] is None  # not recorded with --reclaim-before-sizing
     jsonschema.Draft202012Validator(load_schema()).validate(json.loads(to_json(rep)))
+
+
+def test_without_a_gap_what_held_b_s_signal_down_is_still_advised(tmp_path: Path) -> None:
+    # Reversed: B (native) got more than A; host memory moving between two runs does this to a
+    # small real gap. Native still held 1 GiB of /weights.bin when it asked.
+    a = docker_recorder().write(tmp_path / "docker.parquet")
+    b = native_recorder().write(tmp_path / "native.parquet")
+    advice = build_diff(a, b)["advice"]
+    assert advice["gap_bytes"] < 0 and "at least A's KV size" in advice["why"]
+    reclaim = next(x for x in advice["actions"] if x["kind"] == "reclaim")
+    assert reclaim["files"] == ["/weights.bin"] and reclaim["recovers_bytes"] == GIB
+    assert all(x["gap_closed"] is None for x in advice["actions"])
+    assert not any(x["kind"] == "setting" for x in advice["actions"])
