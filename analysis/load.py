@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 
 from uvmtrace.analysis.items import VERSION_SUFFIX
-from uvmtrace.analysis.reader import Recording, open_recording
 from uvmtrace.recording.errors import RecordingError
+from uvmtrace.recording.reader import Recording, open_recording
 
 _STR = pl.String
 # the high-rate kernel events: never loaded row by row except the charges

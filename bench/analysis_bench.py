@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.analysis_recordings import generate
 from bench.common import UVMTRACE, Figure, median
 
-CLI = UVMTRACE[1:]  # `-m uvmtrace.tracer`, run by the peak-measuring wrapper
+CLI = UVMTRACE[1:]  # `-m uvmtrace.cli`, run by the peak-measuring wrapper
 
 DIFF_GOAL_S = 10.0
 DIFF_GOAL_EVENTS = 10_000_000

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from uvmtrace.recording.schema import make_batch
-from uvmtrace.tracer.writer import RecordingWriter
+from uvmtrace.recording.writer import RecordingWriter
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-UVMTRACE = [sys.executable, "-m", "uvmtrace.tracer"]
+UVMTRACE = [sys.executable, "-m", "uvmtrace.cli"]
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from bench.common import UVMTRACE, Figure, parse_kv
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 
 
 def _record(faulter: Path, out: Path, rate: float, seconds: float, raw: bool) -> dict[str, float]:

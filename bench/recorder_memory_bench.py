@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bench.common import UVMTRACE, Figure, parse_kv
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 
 MB = 1e6
 

@@ -19,9 +19,7 @@ SMALL_RECORDING = Path(__file__).resolve().parent.parent / "tests/data/h200_size
 HELP_GOAL_S = 0.3
 IMPORT_SHARE_GOAL = 0.5
 # What `uvmtrace report` imports before it reads a byte (the same modules, in one process).
-REPORT_IMPORTS = (
-    "import uvmtrace.tracer.cli, uvmtrace.tracer.commands.report, uvmtrace.analysis.report"
-)
+REPORT_IMPORTS = "import uvmtrace.cli.main, uvmtrace.cli.commands.report, uvmtrace.analysis.report"
 
 
 def _seconds(argv: list[str]) -> float:

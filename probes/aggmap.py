@@ -13,7 +13,7 @@ import errno
 
 import numpy as np
 
-from uvmtrace.probes.layouts import AGG_SLOT, AGG_VAL
+from uvmtrace.probes.event_dtypes import AGG_SLOT, AGG_VAL
 
 
 class AggDrainer:

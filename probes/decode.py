@@ -11,7 +11,8 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from uvmtrace.probes import btf, layouts
+from uvmtrace.probes import btf
+from uvmtrace.probes import event_dtypes as layouts
 from uvmtrace.recording.schema import make_batch
 
 FAULT_BITS = {"present": 1, "write": 2, "user": 4, "fetch": 16}

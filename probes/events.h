@@ -1,4 +1,4 @@
-/* Event layouts shared by the BPF programs and the Python decoder (probes/layouts.py).
+/* Event layouts shared by the BPF programs and the Python decoder (probes/event_dtypes.py).
  * tests/test_probes_layout.py compiles this header with the system C compiler and checks every
  * offset and size against the decoder's numpy dtypes, so the two sides cannot drift.
  * Fixed-size records only: one ring buffer carries one record type, so user space can view a

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from uvmtrace.recording.schema import make_batch
-from uvmtrace.shim import layout
+from uvmtrace.shim import file_layout as layout
 from uvmtrace.shim.names import cuda_result_name, nvml_result_name, sysinfo_result_name
 from uvmtrace.shim.pids import HostPid, proc_host_pid
 

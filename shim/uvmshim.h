@@ -1,7 +1,7 @@
 /* Layout of a uvmshim per-process file: one header page, then fixed-size records.
  *
  * Shared by the C library (uvmshim.c) and checked against the Python decoder's numpy dtypes
- * (shim/layout.py) by a test that compiles this header, so the two cannot drift.
+ * (shim/file_layout.py) by a test that compiles this header, so the two cannot drift.
  *
  * File: <run dir>/<ns pid>-<CLOCK_MONOTONIC ns at open>.uvm
  *   [0, UVMSHIM_HEADER_SIZE)        struct uvmshim_header (rest zero)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 
-from uvmtrace.tracer.demo_image import busybox_path, busybox_rootfs_tar
+from uvmtrace.example.image import busybox_path, busybox_rootfs_tar
 
 BUSYBOX_TAG = "uvmtrace-test-busybox"
 

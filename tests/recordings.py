@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from uvmtrace.recording.schema import COLUMN_NAMES, make_batch
-from uvmtrace.tracer.writer import write_recording
+from uvmtrace.recording.writer import write_recording
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -280,7 +280,7 @@ def test_bad_input_is_one_line(tmp_path: Path, runs: tuple[Path, Path]):
         with pytest.raises(RecordingError, match=msg):
             load_run(path)
         r = subprocess.run(
-            [sys.executable, "-m", "uvmtrace.tracer", "diff", str(runs[0]), str(path)],
+            [sys.executable, "-m", "uvmtrace.cli", "diff", str(runs[0]), str(path)],
             capture_output=True,
             text=True,
         )
@@ -300,7 +300,7 @@ def test_cli_writes_every_format(tmp_path: Path, runs: tuple[Path, Path]):
         [
             sys.executable,
             "-m",
-            "uvmtrace.tracer",
+            "uvmtrace.cli",
             "diff",
             *map(str, runs),
             "--markdown",
@@ -319,7 +319,7 @@ def test_cli_writes_every_format(tmp_path: Path, runs: tuple[Path, Path]):
     assert "<svg" in html.read_text()
     assert json.loads(js.read_text())["kind"] == "diff"
     r = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", "report", str(runs[1]), "--json"],
+        [sys.executable, "-m", "uvmtrace.cli", "report", str(runs[1]), "--json"],
         capture_output=True,
         text=True,
     )
@@ -327,7 +327,7 @@ def test_cli_writes_every_format(tmp_path: Path, runs: tuple[Path, Path]):
 
 
 def test_flags_go_before_or_after_the_recordings(runs: tuple[Path, Path]):
-    uvmtrace = [sys.executable, "-m", "uvmtrace.tracer"]
+    uvmtrace = [sys.executable, "-m", "uvmtrace.cli"]
     a, b = map(str, runs)
     for argv in (["diff", "--json", a, b], ["diff", a, "--json", b], ["report", "--json", b]):
         r = subprocess.run([*uvmtrace, *argv], capture_output=True, text=True)
@@ -340,7 +340,7 @@ def test_a_report_piped_into_a_reader_that_stops_early_exits_zero(
     runs: tuple[Path, Path], reader: str
 ):
     r = subprocess.run(
-        f"{sys.executable} -m uvmtrace.tracer report '{runs[1]}' | {reader}; "
+        f"{sys.executable} -m uvmtrace.cli report '{runs[1]}' | {reader}; "
         'echo "exit=${PIPESTATUS[0]}"',
         shell=True,
         executable="/bin/bash",

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import IN_CI
 from tests.dockerimg import image_of_files
 from tests.test_record import events, uvmtrace
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 from uvmtrace.shim.target import RootFs
 
 HELLO = Path(__file__).parent / "programs" / "hello.c"

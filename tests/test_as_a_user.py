@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import _need
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 
 
 @dataclass
@@ -74,7 +74,7 @@ def give_driver(account: Account, driver: Path) -> Path:
     return mine
 
 
-SUDO_RECORD = f'sudo -n {sys.executable} -m uvmtrace.tracer record -q -o "$1" -- '
+SUDO_RECORD = f'sudo -n {sys.executable} -m uvmtrace.cli record -q -o "$1" -- '
 PROGRAM = 'env LD_LIBRARY_PATH="$HOME/drv" "$HOME/drv/driver_user" freeram'
 
 
@@ -119,7 +119,7 @@ def test_when_the_shim_cannot_load_the_recording_and_report_say_why(
     assert f"shim not loadable as {sudoer.name}" in entry["why"]
     assert str(out.parent) in entry["why"]
     report = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", "report", str(out)],
+        [sys.executable, "-m", "uvmtrace.cli", "report", str(out)],
         capture_output=True,
         text=True,
     )
@@ -130,10 +130,10 @@ def test_when_the_shim_cannot_load_the_recording_and_report_say_why(
 def test_doctor_as_a_plain_user_checks_what_it_can_and_marks_the_rest(
     plain_user: Account,
 ) -> None:
-    if plain_user.run(f"{sys.executable} -c 'import uvmtrace.tracer.cli'").returncode != 0:
+    if plain_user.run(f"{sys.executable} -c 'import uvmtrace.cli.main'").returncode != 0:
         # e.g. a pyenv Python under root's 0700 home: the account cannot run this interpreter
         pytest.skip(f"the new account cannot run {sys.executable} with uvmtrace importable")
-    r = plain_user.run(f"{sys.executable} -m uvmtrace.tracer doctor --json")
+    r = plain_user.run(f"{sys.executable} -m uvmtrace.cli doctor --json")
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode == 1  # documented: recording is not possible (not root)
     doc = json.loads(r.stdout)
@@ -145,6 +145,6 @@ def test_doctor_as_a_plain_user_checks_what_it_can_and_marks_the_rest(
     # What needs no root was still checked: the compiler and the cgroup layout.
     assert checks["C compiler"]["status"] == "ok"
     assert any(c["status"] == "ok" for c in doc["checks"] if c["name"].startswith("cgroup"))
-    table = plain_user.run(f"{sys.executable} -m uvmtrace.tracer doctor")
+    table = plain_user.run(f"{sys.executable} -m uvmtrace.cli doctor")
     assert "Traceback" not in table.stderr and table.returncode == 1
     assert "needs root" in table.stdout

@@ -10,14 +10,14 @@ from importlib.metadata import version
 import click
 import pytest
 
-from uvmtrace.tracer.cli import cli
+from uvmtrace.cli.main import cli
 
 COMMANDS = cli.list_commands(click.Context(cli))  # the names users type (modules may differ)
 
 
 def uvmtrace(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", *args],
+        [sys.executable, "-m", "uvmtrace.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -76,7 +76,7 @@ NO_ANALYSIS = (
     "import sys\n"
     "for m in ('polars', 'matplotlib'):\n"
     "    sys.modules[m] = None  # import fails as if not installed\n"
-    "from uvmtrace.tracer.cli import main\n"
+    "from uvmtrace.cli.main import main\n"
     "main(sys.argv[1:])\n"
 )
 

@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 from conftest import _need, docker_ok, has_bpf
 
-from uvmtrace.tracer.demo import DemoOptions, DemoOutcome, run_demo
-from uvmtrace.tracer.kvsizer import MIB
+from uvmtrace.example.kvsizer import MIB
+from uvmtrace.example.run import DemoOptions, DemoOutcome, run_demo
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.docker]
 

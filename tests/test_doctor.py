@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from uvmtrace.tracer.doctor import REQUIRED
-from uvmtrace.tracer.doctor.plan import probe_tracepoints
+from uvmtrace.doctor import REQUIRED
+from uvmtrace.doctor.plan import probe_tracepoints
 
 STATUSES = {"ok", "missing", "unavailable"}
 
 
 def run_doctor(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    cmd = [*prefix, sys.executable, "-m", "uvmtrace.tracer", "doctor", *args]
+    cmd = [*prefix, sys.executable, "-m", "uvmtrace.cli", "doctor", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 

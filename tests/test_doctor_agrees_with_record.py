@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
+from uvmtrace.doctor import Check, DoctorReport, run_doctor
 from uvmtrace.probes import capabilities
-from uvmtrace.probes.session import KernelTracer
+from uvmtrace.probes.kernel_tracer import KernelTracer
 from uvmtrace.recording.errors import UserError
-from uvmtrace.tracer.doctor import Check, DoctorReport, run_doctor
 
 NO_BTF = "cannot read kernel BTF /sys/kernel/btf/vmlinux: No such file or directory"
 

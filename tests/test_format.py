@@ -13,11 +13,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from uvmtrace.analysis.reader import open_recording
 from uvmtrace.recording.errors import RecordingError
+from uvmtrace.recording.reader import open_recording
+from uvmtrace.recording.recover import recover
 from uvmtrace.recording.schema import COLUMN_NAMES, METADATA_KEY, SCHEMA, make_batch
-from uvmtrace.tracer.recover import recover
-from uvmtrace.tracer.writer import RecordingWriter, write_recording
+from uvmtrace.recording.writer import RecordingWriter, write_recording
 
 FULL_ROW = {
     "ts_ns": [1_000, 2_000],
@@ -117,7 +117,7 @@ KILLED_WRITER = textwrap.dedent(
     import os, sys
     from pathlib import Path
     from uvmtrace.recording.schema import make_batch
-    from uvmtrace.tracer.writer import RecordingWriter
+    from uvmtrace.recording.writer import RecordingWriter
     w = RecordingWriter(Path(sys.argv[1]), {"command": ["killed"]})
     for i in range(5):
         w.write(make_batch({"ts_ns": list(range(i * 100, i * 100 + 100)), "stream": "kernel",
@@ -148,7 +148,7 @@ def test_recover_rebuilds_every_complete_batch_of_a_killed_writer(tmp_path: Path
 
 def test_recover_cli_prints_one_line_for_a_non_spool(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", "recover", str(tmp_path), "-o", "x.parquet"],
+        [sys.executable, "-m", "uvmtrace.cli", "recover", str(tmp_path), "-o", "x.parquet"],
         capture_output=True,
         text=True,
     )

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from uvmtrace.shim.decode import ShimDecoder
-from uvmtrace.shim.session import make_run_dir, shim_env
+from uvmtrace.shim.rundir import make_run_dir, shim_env
 
 pytestmark = pytest.mark.usefixtures("need_gpu")
 CASES = Path(__file__).resolve().parent.parent / "scripts" / "gpu"

@@ -144,7 +144,7 @@ def test_host_figures_are_proc_meminfos(filled_cgroup: Filled) -> None:
 
 def test_cli_json_names_every_part(filled_cgroup: Filled) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", "headroom", "--pid", str(filled_cgroup.pid),
+        [sys.executable, "-m", "uvmtrace.cli", "headroom", "--pid", str(filled_cgroup.pid),
          "--json"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
@@ -153,7 +153,7 @@ def test_cli_json_names_every_part(filled_cgroup: Filled) -> None:
     assert {"clean_unmapped", "mapped", "dirty"} <= set(doc["cgroup_cache"])
     assert doc["formula"].startswith("honest = ")
     text = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", "headroom", "--cgroup", filled_cgroup.rel],
+        [sys.executable, "-m", "uvmtrace.cli", "headroom", "--cgroup", filled_cgroup.rel],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "clean, unmapped (reclaimable now)" in text and "honest headroom" in text
@@ -177,7 +177,7 @@ def test_v2_memory_stat_is_split_the_same_way() -> None:
 )
 def test_bad_targets_are_one_line_errors(args: list[str], message: str) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", "headroom", *args],
+        [sys.executable, "-m", "uvmtrace.cli", "headroom", *args],
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode != 0

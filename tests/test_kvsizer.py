@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from uvmtrace.tracer.kvsizer import (
+from uvmtrace.example.kvsizer import (
     GIB,
     MIB,
     TOKENS_PER_BLOCK,
@@ -32,7 +32,7 @@ def meminfo() -> dict[str, int]:
 
 def kvsizer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer.kvsizer", *args],
+        [sys.executable, "-m", "uvmtrace.example.kvsizer", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from uvmtrace.example.kvsizer import parse_result
 from uvmtrace.recording.schema import SCHEMA
-from uvmtrace.tracer.kvsizer import parse_result
 from uvmtrace.tracer.log_formats import STATEMENTS
 from uvmtrace.tracer.logs import GIB, LogScanner, recognize, strip_prefixes
 
@@ -224,7 +224,7 @@ def test_plain_output_and_bad_bytes_give_nothing() -> None:
 
 def test_the_demo_workload_s_kv_line_is_read_back_as_the_bytes_it_allocated(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer.kvsizer", "--weights", str(tmp_path / "w.bin"),
+        [sys.executable, "-m", "uvmtrace.example.kvsizer", "--weights", str(tmp_path / "w.bin"),
          "--weights-size", "4M", "--signal", "meminfo", "--max-kv", "64M"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 
 from tests.test_any_program import uvmtrace_cgroups
 from tests.test_record import UVMTRACE, events, uvmtrace
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 
 pytestmark = pytest.mark.usefixtures("need_bpf")
 

@@ -19,13 +19,11 @@ import pytest
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 REPO = Path(__file__).resolve().parent.parent
-COMPONENTS = {
-    "tracer": "uvmtrace.tracer",
-    "probes": "uvmtrace.probes",
-    "shim": "uvmtrace.shim",
-    "analysis": "uvmtrace.analysis",
-    "recording": "uvmtrace.recording",
-}
+# folder -> package, as pyproject.toml maps them (the one place the layout is declared)
+PACKAGE_DIR = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+    "package-dir"
+]
+COMPONENTS = {folder: package for package, folder in PACKAGE_DIR.items()}
 # Import name -> distribution, for the dependencies whose names differ.
 DIST_OF = {"cuda": "cuda-python", "pynvml": "nvidia-ml-py", "yaml": "pyyaml", "PIL": "pillow"}
 # Found at run time from the system, never from PyPI (see probes/bccfind.py).
@@ -127,7 +125,7 @@ def test_pip_install_into_a_plain_venv_gives_importable_packages_and_the_script(
     )
     script = env / "bin" / "uvmtrace"
     assert script.exists()
-    assert "uvmtrace.tracer.cli" in script.read_text()
+    assert "uvmtrace.cli.main" in script.read_text()
 
 
 def test_every_third_party_import_is_a_declared_dependency() -> None:

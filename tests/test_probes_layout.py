@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from uvmtrace.probes import btf, layouts
+from uvmtrace.probes import btf
+from uvmtrace.probes import event_dtypes as layouts
 from uvmtrace.probes.bpfsource import PROBES_DIR
 
 

@@ -88,7 +88,7 @@ def workload_in_cgroup() -> Iterator[Run]:
     _need(has_bpf(), "needs root, BCC and tracefs", ci_must_have=True)
     if not (MEMCG_ROOT / "memory.stat").exists():
         pytest.skip("needs the cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
-    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.probes.kernel_tracer import KernelTracer
 
     cgroup = MEMCG_ROOT / f"uvmtrace-test-{secrets.token_hex(4)}"
     cgroup.mkdir(mode=0o700)

@@ -48,7 +48,7 @@ def drop_layer_cache(tag: str) -> None:
 def test_a_containers_read_of_its_image_file_is_recorded_with_the_path_it_sees(
     need_bpf: None, need_docker: None
 ) -> None:
-    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.probes.kernel_tracer import KernelTracer
 
     with tempfile.TemporaryDirectory() as tmp:
         tag = build_image_with_weights(Path(tmp))

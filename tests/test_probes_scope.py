@@ -24,7 +24,7 @@ def frame(batches: list[pa.RecordBatch]) -> pl.DataFrame:
 def test_a_containers_charges_land_on_its_cgroup_found_via_mkdir(
     need_bpf: None, need_docker: None
 ) -> None:
-    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.probes.kernel_tracer import KernelTracer
 
     image = busybox_image()
     tracer = KernelTracer(probes={"memcg", "proc"})
@@ -87,7 +87,7 @@ def faults_of(pid: int) -> int:
 
 
 def test_a_tiny_ring_buffer_counts_what_it_drops(need_bpf: None) -> None:
-    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.probes.kernel_tracer import KernelTracer
 
     tracer = KernelTracer(raw=True, ringbuf_pages=1, probes={"page_fault"})
     tracer.start()
@@ -116,7 +116,7 @@ def test_a_tiny_ring_buffer_counts_what_it_drops(need_bpf: None) -> None:
 
 
 def test_unknown_probe_names_are_a_one_line_error() -> None:
-    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.probes.kernel_tracer import KernelTracer
     from uvmtrace.recording.errors import UserError
 
     with pytest.raises(UserError, match="unknown probe"):
@@ -134,7 +134,7 @@ QUERY = (
 
 
 def test_memory_queries_and_file_mappings_are_seen(need_bpf: None, tmp_path: Path) -> None:
-    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.probes.kernel_tracer import KernelTracer
 
     weights = tmp_path / "weights.bin"
     weights.write_bytes(b"\0" * 8192)

@@ -20,7 +20,7 @@ import pytest
 
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.shim.reclaim_requests import ReclaimRequests, reclaim_env
-from uvmtrace.shim.session import shim_env
+from uvmtrace.shim.rundir import shim_env
 from uvmtrace.tracer.reclaim import PageCacheLedger, cachestat
 
 MIB = 1 << 20
@@ -173,7 +173,7 @@ def recorded(need_bpf: None, shim: Path, tmp_path: Path) -> tuple[dict, Path, Pa
         f.read(SHARED // 2)
     out = tmp_path / "run.parquet"
     r = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", "record", "-q", "--as-root",
+        [sys.executable, "-m", "uvmtrace.cli", "record", "-q", "--as-root",
          "--reclaim-before-sizing", "-o", str(out), "--",
          sys.executable, "-c", SIZER, SRC_ROOT, str(tmp_path), str(DIRTY)],
         capture_output=True, text=True, timeout=300,

@@ -13,11 +13,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 
 MiB = 1 << 20
 BUCKET_NS = 100_000_000  # the probes' default aggregation bucket
-UVMTRACE = [sys.executable, "-m", "uvmtrace.tracer"]
+UVMTRACE = [sys.executable, "-m", "uvmtrace.cli"]
 
 # Reads /proc/meminfo before and after the work: the probes record those opens, which bracket
 # the charges that the work caused (the interpreter's own start-up charges fall outside).
@@ -193,8 +193,8 @@ def test_not_root_gets_one_line_that_says_what_to_do(tmp_path: Path) -> None:
         r = uvmtrace("record", "-o", str(tmp_path / "x.parquet"), "--", "true")
     else:  # drop to nobody after the imports (the package lives under root-only paths)
         code = (
-            "import os, sys, difflib, click._textwrap\nfrom uvmtrace.tracer.cli import main\n"
-            "import uvmtrace.tracer.commands.record, uvmtrace.tracer.session\n"
+            "import os, sys, difflib, click._textwrap\nfrom uvmtrace.cli.main import main\n"
+            "import uvmtrace.cli.commands.record, uvmtrace.tracer.session\n"
             "import uvmtrace.tracer.attach\n"
             "os.setgroups([]); os.setresgid(*[65534] * 3); os.setresuid(*[65534] * 3)\n"
             f"main(['record', '-o', '{tmp_path}/x.parquet', '--', 'true'])"
@@ -302,7 +302,7 @@ def test_records_on_a_host_without_polars_or_matplotlib(tmp_path: Path, need_bpf
     """A GPU host that only records has no analysis packages (the device machine has none)."""
     out = tmp_path / "no-analysis.parquet"
     block = "import sys\nsys.modules['polars'] = sys.modules['matplotlib'] = None\n"
-    code = block + "from uvmtrace.tracer.cli import main\nmain(sys.argv[1:])\n"
+    code = block + "from uvmtrace.cli.main import main\nmain(sys.argv[1:])\n"
     r = subprocess.run(
         [sys.executable, "-c", code, "record", "-q", "-o", str(out), "--", "true"],
         capture_output=True, text=True, timeout=300,

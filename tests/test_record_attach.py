@@ -22,8 +22,8 @@ import pytest
 
 from tests.test_record import UVMTRACE, MiB, cold_file, uvmtrace
 from tests.test_record_docker import definite_losses, docker_python
-from uvmtrace.analysis.reader import open_recording
 from uvmtrace.analysis.report import build_report
+from uvmtrace.recording.reader import open_recording
 from uvmtrace.tracer import cgroups
 from uvmtrace.tracer.snapshot import smaps_rollup
 

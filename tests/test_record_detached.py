@@ -15,7 +15,7 @@ import pytest
 
 from tests.test_record import UVMTRACE, uvmtrace
 from tests.test_record_shim import driver_in_container
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 
 pytestmark = pytest.mark.usefixtures("need_bpf", "need_docker")
 

@@ -22,9 +22,9 @@ from tests.test_record import (
     cold_file,
     uvmtrace,
 )
-from uvmtrace.analysis.reader import open_recording
 from uvmtrace.analysis.report import build_report
-from uvmtrace.tracer.demo_image import python_mounts
+from uvmtrace.example.image import python_mounts
+from uvmtrace.recording.reader import open_recording
 
 GLIBC_PARTS = (
     "/lib/x86_64-linux-gnu/libdl.so.2",

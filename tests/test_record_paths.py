@@ -10,7 +10,7 @@ import pytest
 
 from tests.test_record import uvmtrace
 from tests.test_record_shim import driver_in_container
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 
 OUTPUTS = ["runs/run.parquet", "my runs/first run.parquet", "runs:12/a:b.parquet"]
 

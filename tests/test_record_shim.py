@@ -13,7 +13,7 @@ import pytest
 from tests.dockerimg import busybox_image
 from tests.test_record import uvmtrace
 from tests.test_record_docker import GLIBC_PARTS
-from uvmtrace.analysis.reader import open_recording
+from uvmtrace.recording.reader import open_recording
 
 GiB = 1 << 30
 

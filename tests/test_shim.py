@@ -15,7 +15,7 @@ import pytest
 
 from uvmtrace.shim.build import glibc_needed
 from uvmtrace.shim.decode import ShimDecoder
-from uvmtrace.shim.session import make_run_dir, shim_env
+from uvmtrace.shim.rundir import make_run_dir, shim_env
 
 STAND_IN = Path(__file__).parent / "stand_in_driver"
 MiB = 1 << 20
@@ -258,10 +258,10 @@ def test_shim_run_command_writes_a_recording(driver, shim, tmp_path):
     env = dict(os.environ, LD_LIBRARY_PATH=str(driver))
     args = ["shim", "run", "-o", str(out), "--", str(driver / "driver_user"), "forkexec"]
     proc = subprocess.run(
-        [sys.executable, "-m", "uvmtrace.tracer", *args], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "uvmtrace.cli", *args], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    from uvmtrace.analysis.reader import open_recording
+    from uvmtrace.recording.reader import open_recording
 
     rec = open_recording(out)
     df = rec.scan().collect()

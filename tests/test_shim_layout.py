@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from uvmtrace.shim import layout
+from uvmtrace.shim import file_layout as layout
 
 SHIM = Path(__file__).resolve().parent.parent / "shim"
 

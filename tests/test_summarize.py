@@ -17,7 +17,7 @@ from scipy import stats
 
 from uvmtrace.analysis.render_json import load_schema, to_json
 from uvmtrace.analysis.summary import summarize
-from uvmtrace.tracer.cli import main
+from uvmtrace.cli.main import main
 
 SCATTER = [0, 96 * MIB, 32 * MIB]  # free memory at the sizing query moves by this per run
 

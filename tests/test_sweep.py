@@ -18,11 +18,11 @@ import pytest
 from conftest import _need, docker_ok, has_bpf
 
 from uvmtrace.analysis.render_json import load_schema
+from uvmtrace.cli.main import main
+from uvmtrace.example import kvsizer
 from uvmtrace.recording.errors import UserError
-from uvmtrace.tracer import kvsizer
-from uvmtrace.tracer.cli import main
-from uvmtrace.tracer.sweep import Sweep
-from uvmtrace.tracer.sweep_plan import load_plan, run_argv
+from uvmtrace.sweep.plan import load_plan, run_argv
+from uvmtrace.sweep.run import Sweep
 
 PLAN = """
 repeats = 2
@@ -121,14 +121,14 @@ REAL_PLAN = f"""
 repeats = 3
 between = "drop-caches"
 record = ["--interval", "0.2"]
-setup = ["{{python}}", "-m", "uvmtrace.tracer", "demo-image", "--out", "{{out}}/setup",
+setup = ["{{python}}", "-m", "uvmtrace.cli", "demo-image", "--out", "{{out}}/setup",
          "--tag", "uvmtrace-sweep-test:latest", "--weights-size", "64M", "--no-rootfs"]
 command = ["/usr/local/bin/python3", "-I", "/opt/uvmtrace/kvsizer.py",
            "--weights", "/models/weights.bin", {", ".join(map(repr, SIZER))}]
 
 [[variants]]
 name = "native"
-command = ["{{python}}", "-I", "-m", "uvmtrace.tracer.kvsizer",
+command = ["{{python}}", "-I", "-m", "uvmtrace.example.kvsizer",
            "--weights", "{{out}}/setup/weights.bin", {", ".join(map(repr, SIZER))}]
 warm = ["{{out}}/setup/weights.bin"]
 
@@ -148,7 +148,7 @@ image = "uvmtrace-sweep-test:latest"
 def _sweep(plan: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
     # its own session, like a terminal's foreground job: Ctrl-C reaches the whole group
     return subprocess.Popen(
-        [sys.executable, "-m", "uvmtrace.tracer", "sweep", str(plan), "-o", str(out), *extra],
+        [sys.executable, "-m", "uvmtrace.cli", "sweep", str(plan), "-o", str(out), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,

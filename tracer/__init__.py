@@ -1,4 +1,4 @@
-"""uvmtrace's command line and recording session."""
+"""The recorder: the recording session, launching the command, samplers, containers, attach."""
 
 from importlib.metadata import PackageNotFoundError, version
 

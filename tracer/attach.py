@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.schema import make_batch
+from uvmtrace.recording.writer import RecordingWriter
 from uvmtrace.tracer import cgroups, containers, preloaded, snapshot
 from uvmtrace.tracer.cgroups import MemoryHierarchy
 from uvmtrace.tracer.hostinfo import gpu_info
@@ -34,11 +35,9 @@ from uvmtrace.tracer.session import (
     _next_on_grid,
 )
 from uvmtrace.tracer.status import StatusLine
-from uvmtrace.tracer.writer import RecordingWriter
 
 if TYPE_CHECKING:
-    from uvmtrace.probes.session import KernelTracer
-
+    from uvmtrace.probes.kernel_tracer import KernelTracer
 MISSING_BEFORE = (
     "events before the attach are missing: the snapshot taken at attach (stream `snapshot`, "
     "the first memory.stat sample) is the starting state"
@@ -80,7 +79,7 @@ class Target:
         """The processes it is made of now: the process and its descendants, or the members
         of the cgroup and of the cgroups below it."""
         if self.kind == "pid":
-            from uvmtrace.probes.session import descendants
+            from uvmtrace.probes.kernel_tracer import descendants
 
             return [self.pid, *descendants(self.pid)] if self.state() == "running" else []
         return members(self.cgroup) if self.cgroup is not None else []
@@ -134,7 +133,7 @@ def _pid_target(pid: int, hierarchy: MemoryHierarchy | None) -> Target:
     # service, a container): then it is reconcilable, and kept whoever charges it.
     tree = {pid}
     if cgroup is not None:
-        from uvmtrace.probes.session import descendants
+        from uvmtrace.probes.kernel_tracer import descendants
 
         tree |= set(descendants(pid))
     exclusive = (
@@ -216,7 +215,7 @@ def record_running(opts: Options, req: AttachRequest) -> Outcome:
         )
     if req.duration_s is not None and req.duration_s <= 0:
         raise UserError(f"--duration must be positive, not {req.duration_s}")
-    from uvmtrace.tracer.safefs import check_writable_target
+    from uvmtrace.recording.safefs import check_writable_target
 
     check_writable_target(opts.output)
     session = AttachSession(opts, req)

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from uvmtrace.recording.errors import UserError
+from uvmtrace.recording.writer import RecordingWriter
 from uvmtrace.tracer import cgroups
-from uvmtrace.tracer.writer import RecordingWriter
 
 _PARTIAL = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.partial")
 

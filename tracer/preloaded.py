@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from uvmtrace.shim import layout
+from uvmtrace.shim import file_layout as layout
 from uvmtrace.shim.decode import ShimDecoder
 from uvmtrace.shim.pids import own_pid_ns
-from uvmtrace.shim.session import ENV_DIR
+from uvmtrace.shim.rundir import ENV_DIR
 
 SHIM_NAME = "libuvmshim"  # the shim library's file name starts with it (shim/build.py)
 

@@ -33,9 +33,8 @@ from uvmtrace.tracer.headroom import cgroup_cache, read_meminfo
 from uvmtrace.tracer.snapshot import cachestat_pages
 
 if TYPE_CHECKING:
-    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.probes.kernel_tracer import KernelTracer
     from uvmtrace.shim.reclaim_requests import Request
-
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SHARED_SLACK = 4 << 20  # cached beyond what the workload added, still taken as its own
 

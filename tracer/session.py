@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uvmtrace.recording.errors import UserError
+from uvmtrace.recording.safefs import check_writable_target, make_private_dir
 from uvmtrace.recording.schema import make_batch
+from uvmtrace.recording.writer import RecordingWriter
 from uvmtrace.tracer import __version__, cgroups, containers
 from uvmtrace.tracer.hostinfo import gpu_info, host_info
 from uvmtrace.tracer.launch import (
@@ -35,18 +37,15 @@ from uvmtrace.tracer.leftovers import clear_stale_cgroups, prepare_output
 from uvmtrace.tracer.logs import LogScanner
 from uvmtrace.tracer.output_pump import OutputPump
 from uvmtrace.tracer.output_tee import OutputTee
-from uvmtrace.tracer.safefs import check_writable_target, make_private_dir
 from uvmtrace.tracer.samplers import Nvml, Sampler, monotonic_ns
 from uvmtrace.tracer.status import StatusLine
-from uvmtrace.tracer.writer import RecordingWriter
 
 if TYPE_CHECKING:  # imported lazily at run time: a host without BCC still records the rest
-    from uvmtrace.probes.session import KernelTracer
+    from uvmtrace.probes.kernel_tracer import KernelTracer
     from uvmtrace.shim.announce import PidAnnouncements
     from uvmtrace.shim.decode import ShimDecoder
     from uvmtrace.shim.reclaim_requests import ReclaimRequests
     from uvmtrace.tracer.reclaim import Reclaimer
-
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -153,7 +152,7 @@ class Session:
             from uvmtrace.shim.announce import PidAnnouncements
             from uvmtrace.shim.build import build_shim
             from uvmtrace.shim.decode import ShimDecoder
-            from uvmtrace.shim.session import load_problem, make_run_dir, shim_env
+            from uvmtrace.shim.rundir import load_problem, make_run_dir, shim_env
         except ImportError as exc:
             self.not_traced.append({"what": "CUDA/NVML/libc calls", "why": f"shim: {exc}"})
             return None, None, None
@@ -215,7 +214,7 @@ class Session:
 
     def _start_probes(self) -> KernelTracer | None:
         try:
-            from uvmtrace.probes.session import KernelTracer
+            from uvmtrace.probes.kernel_tracer import KernelTracer
         except ImportError as exc:
             self.not_traced.append({"what": "kernel events", "why": f"probes: {exc}"})
             return None
@@ -696,7 +695,7 @@ def _keep_only_container(tracer: KernelTracer, container: str) -> None:
     """The container is known: stop adopting new cgroups, and forget those adopted meanwhile
     that are not the container's own, an ancestor or a descendant (another session's cgroup,
     a service restarting on the host)."""
-    from uvmtrace.probes.cgroups import find_cgroup
+    from uvmtrace.probes.cgroup_ids import find_cgroup
 
     tracer.watch_new_cgroups(False)
     for cgid in tracer.watched_cgroups():

@@ -11,8 +11,8 @@ python3 -m pip install -q --no-deps --target "$W/site" .gpu-wheels/*.whl 2>&1 | 
 mkdir -p "$W/ns/uvmtrace"
 for c in tracer probes shim analysis recording; do ln -s "$REPO/$c" "$W/ns/uvmtrace/$c"; done
 export PYTHONPATH="$W/ns:$W/site:$REPO"
-echo "== doctor"; python3 -m uvmtrace.tracer doctor --json >"$OUT/doctor.json"; echo "rc=$?"
-echo "== shim build"; LIB=$(python3 -m uvmtrace.tracer shim build | head -1); echo "$LIB"
+echo "== doctor"; python3 -m uvmtrace.cli doctor --json >"$OUT/doctor.json"; echo "rc=$?"
+echo "== shim build"; LIB=$(python3 -m uvmtrace.cli shim build | head -1); echo "$LIB"
 echo "== bench: shim per call + launch loop (H100 driver)"
 python3 -m bench --gpu --only shim --reps 7 -o "$OUT/bench_gpu_shim.json"
 echo "== bench: torch training step"

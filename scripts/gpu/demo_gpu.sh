@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo's KV sizer on a discrete GPU (H100/H200): a negative control for the unified-memory case.
 #
-# Runs tracer/kvsizer.py with --device cuda natively (own cgroup v2 child, no limit) and inside a
+# Runs example/kvsizer.py with --device cuda natively (own cgroup v2 child, no limit) and inside a
 # memory-limited cgroup v2 child (memory.max), each with the weights' page cache warm or cold:
 #   --signal cuda     cuMemGetInfo: device memory; host page cache should not move it
 #   --signal sysinfo  freeram: host memory; the cold read of the weights should lower it
@@ -115,13 +115,13 @@ run limited-sysinfo-cold "$LIMIT" cold sysinfo --fraction 0.05 --max-kv 200G
 if timeout 120 $PY -c 'from uvmtrace.shim.build import build_shim; print(build_shim())' \
     >"$OUT/shim-build.txt" 2>&1; then
   cache warm
-  timeout 300 $PY -m uvmtrace.tracer record -q --as-root -o "$OUT/native-cuda.parquet" -- \
+  timeout 300 $PY -m uvmtrace.cli record -q --as-root -o "$OUT/native-cuda.parquet" -- \
     $PY "$KV" --weights "$W" --signal cuda --device cuda --fraction 0.9 --max-kv 200G \
     >"$OUT/record-native-cuda.out" 2>&1
   cache cold
   mkcg uvmtrace-record-limited "$LIMIT"
   timeout 300 sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' _ "$CG/uvmtrace-record-limited" \
-    $PY -m uvmtrace.tracer record -q --as-root --no-cgroup -o "$OUT/limited-cuda.parquet" -- \
+    $PY -m uvmtrace.cli record -q --as-root --no-cgroup -o "$OUT/limited-cuda.parquet" -- \
     $PY "$KV" --weights "$W" --signal cuda --device cuda --fraction 0.9 --max-kv 200G \
     >"$OUT/record-limited-cuda.out" 2>&1
   for f in native-cuda limited-cuda; do

@@ -13,7 +13,7 @@
 #   3. `uvmtrace record` of real GPU workloads: scripts/gpu/fullstack_case.py (PyTorch pinned +
 #      default allocator, cuda-python cuMemHostAlloc / cuMemAllocManaged touched from the CPU /
 #      cuMemHostRegister / cuMemAlloc) aggregated and with --raw, scripts/gpu/jax_case.py, and
-#      the demo's sizer (tracer/kvsizer.py --device cuda --signal cuda);
+#      the demo's sizer (example/kvsizer.py --device cuda --signal cuda);
 #   4. a pyarrow summary of each recording (no polars there), everything into $OUT (few files).
 # Every step has a timeout; a failing step is logged and the next one runs.
 set -u
@@ -59,8 +59,8 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracin
 $PY -c 'import bcc; print("bcc", bcc.__version__, bcc.__file__)'
 
 say "2. doctor (no polars)"
-timeout 180 $PY -m uvmtrace.tracer doctor --json >"$OUT/doctor.json"; echo "doctor rc=$?"
-timeout 180 $PY -m uvmtrace.tracer doctor | tail -4
+timeout 180 $PY -m uvmtrace.cli doctor --json >"$OUT/doctor.json"; echo "doctor rc=$?"
+timeout 180 $PY -m uvmtrace.cli doctor | tail -4
 
 summary() {  # summary FILE.parquet: streams, events, metadata that matters (pyarrow only)
   $PY - "$1" <<'EOF'
@@ -87,7 +87,7 @@ rec() {  # rec NAME [record options] -- CMD...: one recording, its log and summa
   local name=$1; shift
   say "3. record $name"
   local t0=$SECONDS
-  timeout 240 $PY -m uvmtrace.tracer record -q --as-root -o "$W/$name.parquet" "$@" \
+  timeout 240 $PY -m uvmtrace.cli record -q --as-root -o "$W/$name.parquet" "$@" \
     >"$W/$name.out" 2>&1
   echo "record $name rc=$? in $((SECONDS - t0)) s"; tail -5 "$W/$name.out"
   [ -f "$W/$name.parquet" ] && summary "$W/$name.parquet"

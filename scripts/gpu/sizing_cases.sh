@@ -27,7 +27,7 @@ shim_run() {  # shim_run CASE [VAR=value ...] -- CMD ...: `uvmtrace shim run -o 
     echo "== $case ${vars[*]} $*"
     t0=$(date +%s.%N)
     env "${vars[@]}" timeout 150 python3 -c 'import sys
-from uvmtrace.tracer.commands.shim import command
+from uvmtrace.cli.commands.shim import command
 sys.exit(command.main(sys.argv[1:], prog_name="uvmtrace shim", standalone_mode=False))' \
         run -o "$R/$case.parquet" -- "$@"
     echo "$case rc=$? $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f s", b-a}')"

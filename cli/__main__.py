@@ -1,0 +1,3 @@
+from uvmtrace.cli.main import main
+
+main()

@@ -1,3 +1,0 @@
-from uvmtrace.tracer.cli import main
-
-main()
