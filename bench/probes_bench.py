@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from bench.common import UVMTRACE, Figure, median, parse_kv
+from uvmtrace.host import cgroupfs, tracefs
 from uvmtrace.probes import capabilities
-from uvmtrace.tracer import cgroups
 
 RECORD = [*UVMTRACE, "record", "-q", "--no-shim"]
 # The tracepoints aggregated recording keeps busy on these workloads (count_memcg_events is
@@ -59,7 +59,7 @@ print(work.stdout, end="")
 
 def peers() -> tuple[dict[str, list[str] | None], list[str]]:
     """The peers found here (mode -> argv prefix), and a line for each one missing."""
-    events = [a.target for a in HOT if capabilities.tracepoint_exists(a.target)]
+    events = [a.target for a in HOT if tracefs.tracepoint_exists(a.target)]
     found: dict[str, list[str] | None] = {}
     missing = []
     if shutil.which("perf"):
@@ -88,8 +88,8 @@ def _argv(mode: str, prefix: list[str] | None, work: list[str], out: Path) -> li
 def _run(argv: list[str], out: Path, fresh_cgroup: bool = False) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the workload itself)."""
     cg = None
-    if fresh_cgroup and (h := cgroups.memory_hierarchy()) is not None:
-        cg = cgroups.make_run_cgroup(h, f"uvmtrace-bench-{os.getpid()}")
+    if fresh_cgroup and (h := cgroupfs.memory_hierarchy()) is not None:
+        cg = cgroupfs.make_run_cgroup(h, f"uvmtrace-bench-{os.getpid()}")
 
     def join() -> None:  # in the child, before exec: the workload starts in the cgroup
         if cg is not None:
@@ -99,7 +99,7 @@ def _run(argv: list[str], out: Path, fresh_cgroup: bool = False) -> tuple[float,
         r = subprocess.run(argv, capture_output=True, text=True, preexec_fn=join)
     finally:
         if cg is not None:
-            cgroups.remove_cgroup(cg)
+            cgroupfs.remove_cgroup(cg)
     out.unlink(missing_ok=True)
     if r.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({r.returncode}): {r.stderr.strip()[-500:]}")

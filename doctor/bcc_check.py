@@ -7,16 +7,15 @@ and report it. The child prints one JSON line.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 from uvmtrace.doctor.result import Check, missing, ok
+from uvmtrace.host.bcc import import_bcc  # the recorder's own finder
 
 INSTALL = "apt-get install python3-bpfcc bpfcc-tools (or: sudo scripts/setup-host)"
 COMPILE_TIMEOUT_S = 120
@@ -25,28 +24,6 @@ COMPILE_TIMEOUT_S = 120
 PROGRAM = """
 TRACEPOINT_PROBE(sched, sched_process_exit) { return args->pid == 0; }
 """
-
-
-def import_bcc() -> ModuleType:
-    """BCC's module, through the probes' finder (same logic as recording uses); a small fallback
-    keeps doctor useful when probes/ is broken."""
-    try:
-        from uvmtrace.probes.bccfind import import_bcc as finder
-    except ImportError:
-        finder = _fallback_import
-    return finder()
-
-
-def _fallback_import() -> ModuleType:
-    try:
-        return importlib.import_module("bcc")
-    except ImportError:
-        pass
-    system = "/usr/lib/python3/dist-packages"
-    if not (Path(system) / "bcc" / "__init__.py").is_file():
-        raise ImportError("BCC's Python module (python3-bpfcc) is not installed")
-    sys.path.append(system)
-    return importlib.import_module("bcc")
 
 
 def check_bcc_import() -> tuple[Check, bool]:

@@ -4,15 +4,15 @@ kernel headers, cgroups."""
 from __future__ import annotations
 
 import errno
-import gzip
 import os
 import platform
 from pathlib import Path
 
 from uvmtrace.doctor import bpf_syscall
-from uvmtrace.doctor import btf_ids as btf
 from uvmtrace.doctor.result import Check, missing, ok, unavailable
+from uvmtrace.host import bcc, btf, cgroupfs, kconfig, tracefs
 from uvmtrace.probes import capabilities
+from uvmtrace.recording.errors import UserError
 
 SETUP = "sudo scripts/setup-host"
 
@@ -37,34 +37,6 @@ CONSEQUENCES: dict[str, str] = {
         "(docker/podman inspect), not from its creation; other new cgroups are not followed"
     ),
 }
-
-
-def _mounts() -> list[tuple[str, str]]:
-    """(mount point, fs type) of every mount, from /proc/mounts."""
-    out = []
-    for line in Path("/proc/mounts").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3:
-            out.append((parts[1].replace("\\040", " "), parts[2]))
-    return out
-
-
-def _kernel_config(option: str) -> str | None:
-    """'y', 'm', 'n' (not set) for a CONFIG_ option, or None when the config is not readable."""
-    candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{platform.release()}")]
-    for path in candidates:
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            continue
-        text = gzip.decompress(raw).decode() if path.suffix == ".gz" else raw.decode()
-        for line in text.splitlines():
-            if line.startswith(f"{option}="):
-                return line.split("=", 1)[1]
-            if line == f"# {option} is not set":
-                return "n"
-        return "n"
-    return None
 
 
 def check_root() -> Check:
@@ -100,8 +72,8 @@ def check_bpf_syscall() -> Check:
 
 
 def find_tracefs() -> Path | None:
-    """Where the probes will find tracefs (their own discovery: capabilities.tracefs)."""
-    path = capabilities.tracefs()
+    """Where the probes will find tracefs (the one discovery: host/tracefs.py)."""
+    path = tracefs.mount_point()
     return Path(path) if path is not None else None
 
 
@@ -115,16 +87,16 @@ def check_tracefs() -> Check:
     return missing("tracefs", capabilities.NO_TRACEFS, fix)
 
 
-def check_tracepoints(tracefs: Path | None, used_by_probes: dict[str, str]) -> list[Check]:
+def check_tracepoints(tracefs_dir: Path | None, used_by_probes: dict[str, str]) -> list[Check]:
     """One check per tracepoint the probes attach to (`used_by_probes`: {"category:event":
     "required" | "optional"}, from capabilities.PROBES), asked the way the probes ask."""
     checks = []
     for tp, need in used_by_probes.items():
         name = f"tracepoint {tp}"
-        if tracefs is None:
+        if tracefs_dir is None:
             fix = "run as root" if os.geteuid() != 0 else SETUP
             checks.append(missing(name, "tracefs is not readable here", fix))
-        elif capabilities.tracepoint_exists(tp):
+        elif tracefs.tracepoint_exists(tp):
             checks.append(ok(name, "present"))
         else:
             consequence = CONSEQUENCES.get(tp, f"{need} for the probes")
@@ -132,13 +104,13 @@ def check_tracepoints(tracefs: Path | None, used_by_probes: dict[str, str]) -> l
     return checks
 
 
-def check_kprobes(tracefs: Path | None) -> Check:
+def check_kprobes(tracefs_dir: Path | None) -> Check:
     name = "kprobes"
     fallback = "uvmtrace uses tracepoints, or samples memory.stat, instead"
-    if _kernel_config("CONFIG_KPROBES") == "n":
+    if kconfig.option("CONFIG_KPROBES") == "n":
         return unavailable(name, "kernel built without CONFIG_KPROBES", fallback)
     pmu = Path("/sys/bus/event_source/devices/kprobe")
-    events = tracefs / "kprobe_events" if tracefs else None
+    events = tracefs_dir / "kprobe_events" if tracefs_dir else None
     if events is None or not events.exists():
         why = "no kprobe_events in tracefs" + ("" if pmu.exists() else " and no kprobe PMU")
         return unavailable(name, why, fallback)
@@ -160,7 +132,7 @@ def check_btf() -> Check:
     """The probes name memcg items from kernel BTF and do not start without it (no fallback)."""
     why = capabilities.btf_missing()
     if why is None:
-        size = btf.VMLINUX_BTF.stat().st_size >> 20
+        size = os.stat(btf.VMLINUX_BTF).st_size >> 20
         return ok("BTF", f"{btf.VMLINUX_BTF} ({size} MiB): memcg item names")
     return unavailable(
         "BTF",
@@ -175,15 +147,16 @@ def check_fentry() -> Check:
     fallback = "uvmtrace uses tracepoints instead"
     if platform.machine() not in ("x86_64", "aarch64"):
         return unavailable(name, f"no BPF trampolines on {platform.machine()}", fallback)
-    if not btf.VMLINUX_BTF.exists():
+    if not os.path.exists(btf.VMLINUX_BTF):
         return unavailable(name, "needs kernel BTF, which is absent", fallback)
     # bpf_fentry_test1 exists for exactly this kind of test and is only called by
     # BPF_PROG_TEST_RUN, so attaching to it for a moment disturbs nothing.
     target = "bpf_fentry_test1"
     try:
-        btf_id = btf.find_function_id(target) or btf.find_function_id(target := "vfs_read")
-    except (OSError, btf.BTFError) as exc:
-        return unavailable(name, f"cannot read kernel BTF: {exc}", fallback)
+        types = btf.read()
+    except UserError as exc:
+        return unavailable(name, str(exc), fallback)
+    btf_id = types.function_id(target) or types.function_id(target := "vfs_read")
     if btf_id is None:
         return unavailable(name, "no function to test against in kernel BTF", fallback)
     try:
@@ -211,13 +184,14 @@ def check_fentry() -> Check:
 def check_kernel_headers() -> Check:
     name = "kernel headers"
     release = platform.release()
-    build = Path(f"/lib/modules/{release}/build")
-    if not (build / "include").is_dir() and not (build / "Makefile").exists():
+    found = bcc.kernel_headers_dir()  # where BCC will look
+    if found is None:
         return missing(
             name,
-            f"no headers at {build}: BCC cannot compile",
+            f"no headers at /lib/modules/{release}/build: BCC cannot compile",
             f"apt-get install linux-headers-{release} (or: {SETUP}, which links the nearest)",
         )
+    build = Path(found)
     target = build.resolve()
     if release not in target.name:
         return ok(
@@ -229,35 +203,20 @@ def check_kernel_headers() -> Check:
 
 
 def check_cgroups() -> Check:
+    """The cgroup layout as the recorder sees it (host/cgroupfs.py)."""
     name = "cgroups"
-    v1_memory, v2 = None, None
-    for mnt, fs in _mounts():
-        if fs == "cgroup2" and v2 is None:
-            v2 = Path(mnt)
-        elif fs == "cgroup" and v1_memory is None and (Path(mnt) / "memory.stat").exists():
-            v1_memory = Path(mnt)
-    v2_memory = v2 is not None and "memory" in _read(v2 / "cgroup.controllers").split()
-    if v2 and v1_memory:
-        version = "hybrid"
-    elif v2:
-        version = "v2"
-    elif v1_memory or any(fs == "cgroup" for _m, fs in _mounts()):
-        version = "v1"
-    else:
+    version = cgroupfs.cgroup_version()
+    if version == "none":
         return missing(name, "no cgroup file system is mounted", "mount cgroup2 on /sys/fs/cgroup")
+    h = cgroupfs.memory_hierarchy()
+    v2 = cgroupfs.v2_mount()
     where = []
-    if v1_memory:
-        where.append(f"memory controller on v1 at {v1_memory}")
-    if v2:
-        where.append(f"v2 at {v2}" + (" with memory" if v2_memory else " (no memory controller)"))
+    if h is not None and h.version == 1:
+        where.append(f"memory controller on v1 at {h.mount}")
+    if v2 is not None:
+        has_memory = h is not None and h.version == 2
+        where.append(f"v2 at {v2}" + (" with memory" if has_memory else " (no memory controller)"))
     detail = f"{version}: " + "; ".join(where)
-    if not v1_memory and not v2_memory:
+    if h is None:
         return missing(name, detail + "; no memory controller", "boot with cgroup_enable=memory")
     return ok(name, detail)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""

@@ -145,7 +145,7 @@ def choose_fraction(mem_free: int, target: int) -> float:
 
 def _probes_note() -> str:
     try:
-        from uvmtrace.probes.bccfind import import_bcc
+        from uvmtrace.host.bcc import import_bcc
 
         import_bcc()
     except Exception as exc:  # BCC missing, headers missing: record notes what is not traced

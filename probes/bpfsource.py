@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from uvmtrace.host import kconfig
+
 PROBES_DIR = Path(__file__).resolve().parent
 
 MAX_PIDS = 32768
@@ -49,20 +51,8 @@ def bpf_text(
 def jiffy_ns() -> int:
     """Nanoseconds per jiffy (1e9 / CONFIG_HZ) from the running kernel's config; 0 when it
     cannot be found (the buckets then use bpf_ktime_get_ns)."""
-    import gzip
-    import os
-
-    release = os.uname().release
-    for path in ("/proc/config.gz", f"/boot/config-{release}"):
-        try:
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt") as f:
-                for line in f:
-                    if line.startswith("CONFIG_HZ="):
-                        return 1_000_000_000 // int(line.split("=", 1)[1])
-        except (OSError, ValueError):
-            continue
-    return 0
+    hz = kconfig.hz()
+    return 1_000_000_000 // hz if hz else 0
 
 
 def cflags() -> list[str]:

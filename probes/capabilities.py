@@ -10,9 +10,8 @@ import functools
 import os
 from dataclasses import dataclass
 
+from uvmtrace.host import tracefs
 from uvmtrace.probes import kernlayout
-
-TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
 @dataclass(frozen=True)
@@ -100,30 +99,16 @@ PROBES: dict[str, tuple[str, tuple[Attachment, ...]]] = {
 ALL_PROBES = frozenset(PROBES)
 
 
-def tracefs() -> str | None:
-    for d in TRACEFS_DIRS:
-        if os.path.isdir(os.path.join(d, "events")):
-            return d
-    return None
-
-
-def tracepoint_exists(target: str) -> bool:
-    root = tracefs()
-    category, _, event = target.partition(":")
-    return root is not None and os.path.isdir(os.path.join(root, "events", category, event))
-
-
 NO_TRACEFS = "tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing"
 NO_ROOT = "kernel probes need root (run uvmtrace with sudo)"
 
 
 def btf_missing() -> str | None:
     """Why the probes cannot name memcg items from the kernel's BTF here, or None."""
-    from uvmtrace.probes import btf
     from uvmtrace.recording.errors import UserError
 
     try:
-        btf.item_names()
+        kernlayout.item_names()
     except UserError as exc:
         return str(exc)
     return None
@@ -138,18 +123,13 @@ def start_blockers() -> dict[str, str]:
     root = os.geteuid() == 0
     if not root:
         blockers["root"] = NO_ROOT
-    if root and tracefs() is None:  # a user cannot see into tracefs: no verdict without root
+    # A user cannot see into tracefs: no verdict without root.
+    if root and tracefs.mount_point() is None:
         blockers["tracefs"] = NO_TRACEFS
     why = btf_missing()
     if why is not None:
         blockers["BTF"] = why
     return blockers
-
-
-def kprobes_available() -> bool:
-    """CONFIG_KPROBE_EVENTS leaves `kprobe_events` in tracefs; without it BPF kprobes fail too."""
-    root = tracefs()
-    return root is not None and os.path.exists(os.path.join(root, "kprobe_events"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -164,12 +144,12 @@ def kernel_symbols() -> frozenset[str]:
 def attachment_missing(att: Attachment) -> str | None:
     """Why `att` cannot attach here, or None."""
     if att.kind in ("tracepoint", "raw_tracepoint"):
-        if not tracepoint_exists(att.target):
+        if not tracefs.tracepoint_exists(att.target):
             return f"no tracepoint {att.target}"
         if att.kind == "raw_tracepoint" and not kernlayout.optional_event_ok(event_of(att)):
             return f"{att.target}: arguments not as expected (kernel BTF)"
         return None
-    if not kprobes_available():
+    if not tracefs.kprobes_available():
         return "kernel has no kprobes (CONFIG_KPROBES / CONFIG_KPROBE_EVENTS off)"
     if att.target not in kernel_symbols():
         return f"no kernel symbol {att.target}"
@@ -217,33 +197,23 @@ def fault_attachments(mode: str) -> tuple[Attachment, ...]:
     return FAULT_RAW_TRACEPOINTS if mode == "raw_tracepoint" else FAULT_TRACEPOINTS
 
 
-def memory_hierarchy_id() -> int:
-    """Hierarchy id of the memory controller (0: cgroup v2), as cgroup:cgroup_mkdir's `root`."""
-    try:
-        with open("/proc/cgroups") as f:
-            for line in f:
-                fields = line.split()
-                if fields and fields[0] == "memory":
-                    return int(fields[1])
-    except OSError:
-        pass
-    return 0
-
-
 def probe_plan() -> dict:
     """Which variant of each probe would be used, and why; for `uvmtrace doctor`.
 
     {"bcc": {"ok", "why"}, "btf": {"ok", "why"}, "tracefs": path|None, "kernel_headers": path|None,
      "memcg_variant": ..., "probes": {name: {"variant", "available", "why", "missing_optional"}}}
     """
-    from uvmtrace.probes import btf
-    from uvmtrace.probes.bccfind import import_bcc, kernel_headers_dir
+    from uvmtrace.host import bcc, btf
     from uvmtrace.recording.errors import UserError
 
-    plan: dict = {"tracefs": tracefs(), "kernel_headers": kernel_headers_dir(), "root": False}
+    plan: dict = {
+        "tracefs": tracefs.mount_point(),
+        "kernel_headers": bcc.kernel_headers_dir(),
+        "root": False,
+    }
     plan["root"] = os.geteuid() == 0
     try:
-        import_bcc()
+        bcc.import_bcc()
         plan["bcc"] = {"ok": True, "why": ""}
     except UserError as exc:
         plan["bcc"] = {"ok": False, "why": str(exc)}

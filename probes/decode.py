@@ -11,8 +11,9 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from uvmtrace.probes import btf
+from uvmtrace.host import btf
 from uvmtrace.probes import event_dtypes as layouts
+from uvmtrace.probes import kernlayout
 from uvmtrace.recording.schema import make_batch
 
 FAULT_BITS = {"present": 1, "write": 2, "user": 4, "fetch": 16}
@@ -33,13 +34,13 @@ class ItemNames:
     """Kernel item numbers -> BTF names and byte units, as lookup arrays."""
 
     def __init__(self, page_size: int, btf_path: str = btf.VMLINUX_BTF) -> None:
-        stats, events = btf.item_names(btf_path)
+        stats, events = kernlayout.item_names(btf_path)
         self.nstat = max(stats) + 1
         self.nevent = max(events) + 1
         stat_names = [stats.get(i, f"stat_{i}") for i in range(self.nstat)]
         event_names = [events.get(i, f"event_{i}") for i in range(self.nevent)]
         self.names = [*stat_names, *event_names, "unknown"]
-        self.unit = np.array([btf.unit_bytes(n, page_size) for n in stat_names], np.int64)
+        self.unit = np.array([kernlayout.unit_bytes(n, page_size) for n in stat_names], np.int64)
 
     def index(self, item: np.ndarray, is_event: np.ndarray) -> np.ndarray:
         idx = np.where(is_event, self.nstat + item, item).astype(np.int64)

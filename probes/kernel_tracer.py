@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from uvmtrace.host import cgroupfs
+from uvmtrace.host.bcc import import_bcc
 from uvmtrace.probes import (
     aggmap,
     bpfsource,
     capabilities,
-    cgroup_ids,
     decode,
     event_dtypes,
     kernlayout,
     progstats,
 )
 from uvmtrace.probes.aggmap import AggDrainer
-from uvmtrace.probes.bccfind import import_bcc
 from uvmtrace.probes.capabilities import Attachment
 from uvmtrace.probes.pathres import PathResolver
 from uvmtrace.probes.ringbuf import RingReader
@@ -117,7 +117,7 @@ class KernelTracer:
         self._pending_cgroups: list[int] = []
         self._watch = False
         self._cgroups: dict[int, dict] = {}
-        self._hierarchies = cgroup_ids.hierarchy_names()
+        self._hierarchies = cgroupfs.hierarchy_names()
         self._names: decode.ItemNames | None = None
         self._paths = PathResolver()
         self._lost_final: dict[str, int] | None = None
@@ -147,7 +147,7 @@ class KernelTracer:
             self._bpf.cleanup()
             raise UserError(f"no kernel probe could attach ({whys})")
         self._set_config(0, int(self._watch))
-        self._set_config(1, capabilities.memory_hierarchy_id())
+        self._set_config(1, cgroupfs.memory_hierarchy_id())
         # The tracer never traces itself: its own charges (spool, samples) would pollute the run.
         self._set_config(2, os.getpid())
         self._open_readers()
@@ -338,16 +338,11 @@ class KernelTracer:
             self._pending_cgroups.append(cgroup_id)
             return
         self._bpf.get_table(b"cg_targets")[ct.c_uint64(cgroup_id)] = ct.c_uint8(1)
-        found = cgroup_ids.find_cgroup(cgroup_id)
+        found = cgroupfs.find_cgroup(cgroup_id)
         if found:
             rel, hierarchy = found
             self._cgroups[cgroup_id] = {"path": rel, "hierarchy": hierarchy, "target": True}
-            mount, _ = cgroup_ids.memory_mount()
-            for anc in cgroup_ids.ancestors(rel):
-                try:
-                    aid = cgroup_ids.cgroup_id(mount + anc if anc != "/" else mount)
-                except OSError:
-                    continue
+            for aid, anc in cgroupfs.ancestor_ids(rel).items():
                 self._cgroups.setdefault(aid, {"path": anc, "hierarchy": hierarchy})
 
     def watch_new_cgroups(self, on: bool = True) -> None:

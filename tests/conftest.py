@@ -25,7 +25,7 @@ def has_bpf() -> bool:
     if os.geteuid() != 0:
         return False
     try:
-        from uvmtrace.probes.bccfind import import_bcc
+        from uvmtrace.host.bcc import import_bcc
     except ImportError:
         return False
     try:

@@ -51,12 +51,12 @@ def own_libraries(program: Path) -> dict[str, str]:
 
 def uvmtrace_cgroups() -> set[str]:
     """The `uvmtrace-<pid>` memory cgroups beside ours (where record makes the command's)."""
-    from uvmtrace.tracer.cgroups import memory_hierarchy, own_memory_cgroup
+    from uvmtrace.host.cgroupfs import memory_cgroup_of, memory_hierarchy
 
     h = memory_hierarchy()
     if h is None:
         return set()
-    parents = {own_memory_cgroup(h), own_memory_cgroup(h).parent}
+    parents = {memory_cgroup_of(h), memory_cgroup_of(h).parent}
     return {str(p) for d in parents for p in d.glob("uvmtrace-*")}
 
 

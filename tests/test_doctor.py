@@ -98,7 +98,7 @@ def test_fentry_verdict_matches_what_bcc_can_attach(need_bpf, doctor_json) -> No
     _rc, report = doctor_json
     fentry = by_name(report)["fentry"]
     probe = (
-        "from uvmtrace.probes.bccfind import import_bcc\n"
+        "from uvmtrace.host.bcc import import_bcc\n"
         "b = import_bcc().BPF(text='KFUNC_PROBE(vfs_read) { return 0; }')\n"
         "print('attached')\n"
     )

@@ -1,6 +1,6 @@
 """`uvmtrace doctor`'s verdict and what `record` does agree, on hosts that lack what the probes
-need. The host is simulated by injecting the answers of the probes' own capability checks
-(probes/capabilities.py): the one place both doctor and the recorder ask."""
+need. The host is simulated by injecting the answers of the one place both doctor and the recorder
+ask: tracefs (host/tracefs.py) and the probes' capability checks (probes/capabilities.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from uvmtrace.doctor import Check, DoctorReport, run_doctor
+from uvmtrace.host import tracefs as host_tracefs
 from uvmtrace.probes import capabilities
 from uvmtrace.probes.kernel_tracer import KernelTracer
 from uvmtrace.recording.errors import UserError
@@ -22,24 +23,24 @@ Host = Callable[..., None]
 def host(monkeypatch: pytest.MonkeyPatch) -> Host:
     """simulate(tracefs=, btf=, memcg_tracepoints=): a root host with BPF where only the named
     things are missing; every other answer is this machine's own."""
-    real_tracefs = capabilities.tracefs()
+    real_tracefs = host_tracefs.mount_point()
 
     def simulate(*, tracefs: bool = True, btf: bool = True, memcg_tracepoints: bool = True) -> None:
         if real_tracefs is None:
             pytest.skip("this host has no tracefs to take the other answers from")
-        real_exists = capabilities.tracepoint_exists
+        real_exists = host_tracefs.tracepoint_exists
 
         def tracepoint_exists(target: str) -> bool:
             if not tracefs or (not memcg_tracepoints and target.startswith("memcg:")):
                 return False
             return real_exists(target)
 
-        monkeypatch.setattr(capabilities, "tracefs", lambda: real_tracefs if tracefs else None)
-        monkeypatch.setattr(capabilities, "tracepoint_exists", tracepoint_exists)
+        monkeypatch.setattr(host_tracefs, "mount_point", lambda: real_tracefs if tracefs else None)
+        monkeypatch.setattr(host_tracefs, "tracepoint_exists", tracepoint_exists)
         monkeypatch.setattr(capabilities, "btf_missing", lambda: None if btf else NO_BTF)
         # Without memcg tracepoints, kprobes would be the next choice: absent, as on most hosts
         # that lack the tracepoints' kernel (and on this one), so the choice is sampling.
-        monkeypatch.setattr(capabilities, "kprobes_available", lambda: False)
+        monkeypatch.setattr(host_tracefs, "kprobes_available", lambda: False)
 
     return simulate
 

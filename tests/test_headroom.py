@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from uvmtrace.tracer import cgroups
+from uvmtrace.host import cgroupfs
 from uvmtrace.tracer.headroom import _V2_KEYS, PageCache, headroom, read_meminfo
 
 MIB = 1 << 20
@@ -64,10 +64,10 @@ class Filled:
 
 @pytest.fixture
 def filled_cgroup(need_root: None, tmp_path: Path) -> Iterator[Filled]:
-    h = cgroups.memory_hierarchy()
+    h = cgroupfs.memory_hierarchy()
     if h is None:
         pytest.skip("no memory cgroup controller")
-    cg = cgroups.make_run_cgroup(h, f"uvmtrace-headroom-test-{os.getpid()}")
+    cg = cgroupfs.make_run_cgroup(h, f"uvmtrace-headroom-test-{os.getpid()}")
     proc = subprocess.Popen(
         [sys.executable, "-c", FILLER, str(tmp_path), *map(str, (CLEAN, DIRTY, MAPPED, ANON))],
         stdin=subprocess.PIPE,
@@ -92,7 +92,7 @@ def filled_cgroup(need_root: None, tmp_path: Path) -> Iterator[Filled]:
                 os.fsync(fd)
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 os.close(fd)
-        cgroups.remove_cgroup(cg)
+        cgroupfs.remove_cgroup(cg)
 
 
 def test_only_the_synced_file_counts_as_reclaimable(filled_cgroup: Filled) -> None:
@@ -113,7 +113,7 @@ def test_only_the_synced_file_counts_as_reclaimable(filled_cgroup: Filled) -> No
 
 def test_figures_agree_with_the_kernels_memory_stat(filled_cgroup: Filled) -> None:
     room = headroom(cgroup=filled_cgroup.rel)
-    stat = cgroups.read_stat(filled_cgroup.cgroup / "memory.stat")
+    stat = cgroupfs.read_stat(filled_cgroup.cgroup / "memory.stat")
     v1 = "total_rss" in stat
     lru = sum(stat["total_" * v1 + k] for k in ("active_file", "inactive_file"))
     assert room.cgroup_cache is not None

@@ -26,7 +26,7 @@ PACKAGE_DIR = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setu
 COMPONENTS = {folder: package for package, folder in PACKAGE_DIR.items()}
 # Import name -> distribution, for the dependencies whose names differ.
 DIST_OF = {"cuda": "cuda-python", "pynvml": "nvidia-ml-py", "yaml": "pyyaml", "PIL": "pillow"}
-# Found at run time from the system, never from PyPI (see probes/bccfind.py).
+# Found at run time from the system, never from PyPI (see host/bcc.py).
 SYSTEM_PROVIDED = {"bcc"}
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from uvmtrace.probes import btf
+from uvmtrace.host import btf
 from uvmtrace.probes import event_dtypes as layouts
+from uvmtrace.probes import kernlayout
 from uvmtrace.probes.bpfsource import PROBES_DIR
 
 
@@ -60,7 +61,7 @@ def test_events_h_enums_match_the_decoder(tmp_path: Path) -> None:
 @pytest.mark.skipif(not os.access(btf.VMLINUX_BTF, os.R_OK), reason="no kernel BTF")
 def test_item_names_from_btf_follow_the_kernels_own_vmstat_order() -> None:
     """/proc/vmstat prints node stat items and vm events in enum order: an independent witness."""
-    stats, events = btf.item_names()
+    stats, events = kernlayout.item_names()
     number = {name: n for n, name in stats.items()}
     event_number = {name: n for n, name in events.items()}
     vmstat = [line.split()[0] for line in Path("/proc/vmstat").read_text().splitlines()]
@@ -81,19 +82,19 @@ def test_btf_parser_reads_a_hand_built_enum() -> None:
         + struct.pack("<Ii", 12, 7)
     )
     header = struct.pack("<HBBI4I", btf.BTF_MAGIC, 1, 0, 24, 0, len(enum), len(enum), len(strings))
-    assert btf.parse_enums(header + enum + strings) == {"colour": {0: "RED", 7: "GREEN"}}
+    assert btf.Btf(header + enum + strings).enum("colour") == {0: "RED", 7: "GREEN"}
 
 
 def test_unit_of_each_item_kind() -> None:
-    assert btf.unit_bytes("NR_SLAB_RECLAIMABLE_B", 4096) == 1
-    assert btf.unit_bytes("NR_KERNEL_STACK_KB", 4096) == 1024
-    assert btf.unit_bytes("NR_FILE_PAGES", 4096) == 4096
+    assert kernlayout.unit_bytes("NR_SLAB_RECLAIMABLE_B", 4096) == 1
+    assert kernlayout.unit_bytes("NR_KERNEL_STACK_KB", 4096) == 1024
+    assert kernlayout.unit_bytes("NR_FILE_PAGES", 4096) == 4096
 
 
 def test_kprobe_memcg_variant_compiles(need_bpf: None) -> None:
     """It cannot attach on this machine (no kprobes), but the program must build and load."""
+    from uvmtrace.host.bcc import import_bcc
     from uvmtrace.probes import bpfsource
-    from uvmtrace.probes.bccfind import import_bcc
 
     bcc = import_bcc()
     text = bpfsource.bpf_text(

@@ -23,8 +23,8 @@ import pytest
 from tests.test_record import UVMTRACE, MiB, cold_file, uvmtrace
 from tests.test_record_docker import definite_losses, docker_python
 from uvmtrace.analysis.report import build_report
+from uvmtrace.host import cgroupfs
 from uvmtrace.recording.reader import open_recording
-from uvmtrace.tracer import cgroups
 from uvmtrace.tracer.snapshot import smaps_rollup
 
 # argv: first file, second file, how to wait ("stdin" or a path whose existence means go).
@@ -121,11 +121,11 @@ def rise_to_peak(df: pl.DataFrame, cgid: int) -> dict[str, int]:
 def test_a_running_process_is_recorded_from_its_starting_state_to_its_exit(
     tmp_path: Path, need_root
 ) -> None:
-    hierarchy = cgroups.memory_hierarchy()
+    hierarchy = cgroupfs.memory_hierarchy()
     assert hierarchy is not None
     first = cold_file(tmp_path / "first.bin", 32 * MiB)
     second = cold_file(tmp_path / "second.bin", 100 * MiB)
-    cg = cgroups.make_run_cgroup(hierarchy, f"uvmtrace-attach-{uuid.uuid4().hex[:8]}")
+    cg = cgroupfs.make_run_cgroup(hierarchy, f"uvmtrace-attach-{uuid.uuid4().hex[:8]}")
     work = subprocess.Popen(
         ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$0" -c "$1" "$2" "$3" stdin',
          sys.executable, WORKLOAD, str(first), str(second)],
@@ -145,7 +145,7 @@ def test_a_running_process_is_recorded_from_its_starting_state_to_its_exit(
     finally:
         work.kill()
         work.wait()
-        cgroups.remove_cgroup(cg)
+        cgroupfs.remove_cgroup(cg)
 
     rec = open_recording(out)
     attach = rec.metadata["attach"]

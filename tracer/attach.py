@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from uvmtrace.host import cgroupfs
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.recording.writer import RecordingWriter
-from uvmtrace.tracer import cgroups, containers, preloaded, snapshot
-from uvmtrace.tracer.cgroups import MemoryHierarchy
+from uvmtrace.tracer import containers, preloaded, snapshot
 from uvmtrace.tracer.hostinfo import gpu_info
 from uvmtrace.tracer.samplers import Nvml, Sampler, monotonic_ns
 from uvmtrace.tracer.session import (
@@ -82,7 +82,7 @@ class Target:
             from uvmtrace.probes.kernel_tracer import descendants
 
             return [self.pid, *descendants(self.pid)] if self.state() == "running" else []
-        return members(self.cgroup) if self.cgroup is not None else []
+        return cgroupfs.members(self.cgroup) if self.cgroup is not None else []
 
 
 PF_EXITING = 0x4  # include/linux/sched.h: set before the process's memory is released
@@ -106,17 +106,7 @@ def _start_time(pid: int) -> int | None:
     return None if exiting else start
 
 
-def members(cgroup: Path) -> list[int]:
-    out: list[int] = []
-    for procs in [cgroup / "cgroup.procs", *cgroup.glob("**/cgroup.procs")]:
-        try:
-            out += [int(p) for p in procs.read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return sorted(set(out))
-
-
-def resolve_targets(req: AttachRequest, hierarchy: MemoryHierarchy | None) -> list[Target]:
+def resolve_targets(req: AttachRequest, hierarchy: cgroupfs.MemoryHierarchy | None) -> list[Target]:
     """The targets, or a one-line error for one that does not exist."""
     out = [_pid_target(pid, hierarchy) for pid in req.pids]
     out += [_container_target(ref, hierarchy) for ref in req.containers]
@@ -124,11 +114,11 @@ def resolve_targets(req: AttachRequest, hierarchy: MemoryHierarchy | None) -> li
     return out
 
 
-def _pid_target(pid: int, hierarchy: MemoryHierarchy | None) -> Target:
+def _pid_target(pid: int, hierarchy: cgroupfs.MemoryHierarchy | None) -> Target:
     start = _start_time(pid)
     if start is None:
         raise UserError(f"no running process with pid {pid}")
-    cgroup = _memory_cgroup(pid, hierarchy)
+    cgroup = cgroupfs.memory_cgroup_if_any(hierarchy, pid)
     # The cgroup's charges are the process's only when it holds nothing else (a systemd
     # service, a container): then it is reconcilable, and kept whoever charges it.
     tree = {pid}
@@ -140,12 +130,12 @@ def _pid_target(pid: int, hierarchy: MemoryHierarchy | None) -> Target:
         cgroup is not None
         and hierarchy is not None
         and cgroup != hierarchy.mount
-        and set(members(cgroup)) <= tree
+        and set(cgroupfs.members(cgroup)) <= tree
     )
     return Target("pid", str(pid), pid, start, cgroup, exclusive)
 
 
-def _container_target(ref: str, hierarchy: MemoryHierarchy | None) -> Target:
+def _container_target(ref: str, hierarchy: cgroupfs.MemoryHierarchy | None) -> Target:
     runtimes = [r for r in containers.RUNTIMES if shutil.which(r)]
     if not runtimes:
         raise UserError(f"cannot look up container {ref}: neither docker nor podman is installed")
@@ -160,28 +150,18 @@ def _container_target(ref: str, hierarchy: MemoryHierarchy | None) -> Target:
         if start is None:
             raise UserError(f"container {name or ref} is not running")
         meta = {"runtime": runtime, "id": info.get("Id"), "name": name, "pid": pid, **extra}
-        return Target("container", ref, pid, start, _memory_cgroup(pid, hierarchy), True, meta)
+        cgroup = cgroupfs.memory_cgroup_if_any(hierarchy, pid)
+        return Target("container", ref, pid, start, cgroup, True, meta)
     raise UserError(f"no container {ref} ({' or '.join(runtimes)} knows none by that name or id)")
 
 
-def _cgroup_target(given: str, hierarchy: MemoryHierarchy | None) -> Target:
+def _cgroup_target(given: str, hierarchy: cgroupfs.MemoryHierarchy | None) -> Target:
     if hierarchy is None:
         raise UserError(f"cannot trace cgroup {given}: this host has no memory cgroup hierarchy")
-    path = Path(given)
-    if not (path.is_absolute() and path.is_relative_to(hierarchy.mount)):
-        path = hierarchy.mount / given.lstrip("/")  # relative to the memory hierarchy
-    if not (path / "memory.stat").is_file():
+    path = hierarchy.path_of(given)
+    if not (hierarchy.contains(path) and (path / "memory.stat").is_file()):
         raise UserError(f"no memory cgroup {given} (looked for {path}/memory.stat)")
     return Target("cgroup", given, None, None, path.resolve(), True)
-
-
-def _memory_cgroup(pid: int, hierarchy: MemoryHierarchy | None) -> Path | None:
-    if hierarchy is None:
-        return None
-    try:
-        return cgroups.own_memory_cgroup(hierarchy, pid)
-    except OSError:
-        return None
 
 
 def cuda_next_time() -> dict[str, str]:
@@ -312,7 +292,7 @@ class AttachSession(Session):
     ) -> None:
         if t.cgroup is not None:
             try:
-                cgid = cgroups.cgroup_id(t.cgroup)
+                cgid = cgroupfs.cgroup_id(t.cgroup)
             except OSError:
                 cgid = None
             if cgid is not None:
@@ -423,7 +403,7 @@ class AttachSession(Session):
         for t in self.targets:
             if t.kind == "pid" or t.cgroup is None:
                 continue
-            for pid in members(t.cgroup):
+            for pid in cgroupfs.members(t.cgroup):
                 if pid not in known:
                     known.add(pid)
                     tracer.add_pid(pid)

@@ -40,9 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uvmtrace.host.cgroupfs import MemoryHierarchy, memory_cgroup_of, memory_hierarchy, read_int
+from uvmtrace.host.cgroupfs import read_stat as read_memory_stat
 from uvmtrace.recording.errors import UserError
-from uvmtrace.tracer.cgroups import MemoryHierarchy, memory_hierarchy, own_memory_cgroup, read_int
-from uvmtrace.tracer.cgroups import read_stat as read_memory_stat
 
 FORMULA = (
     "honest = min(MemFree, cgroup limit - usage) + clean unmapped page cache charged to the "
@@ -162,14 +162,10 @@ def _room(h: MemoryHierarchy, path: Path) -> tuple[int | None, int | None, str |
         if limit is not None and usage is not None:
             room = max(0, limit - usage)
             if best[0] is None or room < best[0]:
-                best = (room, limit, _rel(h, cur))
+                best = (room, limit, h.relative(cur))
         if cur == h.mount or h.mount not in cur.parents:
             return best
         cur = cur.parent
-
-
-def _rel(h: MemoryHierarchy, path: Path) -> str:
-    return "/" + str(path.relative_to(h.mount)).removeprefix(".")
 
 
 def headroom(
@@ -217,7 +213,7 @@ def headroom(
     if meminfo.get("SwapTotal", 0):
         notes.append("swap is on: anonymous memory could be swapped, but is not counted")
     return Headroom(
-        cgroup=_rel(h, path),
+        cgroup=h.relative(path),
         cgroup_version=h.version,
         mem_total=meminfo.get("MemTotal", 0),
         mem_free=mem_free,
@@ -241,18 +237,13 @@ def _target(h: MemoryHierarchy | None, pid: int | None, cgroup: Any) -> Path | N
         return None
     if cgroup is None:
         try:
-            return own_memory_cgroup(h, pid if pid is not None else "self")
+            return memory_cgroup_of(h, pid if pid is not None else "self")
         except FileNotFoundError:
             raise UserError(f"no process {pid}") from None
         except OSError as exc:
             raise UserError(f"cannot read /proc/{pid}/cgroup: {exc.strerror}") from None
-    given = Path(cgroup)
-    if given.is_absolute() and (given == h.mount or h.mount in given.parents):
-        path = given
-    else:  # a path inside the hierarchy, as /proc/PID/cgroup and docker show it
-        path = h.mount / str(given).lstrip("/")
-    path = Path(os.path.normpath(path))
-    if (path != h.mount and h.mount not in path.parents) or not (path / "memory.stat").is_file():
+    path = h.path_of(cgroup)
+    if not (h.contains(path) and (path / "memory.stat").is_file()):
         raise UserError(f"not a memory cgroup: {cgroup} (looked at {path})")
     return path
 

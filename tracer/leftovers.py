@@ -13,9 +13,9 @@ import re
 import shutil
 from pathlib import Path
 
+from uvmtrace.host import cgroupfs
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.writer import RecordingWriter
-from uvmtrace.tracer import cgroups
 
 _PARTIAL = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.partial")
 
@@ -67,11 +67,11 @@ def _free_name(spool: Path) -> Path:
     return candidate
 
 
-def clear_stale_cgroups(h: cgroups.MemoryHierarchy) -> list[str]:
+def clear_stale_cgroups(h: cgroupfs.MemoryHierarchy) -> list[str]:
     """Remove the `uvmtrace-PID` cgroups of recorders that are gone; processes still in one
     (a command that outlived its recorder) move to our own cgroup first."""
     notes = []
-    own = cgroups.own_memory_cgroup(h)
+    own = cgroupfs.memory_cgroup_of(h)
     for parent in {own, own.parent}:
         try:
             entries = list(parent.glob("uvmtrace-*"))
@@ -81,8 +81,8 @@ def clear_stale_cgroups(h: cgroups.MemoryHierarchy) -> list[str]:
             pid = path.name.removeprefix("uvmtrace-")
             if not pid.isdigit() or int(pid) == os.getpid() or recorder_alive(int(pid)):
                 continue
-            moved = cgroups.empty_into(path, own)
-            if cgroups.remove_cgroup(path):
+            moved = cgroupfs.empty_into(path, own)
+            if cgroupfs.remove_cgroup(path):
                 what = f"removed the memory cgroup {path.name} of a killed recording"
                 notes.append(what + (f" (moved its processes {moved} out)" if moved else ""))
     return notes

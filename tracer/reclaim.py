@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from uvmtrace.host import cgroupfs
 from uvmtrace.recording.schema import make_batch
-from uvmtrace.tracer import cgroups
 from uvmtrace.tracer.headroom import cgroup_cache, read_meminfo
 from uvmtrace.tracer.snapshot import cachestat_pages
 
@@ -165,11 +165,11 @@ def drop_files(
 
 def reclaim_cgroup_v2(pid: int) -> Outcome:
     """memory.reclaim of `pid`'s cgroup, for its clean unmapped cache, no anonymous memory."""
-    h = cgroups.memory_hierarchy()
+    h = cgroupfs.memory_hierarchy()
     if h is None or h.version != 2:
         return Outcome("none", why="cgroup v1 without page-cache events: nothing safe to drop")
     try:
-        cg = cgroups.own_memory_cgroup(h, pid)
+        cg = cgroupfs.memory_cgroup_of(h, pid)
     except OSError as exc:
         return Outcome("none", why=f"cgroup of pid {pid}: {exc.strerror}")
     want = cgroup_cache(h, cg).clean_unmapped
@@ -177,7 +177,7 @@ def reclaim_cgroup_v2(pid: int) -> Outcome:
     if want <= 0:
         out.why = "no clean, unmapped page cache in the cgroup"
         return out
-    before = cgroups.read_int(cg / h.usage_file) or 0
+    before = cgroupfs.read_int(cg / h.usage_file) or 0
     for arg in (f"{want} swappiness=0", f"{want}"):
         if arg == f"{want}" and read_meminfo().get("SwapTotal", 0):
             out.why = "memory.reclaim has no swappiness= here and swap is on: not asked"
@@ -191,7 +191,7 @@ def reclaim_cgroup_v2(pid: int) -> Outcome:
             if exc.errno != 22:  # EINVAL: an older kernel without swappiness=
                 out.why = f"memory.reclaim: {exc.strerror}"
                 break
-    out.freed = max(0, before - (cgroups.read_int(cg / h.usage_file) or 0))
+    out.freed = max(0, before - (cgroupfs.read_int(cg / h.usage_file) or 0))
     return out
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from uvmtrace.host.cgroupfs import MemoryHierarchy, read_int, read_stat
 from uvmtrace.recording.schema import make_batch
-from uvmtrace.tracer.cgroups import MemoryHierarchy, read_int, read_stat
 from uvmtrace.tracer.headroom import read_meminfo
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from uvmtrace.host import cgroupfs
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.safefs import check_writable_target, make_private_dir
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.recording.writer import RecordingWriter
-from uvmtrace.tracer import __version__, cgroups, containers
+from uvmtrace.tracer import __version__, containers
 from uvmtrace.tracer.hostinfo import gpu_info, host_info
 from uvmtrace.tracer.launch import (
     Launched,
@@ -111,7 +112,7 @@ class Session:
         self.opts = opts
         self.run_as: RunAs | None = None if opts.as_root else invoking_user()
         self.owner = (self.run_as.uid, self.run_as.gid) if self.run_as else None
-        self.hierarchy = cgroups.memory_hierarchy()
+        self.hierarchy = cgroupfs.memory_hierarchy()
         self.not_traced: list[dict[str, str]] = []
         self.cleanup: list[str] = []  # what earlier recordings left and we cleaned up
         self.meta: dict[str, Any] = {}
@@ -307,7 +308,7 @@ class Session:
             sampler = Sampler(self.hierarchy, nvml)
             if self.hierarchy and opts.own_cgroup:
                 try:
-                    run_cg = cgroups.make_run_cgroup(self.hierarchy, f"uvmtrace-{os.getpid()}")
+                    run_cg = cgroupfs.make_run_cgroup(self.hierarchy, f"uvmtrace-{os.getpid()}")
                 except OSError as exc:
                     self.not_traced.append(
                         {
@@ -319,10 +320,10 @@ class Session:
                 self._limit(run_cg, opts.memory_limit)
                 meta["memory_limit"] = opts.memory_limit
             target_cg = run_cg or (
-                cgroups.own_memory_cgroup(self.hierarchy) if self.hierarchy else None
+                cgroupfs.memory_cgroup_of(self.hierarchy) if self.hierarchy else None
             )
             if target_cg is not None:
-                targets[cgroups.cgroup_id(target_cg)] = target_cg
+                targets[cgroupfs.cgroup_id(target_cg)] = target_cg
             for cgid, path in targets.items():
                 sampler.add_cgroup(cgid, path)
                 if tracer is not None:
@@ -421,7 +422,7 @@ class Session:
             "command": list(self.opts.command),
             "anchor": anchor,
             **host_info(),
-            "cgroup_version": cgroups.cgroup_version(),
+            "cgroup_version": cgroupfs.cgroup_version(),
             "interval_s": self.opts.interval_s,
             "raw": self.opts.raw,
             "run_as": self.run_as.user if self.run_as else "root",
@@ -440,12 +441,12 @@ class Session:
         """Processes the command left running move to our cgroup; the command's goes away."""
         moved = []
         if self.hierarchy is not None:
-            moved = cgroups.empty_into(run_cg, cgroups.own_memory_cgroup(self.hierarchy))
+            moved = cgroupfs.empty_into(run_cg, cgroupfs.memory_cgroup_of(self.hierarchy))
         if moved:
             self.cleanup.append(
                 f"moved processes {moved}, left running by the command, out of {run_cg.name}"
             )
-        if not cgroups.remove_cgroup(run_cg):
+        if not cgroupfs.remove_cgroup(run_cg):
             self.not_traced.append({"what": "cleanup", "why": f"{run_cg} still has tasks"})
 
     @staticmethod
@@ -588,8 +589,8 @@ class Session:
         if not containers.resolve(run):
             return
         try:
-            path = cgroups.own_memory_cgroup(self.hierarchy, run.host_pid)
-            cgid = cgroups.cgroup_id(path)
+            path = cgroupfs.memory_cgroup_of(self.hierarchy, run.host_pid)
+            cgid = cgroupfs.cgroup_id(path)
         except OSError:
             return
         targets[cgid] = path
@@ -631,7 +632,7 @@ class Session:
     def _charged(self, sampler: Sampler, targets: dict[int, Path]) -> int | None:
         if not targets or self.hierarchy is None:
             return None
-        return sum(cgroups.read_int(p / self.hierarchy.usage_file) or 0 for p in targets.values())
+        return sum(cgroupfs.read_int(p / self.hierarchy.usage_file) or 0 for p in targets.values())
 
     def _finish(
         self,
@@ -695,11 +696,9 @@ def _keep_only_container(tracer: KernelTracer, container: str) -> None:
     """The container is known: stop adopting new cgroups, and forget those adopted meanwhile
     that are not the container's own, an ancestor or a descendant (another session's cgroup,
     a service restarting on the host)."""
-    from uvmtrace.probes.cgroup_ids import find_cgroup
-
     tracer.watch_new_cgroups(False)
     for cgid in tracer.watched_cgroups():
-        found = find_cgroup(cgid)
+        found = cgroupfs.find_cgroup(cgid)
         rel = found[0] if found else None
         related = rel is not None and (
             rel == container

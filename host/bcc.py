@@ -1,4 +1,5 @@
-"""Find BCC's Python module even when uvmtrace runs from a venv or another Python.
+"""Finding BCC: its Python module (even when uvmtrace runs from a venv or another Python) and the
+kernel headers it compiles against.
 
 Debian/Ubuntu ship BCC's Python binding as `python3-bpfcc` in the system's dist-packages; it is
 pure Python over libbcc, so any Python 3 can import it once that directory is on the path.
@@ -28,7 +29,8 @@ INSTALL_HINT = (
 
 
 def import_bcc() -> ModuleType:
-    """Return the `bcc` module, adding the system's dist-packages to the path if needed."""
+    """Return the `bcc` module, adding the system's dist-packages to the path if needed; a
+    one-line UserError when it is not installed or not usable."""
     try:
         return importlib.import_module("bcc")
     except ImportError:
@@ -47,7 +49,8 @@ def import_bcc() -> ModuleType:
 
 
 def kernel_headers_dir() -> str | None:
-    """The kernel build headers BCC compiles against, or None when absent."""
+    """The kernel build headers BCC compiles against (/lib/modules/RELEASE/build, else
+    .../source), or None when absent."""
     for name in ("build", "source"):
         path = f"/lib/modules/{platform.release()}/{name}"
         if os.path.isdir(os.path.join(path, "include")):
