@@ -17,6 +17,8 @@ counted twice.
 
 from __future__ import annotations
 
+from uvmtrace.recording.cuda_functions import RECORDED, names
+
 # item -> (kind, sign): NR_SHMEM counts once as shmem and is taken out of file.
 KIND_PARTS: dict[str, tuple[tuple[str, int], ...]] = {
     "NR_ANON_MAPPED": (("anon", 1),),
@@ -64,63 +66,40 @@ STAT_KEY_ITEM: dict[str, str] = {
 }
 V2_ONLY_KEYS = frozenset({"anon", "file", "kernel", "sock", "file_mapped", "file_dirty"})
 
-# Allocation calls that can size a KV cache (names without the _v2 suffix).
-CUDA_ALLOC_EVENTS = frozenset(
-    {
-        "cuMemAlloc",
-        "cuMemAllocPitch",
-        "cuMemAllocManaged",
-        "cuMemAllocHost",
-        "cuMemHostAlloc",
-        "cuMemAllocAsync",
-        "cuMemAllocFromPoolAsync",
-        "cuMemCreate",
-    }
-)
-# Device-only allocations: they take GPU memory and are never charged to a memory cgroup
-# (host/pinned/managed ones are: docs/design.md), so they can explain a device-memory signal
-# without double counting the charges.
-CUDA_DEVICE_ALLOC_EVENTS = frozenset(
-    {"cuMemAlloc", "cuMemAllocPitch", "cuMemAllocAsync", "cuMemAllocFromPoolAsync", "cuMemCreate"}
-)
-CUDA_FREE_EVENTS = frozenset({"cuMemFree", "cuMemFreeAsync", "cuMemRelease"})
-
+# The CUDA calls by kind, from the shim's function table (shim/functions.h, through its view in
+# recording/, read there by the decoder too). Names without the _v2 suffix.
 # What kind of CUDA memory each allocation call holds (cuda_memory.py). A cuMemCreate whose
 # location (the shim's `item`, "location TYPE:ID") is not the device (type 1) is pinned host
 # memory. cuMemMap maps memory a cuMemCreate already counted; cuMemHostRegister pins memory the
 # program already had (counted apart, never as an allocation).
-CUDA_MEMORY_KIND = {
-    "cuMemAlloc": "device",
-    "cuMemAllocPitch": "device",
-    "cuMemCreate": "vmm",
-    "cuMemAllocAsync": "pool",
-    "cuMemAllocFromPoolAsync": "pool",
-    "cuMemAllocHost": "pinned_host",
-    "cuMemHostAlloc": "pinned_host",
-    "cuMemAllocManaged": "managed",
-    "cuMemHostRegister": "registered_host",
-}
 CUDA_MEMORY_KINDS = ("device", "vmm", "pool", "pinned_host", "managed", "registered_host")
 DEVICE_MEMORY_KINDS = frozenset({"device", "vmm", "pool"})  # GPU memory on a discrete GPU
 VMM_DEVICE_LOCATION = "location 1:"
-# Calls that give back what an allocation of the same address (or VMM handle) took.
-CUDA_RELEASE_EVENTS = frozenset(
-    {"cuMemFree", "cuMemFreeAsync", "cuMemRelease", "cuMemFreeHost", "cuMemHostUnregister"}
+CUDA_MEMORY_KIND = {f.name: f.memory for f in RECORDED if f.kind in ("alloc", "register")}
+# Allocation calls that can size a KV cache.
+CUDA_ALLOC_EVENTS = frozenset(names("alloc"))
+# Device-only allocations: they take GPU memory and are never charged to a memory cgroup
+# (host/pinned/managed ones are: docs/design.md), so they can explain a device-memory signal
+# without double counting the charges.
+CUDA_DEVICE_ALLOC_EVENTS = frozenset(
+    f for f in CUDA_ALLOC_EVENTS if CUDA_MEMORY_KIND[f] in DEVICE_MEMORY_KINDS
 )
+CUDA_FREE_EVENTS = frozenset(
+    f.name for f in RECORDED if f.kind == "free" and f.memory in DEVICE_MEMORY_KINDS
+)
+# Calls that give back what an allocation of the same address (or VMM handle) took.
+CUDA_RELEASE_EVENTS = frozenset(names("free") + names("unregister"))
 
 # Memory queries: event name (normalised) -> signal name.
-CUDA_QUERY_SIGNAL = {
-    "cuMemGetInfo": "cuMemGetInfo",
-    "nvmlDeviceGetMemoryInfo": "nvmlDeviceGetMemoryInfo",
-    "sysinfo": "sysinfo",
-}
+CUDA_QUERY_SIGNAL = {name: name for name in names("query")}
 SIGNAL_MEMFREE = "MemFree (/proc/meminfo)"
 SIGNAL_MEMAVAILABLE = "MemAvailable (/proc/meminfo)"
 SIGNAL_HEADROOM = "cgroup headroom (memory.* files)"
 # Signals that read system memory (MemFree-like). A CUDA/NVML signal reads system memory only on
 # a unified-memory GPU.
-SYSTEM_SIGNALS = frozenset({"sysinfo", SIGNAL_MEMFREE, SIGNAL_MEMAVAILABLE, SIGNAL_HEADROOM})
-DEVICE_SIGNALS = frozenset({"cuMemGetInfo", "nvmlDeviceGetMemoryInfo"})
+HOST_QUERIES = frozenset(f.name for f in RECORDED if f.kind == "query" and f.lib == "libc")
+SYSTEM_SIGNALS = HOST_QUERIES | {SIGNAL_MEMFREE, SIGNAL_MEMAVAILABLE, SIGNAL_HEADROOM}
+DEVICE_SIGNALS = frozenset(names("query")) - HOST_QUERIES
 
 # Fractions frameworks multiply free memory by: every 0.05, and the odd defaults
 # (SGLang's mem_fraction_static 0.88, 0.92, 0.98).

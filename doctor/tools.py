@@ -10,16 +10,17 @@ import tempfile
 from pathlib import Path
 
 from uvmtrace.doctor.result import Check, missing, needs_root, ok
+from uvmtrace.recording.errors import UserError
+from uvmtrace.shim.build import CFLAGS, find_compiler
 
 ENGINE_TIMEOUT_S = 15
 
 
 def check_c_compiler() -> Check:
     name = "C compiler"
-    cc = next(
-        (c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None
-    )
-    if cc is None:
+    try:
+        cc = find_compiler()  # the one the shim is built with
+    except UserError:
         return missing(
             name, "no cc/gcc/clang: the CUDA shim cannot be built", "apt-get install gcc"
         )
@@ -29,7 +30,7 @@ def check_c_compiler() -> Check:
         src.write_text("int uvmtrace_doctor(void) { return 0; }\n")
         try:
             proc = subprocess.run(
-                [cc, "-shared", "-fPIC", "-O2", "-o", str(Path(tmp) / "t.so"), str(src)],
+                [cc, *CFLAGS, "-o", str(Path(tmp) / "t.so"), str(src)],
                 capture_output=True,
                 text=True,
                 timeout=60,

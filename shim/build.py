@@ -15,7 +15,7 @@ from pathlib import Path
 from uvmtrace.recording.errors import UserError
 
 LIB_NAME = "libuvmshim.so"
-SOURCES = ("uvmshim.c", "uvmshim.h")
+SOURCES = ("uvmshim.c", "uvmshim.h", "functions.h")
 # Hidden visibility: only the hook symbols (marked in the source) are exported. No library
 # besides libc: the shim must load into any image, including minimal ones without
 # libdl/libpthread and musl ones (tests check NEEDED); the source finds dlsym & co. at run time.

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from uvmtrace.recording.cuda_functions import RECORDED
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.shim import file_layout as layout
 from uvmtrace.shim.names import cuda_result_name, nvml_result_name, sysinfo_result_name
@@ -26,49 +27,21 @@ from uvmtrace.shim.pids import HostPid, proc_host_pid
 # Most slots read per pread: bounds memory while catching up on a large file.
 READ_SLOTS = 1 << 20
 
-F = {name: fid for fid, name in layout.FUNCTIONS.items()}
-QUERIES = np.array([F["cuMemGetInfo"], F["nvmlDeviceGetMemoryInfo"], F["sysinfo"]])
-WITH_BYTES = np.array(
-    [
-        F[n]
-        for n in (
-            "cuMemAlloc",
-            "cuMemAllocPitch",
-            "cuMemAllocManaged",
-            "cuMemAllocHost",
-            "cuMemHostAlloc",
-            "cuMemHostRegister",
-            "cuMemAllocAsync",
-            "cuMemAllocFromPoolAsync",
-            "cuMemCreate",
-            "cuMemMap",
-            "cuMemUnmap",
-        )
-    ]
-)
-WITH_FLAGS = np.array(
-    [
-        F[n]
-        for n in (
-            "cuMemAllocManaged",
-            "cuMemHostAlloc",
-            "cuMemHostRegister",
-            "cuMemCreate",
-            "cuMemMap",
-            "cuCtxCreate",
-        )
-    ]
-)
-# What the record's `aux` word means, written into `item` (empty: not shown).
-AUX_ITEM = {
-    F["cuMemAllocAsync"]: "stream 0x{:x}",
-    F["cuMemFreeAsync"]: "stream 0x{:x}",
-    F["cuMemAllocFromPoolAsync"]: "pool 0x{:x}",
-    F["cuMemMap"]: "handle 0x{:x}",
-    F["cuCtxCreate"]: "device {}",
-    F["cuDevicePrimaryCtxRetain"]: "device {}",
-    F["nvmlDeviceGetMemoryInfo"]: "device 0x{:x}",
+LIB = {f.id: f.lib for f in RECORDED}
+QUERIES = np.array([f.id for f in RECORDED if f.kind == "query"])
+WITH_BYTES = np.array([f.id for f in RECORDED if f.bytes])
+WITH_FLAGS = np.array([f.id for f in RECORDED if f.flags])
+# What the record's `aux` word holds, as written into `item` (none: not shown); `location` is
+# cuMemCreate's CUmemLocation (_aux_word).
+AUX_WORD = {
+    "stream": "stream 0x{:x}",
+    "pool": "pool 0x{:x}",
+    "handle": "handle 0x{:x}",
+    "device": "device {}",
+    "nvml_device": "device 0x{:x}",
 }
+AUX_ITEM = {f.id: AUX_WORD[f.aux] for f in RECORDED if f.aux in AUX_WORD}
+LOCATION = {f.id for f in RECORDED if f.aux == "location"}
 
 
 @dataclass
@@ -310,9 +283,10 @@ class ShimDecoder:
         names = []
         for k in uniq.tolist():
             fid, res, e = k >> 48, np.int32(np.uint32((k >> 16) & 0xFFFFFFFF)), k & 0xFFFF
-            if fid == F["sysinfo"]:
+            lib = LIB.get(int(fid))
+            if lib == "libc":
                 names.append(sysinfo_result_name(int(res), e))
-            elif fid == F["nvmlDeviceGetMemoryInfo"]:
+            elif lib == "nvml":
                 names.append(nvml_result_name(int(res)))
             else:
                 names.append(cuda_result_name(int(res)))
@@ -348,7 +322,7 @@ class ShimDecoder:
 
 
 def _aux_word(fid: int, aux: int) -> str | None:
-    if fid == F["cuMemCreate"]:
+    if fid in LOCATION:
         # CUmemLocation of the allocation: type (1 device, 2 host, 3 host NUMA node) and id.
         return f"location {aux >> 32}:{aux & 0xFFFFFFFF}"
     word = AUX_ITEM.get(fid)

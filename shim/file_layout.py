@@ -1,9 +1,11 @@
 """The shim's file layout as numpy dtypes; mirrors uvmshim.h (a test compiles the header and
-checks every size and offset against these)."""
+checks every size and offset against these). The function ids come from shim/functions.h."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from uvmtrace.recording.cuda_functions import RECORDED
 
 MAGIC = 0x314D4853564D5655
 VERSION = 1
@@ -53,27 +55,5 @@ RECORD_DTYPE = np.dtype(
     ]
 )
 
-# Function ids (uvmshim.h UVMSHIM_FUNCTIONS): the event name of a record.
-FUNCTIONS: dict[int, str] = {
-    1: "cuMemGetInfo",
-    2: "cuMemAlloc",
-    3: "cuMemAllocPitch",
-    4: "cuMemAllocManaged",
-    5: "cuMemAllocHost",
-    6: "cuMemHostAlloc",
-    7: "cuMemHostRegister",
-    8: "cuMemHostUnregister",
-    9: "cuMemFree",
-    10: "cuMemFreeHost",
-    11: "cuMemAllocAsync",
-    12: "cuMemAllocFromPoolAsync",
-    13: "cuMemFreeAsync",
-    14: "cuMemCreate",
-    15: "cuMemRelease",
-    16: "cuMemMap",
-    17: "cuMemUnmap",
-    18: "cuCtxCreate",
-    19: "cuDevicePrimaryCtxRetain",
-    20: "nvmlDeviceGetMemoryInfo",
-    21: "sysinfo",
-}
+# Function ids (the record's `func`, shim/functions.h): the event name of a record.
+FUNCTIONS: dict[int, str] = {f.id: f.name for f in RECORDED}

@@ -17,14 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from uvmtrace.recording.cuda_functions import RECORDED
 from uvmtrace.shim.announce import listening_socket
 
 RECLAIM = "reclaim.sock"  # = UVMSHIM_RECLAIM in uvmshim.h
 ENV_RECLAIM = "UVMTRACE_RECLAIM"  # "<timeout ms>:<query names>", read by the shim
 # The queries that size memory. cuMemGetInfo only on a unified-memory GPU, where the driver
 # answers from system memory; on a discrete GPU page cache does not change it.
-HOST_QUERIES = ("sysinfo",)
-UNIFIED_QUERIES = ("cuMemGetInfo", "nvmlDeviceGetMemoryInfo")
+HOST_QUERIES = tuple(f.name for f in RECORDED if f.kind == "query" and f.lib == "libc")
+UNIFIED_QUERIES = tuple(f.name for f in RECORDED if f.kind == "query" and f.lib != "libc")
 DEFAULT_TIMEOUT_MS = 5000
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 

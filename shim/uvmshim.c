@@ -11,10 +11,13 @@
  *      private handle to libcuda (an interposed dlsym is the only way to see that one);
  *   3. cuGetProcAddress(_v2), which cudart >= 11.3 uses for every driver function: the pointers
  *      it returns are replaced by trampolines that remember the real pointer per slot.
- * No CUDA headers: the few prototypes are declared here, CUresult is int.
+ * No CUDA headers: the few prototypes are declared here, CUresult is int. Which functions are
+ * hooked, with which ABIs and names, is declared once in functions.h; everything below that
+ * names a hooked function is generated from that table.
  */
 #define _GNU_SOURCE
 #include "uvmshim.h"
+#include "functions.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -68,9 +71,9 @@ enum { CUDA_ERROR_NOT_INITIALIZED = 3, NVML_ERROR_UNINITIALIZED = 1 };
 #define UVMSHIM_NEWEST_KNOWN_CUDA 14000
 
 enum {
-#define UVMSHIM_ID(id, name) F_##name = id,
-    UVMSHIM_FUNCTIONS(UVMSHIM_ID)
-#undef UVMSHIM_ID
+#define F_ENUM(id, name, ...) F_##name = id,
+    UVMSHIM_FUNCTIONS(F_ENUM)
+#undef F_ENUM
 };
 
 /* ------------------------------------------------------------------ state */
@@ -620,448 +623,163 @@ static void emit(const struct rec *r)
     t_busy = 0;
 }
 
-/* ------------------------------------------------------------- hook bodies */
-/* impl_X(real, caller, args...): call the real function, record, return its result. */
+/* ------------------------------------------------- hooks, from functions.h */
+/* Everything that names a hooked function is generated from the one table in functions.h: the
+ * hook bodies (impl_<name>_v<abi>: call the real function, record, return its result), the
+ * trampolines per ABI variant, the name lists dlsym and cuGetProcAddress are answered from, and
+ * the exported wrappers. */
 
-#define BEGIN(fn, var)                                                     \
-    int saved_errno;                                                       \
-    struct rec r = {.t0 = now_ns(), .caller = caller, .func = F_##fn, .variant = var}
+#define RET_cuda CUresult
+#define RET_nvml nvmlReturn_t
+#define RET_libc int
+/* What an exported wrapper answers while the real function cannot be found. */
+#define FAIL_cuda(name, args) CUDA_ERROR_NOT_INITIALIZED
+#define FAIL_nvml(name, args) NVML_ERROR_UNINITIALIZED
+#define FAIL_libc(name, args) bare_##name args
+enum { LIB_cuda, LIB_nvml, LIB_libc };
+/* Asked by handle when RTLD_NEXT cannot see the library (it was loaded RTLD_LOCAL). */
+static const char *const g_soname[] = {
+    [LIB_cuda] = "libcuda.so.1", [LIB_nvml] = "libnvidia-ml.so.1", [LIB_libc] = NULL};
 
-#define END()                    \
-    saved_errno = errno;         \
-    emit(&r);                    \
-    errno = saved_errno;         \
-    return res
-
-typedef CUresult (*cuMemGetInfo_v1_t)(unsigned int *, unsigned int *);
-static CUresult impl_cuMemGetInfo_v1(void *real, uint64_t caller, unsigned int *f, unsigned int *t)
+/* No dlsym in this process yet (glibc < 2.34 without libdl): the bare system call. */
+static int bare_sysinfo(struct sysinfo *info)
 {
-    reclaim_before_query("cuMemGetInfo");
-    BEGIN(cuMemGetInfo, 1);
-    r.untimed = 1;
-    CUresult res = ((cuMemGetInfo_v1_t)real)(f, t);
-    r.result = res;
-    if (res == 0) {
-        r.free = f ? *f : 0;
-        r.total = t ? *t : 0;
+    return (int)syscall(SYS_sysinfo, info);
+}
+
+/* Helpers of the table's `record` expressions. */
+#define OUT(p) (res == 0 && (p) ? (uint64_t)(uintptr_t) * (p) : 0)
+#define PTR(p) ((uint64_t)(uintptr_t)(p))
+
+/* CUmemAllocationProp starts {int type; int handleTypes; {int type; int id} location}: keep
+ * location type and id (device vs host NUMA node matters on Grace). */
+static uint64_t vmm_location(const void *prop)
+{
+    const int *f = prop;
+    return f ? ((uint64_t)(uint32_t)f[2] << 32) | (uint32_t)f[3] : 0;
+}
+
+static uint64_t nvml_reserved_v2(const nvmlMemory_v2_t *m)
+{
+    return m->reserved;
+}
+static uint64_t nvml_reserved_none(const nvmlMemory_t *m)
+{
+    (void)m;
+    return 0;
+}
+#define nvml_reserved(m) \
+    _Generic((m), nvmlMemory_v2_t *: nvml_reserved_v2, default: nvml_reserved_none)(m)
+
+static uint64_t sysinfo_unit(const struct sysinfo *info)
+{
+    return info->mem_unit ? info->mem_unit : 1;
+}
+
+static void after_lookup(CUresult res, const char *sym, void **pfn, int ver);
+
+/* Iteration over the table. UVMSHIM_FUNCTIONS(VARIANT_ROW) calls
+ * FOR_VARIANT(id, name, lib, kind, record, abi, params, args, since, until, exports) once per ABI
+ * variant of each function; EXPORTS_OF, as FOR_VARIANT, calls
+ * FOR_EXPORT(name, lib, abi, params, args, symbol) once per exported name of the variant. (Two
+ * sets of macros: one cannot expand inside itself.) */
+#define APPLY(m, ...) m(__VA_ARGS__)
+#define EACH(M, c, ...) EACH_N(__VA_ARGS__, EACH4, EACH3, EACH2, EACH1, -)(M, c, __VA_ARGS__)
+#define EACH_N(_1, _2, _3, _4, n, ...) n
+#define EACH1(M, c, x) APPLY(M, UNPAREN c, UNPAREN x)
+#define EACH2(M, c, x, ...) EACH1(M, c, x) EACH1(M, c, __VA_ARGS__)
+#define EACH3(M, c, x, ...) EACH1(M, c, x) EACH2(M, c, __VA_ARGS__)
+#define EACH4(M, c, x, ...) EACH1(M, c, x) EACH3(M, c, __VA_ARGS__)
+#define APPLY_E(m, ...) m(__VA_ARGS__)
+#define EACH_E(M, c, ...) EACH_N(__VA_ARGS__, EACH_E4, EACH_E3, EACH_E2, EACH_E1, -)(M, c, __VA_ARGS__)
+#define EACH_E1(M, c, x) APPLY_E(M, UNPAREN c, x)
+#define EACH_E2(M, c, x, ...) EACH_E1(M, c, x) EACH_E1(M, c, __VA_ARGS__)
+#define EACH_E3(M, c, x, ...) EACH_E1(M, c, x) EACH_E2(M, c, __VA_ARGS__)
+#define EACH_E4(M, c, x, ...) EACH_E1(M, c, x) EACH_E3(M, c, __VA_ARGS__)
+
+#define VARIANT_ROW(id, name, lib, kind, memory, bytes, flags, aux, record, variants) \
+    EACH(FOR_VARIANT, (id, name, lib, kind, record), UNPAREN variants)
+#define EXPORTS_OF(id, name, lib, kind, record, abi, params, args, since, until, exports) \
+    EACH_E(FOR_EXPORT, (name, lib, abi, params, args), UNPAREN exports)
+
+/* The hook bodies: impl_<name>_v<abi>(real, caller, args...). A query reads the clock once (its
+ * answer is what counts) and may have page cache reclaimed before it answers; every other
+ * recorded call is timed; a lookup records nothing and does `record` after the call. */
+#define RECORDED(query, name, abi, ret, params, args, record)                                   \
+    if (query)                                                                                  \
+        reclaim_before_query(#name);                                                            \
+    struct rec r = {                                                                            \
+        .t0 = now_ns(), .caller = caller, .func = F_##name, .variant = abi, .untimed = query};  \
+    ret res = ((ret(*) params)real)args;                                                        \
+    int saved_errno = errno;                                                                    \
+    r.result = res;                                                                             \
+    (void)record;                                                                               \
+    emit(&r);                                                                                   \
+    errno = saved_errno;                                                                        \
+    return res;
+#define BODY_query(...) RECORDED(1, __VA_ARGS__)
+#define BODY_alloc(...) RECORDED(0, __VA_ARGS__)
+#define BODY_free(...) RECORDED(0, __VA_ARGS__)
+#define BODY_register(...) RECORDED(0, __VA_ARGS__)
+#define BODY_unregister(...) RECORDED(0, __VA_ARGS__)
+#define BODY_map(...) RECORDED(0, __VA_ARGS__)
+#define BODY_unmap(...) RECORDED(0, __VA_ARGS__)
+#define BODY_context(...) RECORDED(0, __VA_ARGS__)
+#define BODY_lookup(name, abi, ret, params, args, record) \
+    (void)caller;                                         \
+    ret res = ((ret(*) params)real)args;                  \
+    int saved_errno = errno;                              \
+    (void)record;                                         \
+    errno = saved_errno;                                  \
+    return res;
+
+#define IMPL(id, name, lib, kind, record, abi, params, args, since, until, exports)     \
+    static RET_##lib impl_##name##_v##abi(void *real, uint64_t caller, UNPAREN params) \
+    {                                                                                  \
+        BODY_##kind(name, abi, RET_##lib, params, args, record)                        \
     }
-    END();
-}
-
-typedef CUresult (*cuMemGetInfo_v2_t)(size_t *, size_t *);
-static CUresult impl_cuMemGetInfo_v2(void *real, uint64_t caller, size_t *f, size_t *t)
-{
-    reclaim_before_query("cuMemGetInfo");
-    BEGIN(cuMemGetInfo, 2);
-    r.untimed = 1;
-    CUresult res = ((cuMemGetInfo_v2_t)real)(f, t);
-    r.result = res;
-    if (res == 0) {
-        r.free = f ? *f : 0;
-        r.total = t ? *t : 0;
-    }
-    END();
-}
-
-typedef CUresult (*cuMemAlloc_v1_t)(CUdeviceptr_v1 *, unsigned int);
-static CUresult impl_cuMemAlloc_v1(void *real, uint64_t caller, CUdeviceptr_v1 *p, unsigned int n)
-{
-    BEGIN(cuMemAlloc, 1);
-    CUresult res = ((cuMemAlloc_v1_t)real)(p, n);
-    r.result = res;
-    r.bytes = n;
-    r.addr = res == 0 && p ? *p : 0;
-    END();
-}
-
-typedef CUresult (*cuMemAlloc_v2_t)(CUdeviceptr *, size_t);
-static CUresult impl_cuMemAlloc_v2(void *real, uint64_t caller, CUdeviceptr *p, size_t n)
-{
-    BEGIN(cuMemAlloc, 2);
-    CUresult res = ((cuMemAlloc_v2_t)real)(p, n);
-    r.result = res;
-    r.bytes = n;
-    r.addr = res == 0 && p ? *p : 0;
-    END();
-}
-
-typedef CUresult (*cuMemAllocPitch_v1_t)(CUdeviceptr_v1 *, unsigned int *, unsigned int,
-                                         unsigned int, unsigned int);
-static CUresult impl_cuMemAllocPitch_v1(void *real, uint64_t caller, CUdeviceptr_v1 *p,
-                                        unsigned int *pitch, unsigned int w, unsigned int h,
-                                        unsigned int elem)
-{
-    BEGIN(cuMemAllocPitch, 1);
-    CUresult res = ((cuMemAllocPitch_v1_t)real)(p, pitch, w, h, elem);
-    r.result = res;
-    r.bytes = res == 0 && pitch ? (uint64_t)*pitch * h : (uint64_t)w * h;
-    r.addr = res == 0 && p ? *p : 0;
-    r.aux = elem;
-    END();
-}
-
-typedef CUresult (*cuMemAllocPitch_v2_t)(CUdeviceptr *, size_t *, size_t, size_t, unsigned int);
-static CUresult impl_cuMemAllocPitch_v2(void *real, uint64_t caller, CUdeviceptr *p, size_t *pitch,
-                                        size_t w, size_t h, unsigned int elem)
-{
-    BEGIN(cuMemAllocPitch, 2);
-    CUresult res = ((cuMemAllocPitch_v2_t)real)(p, pitch, w, h, elem);
-    r.result = res;
-    r.bytes = res == 0 && pitch ? (uint64_t)*pitch * h : (uint64_t)w * h;
-    r.addr = res == 0 && p ? *p : 0;
-    r.aux = elem;
-    END();
-}
-
-typedef CUresult (*cuMemAllocManaged_t)(CUdeviceptr *, size_t, unsigned int);
-static CUresult impl_cuMemAllocManaged(void *real, uint64_t caller, CUdeviceptr *p, size_t n,
-                                       unsigned int flags)
-{
-    BEGIN(cuMemAllocManaged, 1);
-    CUresult res = ((cuMemAllocManaged_t)real)(p, n, flags);
-    r.result = res;
-    r.bytes = n;
-    r.flags = flags;
-    r.addr = res == 0 && p ? *p : 0;
-    END();
-}
-
-typedef CUresult (*cuMemAllocHost_v1_t)(void **, unsigned int);
-static CUresult impl_cuMemAllocHost_v1(void *real, uint64_t caller, void **p, unsigned int n)
-{
-    BEGIN(cuMemAllocHost, 1);
-    CUresult res = ((cuMemAllocHost_v1_t)real)(p, n);
-    r.result = res;
-    r.bytes = n;
-    r.addr = res == 0 && p ? (uint64_t)(uintptr_t)*p : 0;
-    END();
-}
-
-typedef CUresult (*cuMemAllocHost_v2_t)(void **, size_t);
-static CUresult impl_cuMemAllocHost_v2(void *real, uint64_t caller, void **p, size_t n)
-{
-    BEGIN(cuMemAllocHost, 2);
-    CUresult res = ((cuMemAllocHost_v2_t)real)(p, n);
-    r.result = res;
-    r.bytes = n;
-    r.addr = res == 0 && p ? (uint64_t)(uintptr_t)*p : 0;
-    END();
-}
-
-typedef CUresult (*cuMemHostAlloc_t)(void **, size_t, unsigned int);
-static CUresult impl_cuMemHostAlloc(void *real, uint64_t caller, void **p, size_t n,
-                                    unsigned int flags)
-{
-    BEGIN(cuMemHostAlloc, 1);
-    CUresult res = ((cuMemHostAlloc_t)real)(p, n, flags);
-    r.result = res;
-    r.bytes = n;
-    r.flags = flags;
-    r.addr = res == 0 && p ? (uint64_t)(uintptr_t)*p : 0;
-    END();
-}
-
-/* cuMemHostRegister and _v2 share one signature; only the flags' meaning grew. */
-typedef CUresult (*cuMemHostRegister_t)(void *, size_t, unsigned int);
-static CUresult impl_cuMemHostRegister(void *real, uint64_t caller, void *p, size_t n,
-                                       unsigned int flags)
-{
-    BEGIN(cuMemHostRegister, 2);
-    CUresult res = ((cuMemHostRegister_t)real)(p, n, flags);
-    r.result = res;
-    r.bytes = n;
-    r.flags = flags;
-    r.addr = (uint64_t)(uintptr_t)p;
-    END();
-}
-
-typedef CUresult (*cuPtrOnly_t)(void *);
-static CUresult impl_cuMemHostUnregister(void *real, uint64_t caller, void *p)
-{
-    BEGIN(cuMemHostUnregister, 1);
-    CUresult res = ((cuPtrOnly_t)real)(p);
-    r.result = res;
-    r.addr = (uint64_t)(uintptr_t)p;
-    END();
-}
-
-static CUresult impl_cuMemFreeHost(void *real, uint64_t caller, void *p)
-{
-    BEGIN(cuMemFreeHost, 1);
-    CUresult res = ((cuPtrOnly_t)real)(p);
-    r.result = res;
-    r.addr = (uint64_t)(uintptr_t)p;
-    END();
-}
-
-typedef CUresult (*cuMemFree_v1_t)(CUdeviceptr_v1);
-static CUresult impl_cuMemFree_v1(void *real, uint64_t caller, CUdeviceptr_v1 p)
-{
-    BEGIN(cuMemFree, 1);
-    CUresult res = ((cuMemFree_v1_t)real)(p);
-    r.result = res;
-    r.addr = p;
-    END();
-}
-
-typedef CUresult (*cuMemFree_v2_t)(CUdeviceptr);
-static CUresult impl_cuMemFree_v2(void *real, uint64_t caller, CUdeviceptr p)
-{
-    BEGIN(cuMemFree, 2);
-    CUresult res = ((cuMemFree_v2_t)real)(p);
-    r.result = res;
-    r.addr = p;
-    END();
-}
-
-typedef CUresult (*cuMemAllocAsync_t)(CUdeviceptr *, size_t, CUstream);
-static CUresult impl_cuMemAllocAsync(void *real, uint64_t caller, CUdeviceptr *p, size_t n,
-                                     CUstream s)
-{
-    BEGIN(cuMemAllocAsync, 1);
-    CUresult res = ((cuMemAllocAsync_t)real)(p, n, s);
-    r.result = res;
-    r.bytes = n;
-    r.aux = (uint64_t)(uintptr_t)s;
-    r.addr = res == 0 && p ? *p : 0;
-    END();
-}
-
-typedef CUresult (*cuMemAllocFromPoolAsync_t)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
-static CUresult impl_cuMemAllocFromPoolAsync(void *real, uint64_t caller, CUdeviceptr *p, size_t n,
-                                             CUmemoryPool pool, CUstream s)
-{
-    BEGIN(cuMemAllocFromPoolAsync, 1);
-    CUresult res = ((cuMemAllocFromPoolAsync_t)real)(p, n, pool, s);
-    r.result = res;
-    r.bytes = n;
-    r.aux = (uint64_t)(uintptr_t)pool;
-    r.addr = res == 0 && p ? *p : 0;
-    END();
-}
-
-typedef CUresult (*cuMemFreeAsync_t)(CUdeviceptr, CUstream);
-static CUresult impl_cuMemFreeAsync(void *real, uint64_t caller, CUdeviceptr p, CUstream s)
-{
-    BEGIN(cuMemFreeAsync, 1);
-    CUresult res = ((cuMemFreeAsync_t)real)(p, s);
-    r.result = res;
-    r.addr = p;
-    r.aux = (uint64_t)(uintptr_t)s;
-    END();
-}
-
-typedef CUresult (*cuMemCreate_t)(CUmemGenericAllocationHandle *, size_t, const void *,
-                                  unsigned long long);
-static CUresult impl_cuMemCreate(void *real, uint64_t caller, CUmemGenericAllocationHandle *h,
-                                 size_t n, const void *prop, unsigned long long flags)
-{
-    BEGIN(cuMemCreate, 1);
-    CUresult res = ((cuMemCreate_t)real)(h, n, prop, flags);
-    r.result = res;
-    r.bytes = n;
-    r.flags = flags;
-    r.addr = res == 0 && h ? *h : 0;
-    if (prop) {
-        /* CUmemAllocationProp starts {int type; int handleTypes; {int type; int id} location}:
-         * keep location type and id (device vs host NUMA node matters on Grace). */
-        const int *f = prop;
-        r.aux = ((uint64_t)(uint32_t)f[2] << 32) | (uint32_t)f[3];
-    }
-    END();
-}
-
-typedef CUresult (*cuMemRelease_t)(CUmemGenericAllocationHandle);
-static CUresult impl_cuMemRelease(void *real, uint64_t caller, CUmemGenericAllocationHandle h)
-{
-    BEGIN(cuMemRelease, 1);
-    CUresult res = ((cuMemRelease_t)real)(h);
-    r.result = res;
-    r.addr = h;
-    END();
-}
-
-typedef CUresult (*cuMemMap_t)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
-                               unsigned long long);
-static CUresult impl_cuMemMap(void *real, uint64_t caller, CUdeviceptr p, size_t n, size_t off,
-                              CUmemGenericAllocationHandle h, unsigned long long flags)
-{
-    BEGIN(cuMemMap, 1);
-    CUresult res = ((cuMemMap_t)real)(p, n, off, h, flags);
-    r.result = res;
-    r.addr = p;
-    r.bytes = n;
-    r.aux = h;
-    r.flags = flags;
-    END();
-}
-
-typedef CUresult (*cuMemUnmap_t)(CUdeviceptr, size_t);
-static CUresult impl_cuMemUnmap(void *real, uint64_t caller, CUdeviceptr p, size_t n)
-{
-    BEGIN(cuMemUnmap, 1);
-    CUresult res = ((cuMemUnmap_t)real)(p, n);
-    r.result = res;
-    r.addr = p;
-    r.bytes = n;
-    END();
-}
-
-/* cuCtxCreate (v1) and _v2 share one signature; _v3/_v4 differ and are left unwrapped. */
-typedef CUresult (*cuCtxCreate_t)(CUcontext *, unsigned int, CUdevice);
-static CUresult impl_cuCtxCreate(void *real, uint64_t caller, CUcontext *c, unsigned int flags,
-                                 CUdevice dev)
-{
-    BEGIN(cuCtxCreate, 2);
-    CUresult res = ((cuCtxCreate_t)real)(c, flags, dev);
-    r.result = res;
-    r.flags = flags;
-    r.aux = (uint64_t)(unsigned)dev;
-    r.addr = res == 0 && c ? (uint64_t)(uintptr_t)*c : 0;
-    END();
-}
-
-typedef CUresult (*cuDevicePrimaryCtxRetain_t)(CUcontext *, CUdevice);
-static CUresult impl_cuDevicePrimaryCtxRetain(void *real, uint64_t caller, CUcontext *c,
-                                              CUdevice dev)
-{
-    BEGIN(cuDevicePrimaryCtxRetain, 1);
-    CUresult res = ((cuDevicePrimaryCtxRetain_t)real)(c, dev);
-    r.result = res;
-    r.aux = (uint64_t)(unsigned)dev;
-    r.addr = res == 0 && c ? (uint64_t)(uintptr_t)*c : 0;
-    END();
-}
-
-typedef nvmlReturn_t (*nvmlMem_t)(nvmlDevice_t, nvmlMemory_t *);
-static nvmlReturn_t impl_nvmlMem(void *real, uint64_t caller, nvmlDevice_t d, nvmlMemory_t *m)
-{
-    reclaim_before_query("nvmlDeviceGetMemoryInfo");
-    BEGIN(nvmlDeviceGetMemoryInfo, 1);
-    r.untimed = 1;
-    nvmlReturn_t res = ((nvmlMem_t)real)(d, m);
-    r.result = res;
-    r.aux = (uint64_t)(uintptr_t)d;
-    if (res == 0 && m) {
-        r.free = m->free;
-        r.total = m->total;
-    }
-    END();
-}
-
-typedef nvmlReturn_t (*nvmlMem_v2_t)(nvmlDevice_t, nvmlMemory_v2_t *);
-static nvmlReturn_t impl_nvmlMem_v2(void *real, uint64_t caller, nvmlDevice_t d,
-                                    nvmlMemory_v2_t *m)
-{
-    reclaim_before_query("nvmlDeviceGetMemoryInfo");
-    BEGIN(nvmlDeviceGetMemoryInfo, 2);
-    r.untimed = 1;
-    nvmlReturn_t res = ((nvmlMem_v2_t)real)(d, m);
-    r.result = res;
-    r.aux = (uint64_t)(uintptr_t)d;
-    if (res == 0 && m) {
-        r.free = m->free;
-        r.total = m->total;
-        r.bytes = m->reserved; /* driver-reserved memory, only _v2 reports it */
-    }
-    END();
-}
-
-typedef int (*sysinfo_t)(struct sysinfo *);
-static int impl_sysinfo(void *real, uint64_t caller, struct sysinfo *info)
-{
-    reclaim_before_query("sysinfo");
-    BEGIN(sysinfo, 1);
-    r.untimed = 1;
-    int res = ((sysinfo_t)real)(info);
-    saved_errno = errno;
-    r.result = res;
-    r.err = res ? (uint32_t)saved_errno : 0;
-    if (res == 0 && info) {
-        uint64_t unit = info->mem_unit ? info->mem_unit : 1;
-        r.free = (uint64_t)info->freeram * unit;
-        r.total = (uint64_t)info->totalram * unit;
-    }
-    errno = saved_errno;
-    END();
-}
-
-typedef CUresult (*cuGetProcAddress_v1_t)(const char *, void **, int, cuuint64_t);
-typedef CUresult (*cuGetProcAddress_v2_t)(const char *, void **, int, cuuint64_t, void *);
-static CUresult impl_cuGetProcAddress_v1(void *real, uint64_t caller, const char *sym, void **pfn,
-                                         int ver, cuuint64_t flags);
-static CUresult impl_cuGetProcAddress_v2(void *real, uint64_t caller, const char *sym, void **pfn,
-                                         int ver, cuuint64_t flags, void *status);
+#define FOR_VARIANT IMPL
+UVMSHIM_FUNCTIONS(VARIANT_ROW)
+#undef FOR_VARIANT
 
 /* ------------------------------------------------------ variants and slots */
 /* One variant per ABI (function + signature). Each has SLOTS trampolines: distinct real pointers
  * for the same ABI (e.g. the per-thread-stream _ptsz flavour, a second libcuda) get their own. */
 
-#define VARIANTS(X)                                                                            \
-    X(cuMemGetInfo_v1, CUresult, (unsigned int *a, unsigned int *b), (a, b))                   \
-    X(cuMemGetInfo_v2, CUresult, (size_t * a, size_t * b), (a, b))                             \
-    X(cuMemAlloc_v1, CUresult, (CUdeviceptr_v1 * a, unsigned int b), (a, b))                   \
-    X(cuMemAlloc_v2, CUresult, (CUdeviceptr * a, size_t b), (a, b))                            \
-    X(cuMemAllocPitch_v1, CUresult,                                                            \
-      (CUdeviceptr_v1 * a, unsigned int *b, unsigned int c, unsigned int d, unsigned int e),   \
-      (a, b, c, d, e))                                                                         \
-    X(cuMemAllocPitch_v2, CUresult,                                                            \
-      (CUdeviceptr * a, size_t * b, size_t c, size_t d, unsigned int e), (a, b, c, d, e))      \
-    X(cuMemAllocManaged, CUresult, (CUdeviceptr * a, size_t b, unsigned int c), (a, b, c))     \
-    X(cuMemAllocHost_v1, CUresult, (void **a, unsigned int b), (a, b))                         \
-    X(cuMemAllocHost_v2, CUresult, (void **a, size_t b), (a, b))                               \
-    X(cuMemHostAlloc, CUresult, (void **a, size_t b, unsigned int c), (a, b, c))               \
-    X(cuMemHostRegister, CUresult, (void *a, size_t b, unsigned int c), (a, b, c))             \
-    X(cuMemHostUnregister, CUresult, (void *a), (a))                                           \
-    X(cuMemFree_v1, CUresult, (CUdeviceptr_v1 a), (a))                                         \
-    X(cuMemFree_v2, CUresult, (CUdeviceptr a), (a))                                            \
-    X(cuMemFreeHost, CUresult, (void *a), (a))                                                 \
-    X(cuMemAllocAsync, CUresult, (CUdeviceptr * a, size_t b, CUstream c), (a, b, c))           \
-    X(cuMemAllocFromPoolAsync, CUresult,                                                       \
-      (CUdeviceptr * a, size_t b, CUmemoryPool c, CUstream d), (a, b, c, d))                   \
-    X(cuMemFreeAsync, CUresult, (CUdeviceptr a, CUstream b), (a, b))                           \
-    X(cuMemCreate, CUresult,                                                                   \
-      (CUmemGenericAllocationHandle * a, size_t b, const void *c, unsigned long long d),       \
-      (a, b, c, d))                                                                            \
-    X(cuMemRelease, CUresult, (CUmemGenericAllocationHandle a), (a))                           \
-    X(cuMemMap, CUresult,                                                                      \
-      (CUdeviceptr a, size_t b, size_t c, CUmemGenericAllocationHandle d, unsigned long long e), \
-      (a, b, c, d, e))                                                                         \
-    X(cuMemUnmap, CUresult, (CUdeviceptr a, size_t b), (a, b))                                 \
-    X(cuCtxCreate, CUresult, (CUcontext * a, unsigned int b, CUdevice c), (a, b, c))           \
-    X(cuDevicePrimaryCtxRetain, CUresult, (CUcontext * a, CUdevice b), (a, b))                 \
-    X(nvmlMem, nvmlReturn_t, (nvmlDevice_t a, nvmlMemory_t * b), (a, b))                       \
-    X(nvmlMem_v2, nvmlReturn_t, (nvmlDevice_t a, nvmlMemory_v2_t * b), (a, b))                 \
-    X(sysinfo, int, (struct sysinfo * a), (a))                                                 \
-    X(cuGetProcAddress_v1, CUresult, (const char *a, void **b, int c, cuuint64_t d),          \
-      (a, b, c, d))                                                                            \
-    X(cuGetProcAddress_v2, CUresult, (const char *a, void **b, int c, cuuint64_t d, void *e), \
-      (a, b, c, d, e))
-
+#define V_ENUM(id, name, lib, kind, record, abi, ...) V_##name##_v##abi,
 enum {
-#define V_ENUM(v, ret, params, args) V_##v,
-    VARIANTS(V_ENUM)
-#undef V_ENUM
-    N_VARIANTS
+#define FOR_VARIANT V_ENUM
+    UVMSHIM_FUNCTIONS(VARIANT_ROW)
+#undef FOR_VARIANT
+        N_VARIANTS
 };
 
 #define SLOTS 4
 static void *g_slot_real[N_VARIANTS][SLOTS];
 
-#define TRAMP(v, i, ret, params, args) \
-    static ret tramp_##v##_##i params { return impl_##v(g_slot_real[V_##v][i], CALLER(), UNPAREN args); }
-#define V_TRAMPS(v, ret, params, args)  \
-    TRAMP(v, 0, ret, params, args)      \
-    TRAMP(v, 1, ret, params, args)      \
-    TRAMP(v, 2, ret, params, args)      \
+#define TRAMP(v, i, ret, params, args)                                     \
+    static ret tramp_##v##_##i params                                      \
+    {                                                                      \
+        return impl_##v(g_slot_real[V_##v][i], CALLER(), UNPAREN args);    \
+    }
+#define TRAMPS(v, ret, params, args) \
+    TRAMP(v, 0, ret, params, args)   \
+    TRAMP(v, 1, ret, params, args)   \
+    TRAMP(v, 2, ret, params, args)   \
     TRAMP(v, 3, ret, params, args)
-VARIANTS(V_TRAMPS)
+#define V_TRAMPS(id, name, lib, kind, record, abi, params, args, ...) \
+    TRAMPS(name##_v##abi, RET_##lib, params, args)
+#define FOR_VARIANT V_TRAMPS
+UVMSHIM_FUNCTIONS(VARIANT_ROW)
+#undef FOR_VARIANT
 
+#define TRAMP_ROW(v) [V_##v] = {(void *)tramp_##v##_0, (void *)tramp_##v##_1, \
+                                (void *)tramp_##v##_2, (void *)tramp_##v##_3},
+#define V_TABLE(id, name, lib, kind, record, abi, ...) TRAMP_ROW(name##_v##abi)
 static void *const g_tramps[N_VARIANTS][SLOTS] = {
-#define V_TABLE(v, ret, params, args) \
-    [V_##v] = {(void *)tramp_##v##_0, (void *)tramp_##v##_1, (void *)tramp_##v##_2, (void *)tramp_##v##_3},
-    VARIANTS(V_TABLE)
-#undef V_TABLE
+#define FOR_VARIANT V_TABLE
+    UVMSHIM_FUNCTIONS(VARIANT_ROW)
+#undef FOR_VARIANT
 };
 
 static void count_passthrough(const char *why)
@@ -1100,48 +818,39 @@ static void *wrap(int v, void *real)
 
 /* ------------------------------------------------------ names -> variants */
 
+/* cuGetProcAddress names carry no suffix: the requested CUDA version picks the ABI,
+ * since <= version < until (until 0: no end). */
+struct variant {
+    const char *name;
+    int lib, since, until;
+};
+#define V_INFO(id, name, lib, kind, record, abi, params, args, since, until, exports) \
+    [V_##name##_v##abi] = {#name, LIB_##lib, since, until},
+static const struct variant g_variants[N_VARIANTS] = {
+#define FOR_VARIANT V_INFO
+    UVMSHIM_FUNCTIONS(VARIANT_ROW)
+#undef FOR_VARIANT
+};
+
 /* Exported names (what dlsym and direct callers use). */
 struct export_name {
     const char *name;
     int variant;
 };
-static const struct export_name g_exports[] = {
-    {"cuMemGetInfo", V_cuMemGetInfo_v1},
-    {"cuMemGetInfo_v2", V_cuMemGetInfo_v2},
-    {"cuMemAlloc", V_cuMemAlloc_v1},
-    {"cuMemAlloc_v2", V_cuMemAlloc_v2},
-    {"cuMemAllocPitch", V_cuMemAllocPitch_v1},
-    {"cuMemAllocPitch_v2", V_cuMemAllocPitch_v2},
-    {"cuMemAllocManaged", V_cuMemAllocManaged},
-    {"cuMemAllocHost", V_cuMemAllocHost_v1},
-    {"cuMemAllocHost_v2", V_cuMemAllocHost_v2},
-    {"cuMemHostAlloc", V_cuMemHostAlloc},
-    {"cuMemHostRegister", V_cuMemHostRegister},
-    {"cuMemHostRegister_v2", V_cuMemHostRegister},
-    {"cuMemHostUnregister", V_cuMemHostUnregister},
-    {"cuMemFree", V_cuMemFree_v1},
-    {"cuMemFree_v2", V_cuMemFree_v2},
-    {"cuMemFreeHost", V_cuMemFreeHost},
-    {"cuMemAllocAsync", V_cuMemAllocAsync},
-    {"cuMemAllocAsync_ptsz", V_cuMemAllocAsync},
-    {"cuMemAllocFromPoolAsync", V_cuMemAllocFromPoolAsync},
-    {"cuMemAllocFromPoolAsync_ptsz", V_cuMemAllocFromPoolAsync},
-    {"cuMemFreeAsync", V_cuMemFreeAsync},
-    {"cuMemFreeAsync_ptsz", V_cuMemFreeAsync},
-    {"cuMemCreate", V_cuMemCreate},
-    {"cuMemRelease", V_cuMemRelease},
-    {"cuMemMap", V_cuMemMap},
-    {"cuMemUnmap", V_cuMemUnmap},
-    {"cuCtxCreate", V_cuCtxCreate},
-    {"cuCtxCreate_v2", V_cuCtxCreate},
-    {"cuDevicePrimaryCtxRetain", V_cuDevicePrimaryCtxRetain},
-    {"cuGetProcAddress", V_cuGetProcAddress_v1},
-    {"cuGetProcAddress_v2", V_cuGetProcAddress_v2},
-    {"nvmlDeviceGetMemoryInfo", V_nvmlMem},
-    {"nvmlDeviceGetMemoryInfo_v2", V_nvmlMem_v2},
-    {"sysinfo", V_sysinfo},
+#define FOR_VARIANT EXPORTS_OF
+#define E_ENUM(name, lib, abi, params, args, symbol) E_##symbol,
+enum {
+#define FOR_EXPORT E_ENUM
+    UVMSHIM_FUNCTIONS(VARIANT_ROW)
+#undef FOR_EXPORT
+        N_EXPORTS
 };
-#define N_EXPORTS (int)(sizeof g_exports / sizeof g_exports[0])
+#define E_ENTRY(name, lib, abi, params, args, symbol) [E_##symbol] = {#symbol, V_##name##_v##abi},
+static const struct export_name g_exports[N_EXPORTS] = {
+#define FOR_EXPORT E_ENTRY
+    UVMSHIM_FUNCTIONS(VARIANT_ROW)
+#undef FOR_EXPORT
+};
 
 static int export_variant(const char *name)
 {
@@ -1151,31 +860,24 @@ static int export_variant(const char *name)
     return -1;
 }
 
-/* cuGetProcAddress names carry no suffix: the requested CUDA version picks the ABI. Below
- * `since` the driver answers with the old ABI, from `since` on with the new one. */
-struct versioned_name {
-    const char *name;
-    int before, since, after;
-};
-static const struct versioned_name g_versioned[] = {
-    {"cuMemGetInfo", V_cuMemGetInfo_v1, 3020, V_cuMemGetInfo_v2},
-    {"cuMemAlloc", V_cuMemAlloc_v1, 3020, V_cuMemAlloc_v2},
-    {"cuMemAllocPitch", V_cuMemAllocPitch_v1, 3020, V_cuMemAllocPitch_v2},
-    {"cuMemAllocHost", V_cuMemAllocHost_v1, 3020, V_cuMemAllocHost_v2},
-    {"cuMemFree", V_cuMemFree_v1, 3020, V_cuMemFree_v2},
-    /* _v3 (11040) and _v4 (12050) take other arguments: not wrapped (-1). */
-    {"cuCtxCreate", V_cuCtxCreate, 11040, -1},
-    {"cuGetProcAddress", V_cuGetProcAddress_v1, 12000, V_cuGetProcAddress_v2},
-};
-
+/* The variant cuGetProcAddress(sym, ver) hands out; -1: not a hooked driver function, -2: a
+ * hooked one whose ABI at this version is not wrapped (other arguments). */
 static int proc_variant(const char *sym, int ver)
 {
-    for (size_t i = 0; i < sizeof g_versioned / sizeof g_versioned[0]; i++)
-        if (strcmp(g_versioned[i].name, sym) == 0)
-            return ver < g_versioned[i].since ? g_versioned[i].before : g_versioned[i].after;
-    /* Names with one ABI so far; cuGetProcAddress("cuMemAlloc_v2") style names too. */
+    int known = 0;
+    for (int v = 0; v < N_VARIANTS; v++) {
+        const struct variant *x = &g_variants[v];
+        if (x->lib != LIB_cuda || strcmp(x->name, sym) != 0)
+            continue;
+        known = 1;
+        if (ver >= x->since && (x->until == 0 || ver < x->until))
+            return v;
+    }
+    if (known)
+        return -2;
+    /* cuGetProcAddress("cuMemAlloc_v2") style names. */
     int v = export_variant(sym);
-    return v == V_nvmlMem || v == V_nvmlMem_v2 || v == V_sysinfo ? -1 : v;
+    return v >= 0 && g_variants[v].lib == LIB_cuda ? v : -1;
 }
 
 static void *wrap_proc(const char *sym, int ver, void *real)
@@ -1183,12 +885,12 @@ static void *wrap_proc(const char *sym, int ver, void *real)
     if (!sym || !real)
         return real;
     int v = proc_variant(sym, ver);
-    if (v < 0 && strcmp(sym, "cuCtxCreate") != 0)
+    if (v == -1)
         return real; /* not a memory function */
     if (ensure_open())
         __atomic_fetch_add(&g_hdr->lookups, 1, __ATOMIC_RELAXED);
     if (v < 0) {
-        /* cuCtxCreate_v3/_v4 (other arguments): handed out as is, on purpose; counted only.
+        /* e.g. cuCtxCreate_v3/_v4 (other arguments): handed out as is, on purpose; counted only.
          * Frameworks create contexts with cuDevicePrimaryCtxRetain, which is recorded. */
         if (ensure_open())
             __atomic_fetch_add(&g_hdr->passthrough, 1, __ATOMIC_RELAXED);
@@ -1202,142 +904,65 @@ static void *wrap_proc(const char *sym, int ver, void *real)
     return wrap(v, real);
 }
 
-static CUresult impl_cuGetProcAddress_v1(void *real, uint64_t caller, const char *sym, void **pfn,
-                                         int ver, cuuint64_t flags)
+/* cuGetProcAddress(_v2), after the real call: hand out our trampoline instead. */
+static void after_lookup(CUresult res, const char *sym, void **pfn, int ver)
 {
-    (void)caller;
-    CUresult res = ((cuGetProcAddress_v1_t)real)(sym, pfn, ver, flags);
-    int saved_errno = errno;
     if (res == 0 && pfn && !t_busy) {
         t_busy = 1;
         *pfn = wrap_proc(sym, ver, *pfn);
         t_busy = 0;
     }
-    errno = saved_errno;
-    return res;
-}
-
-static CUresult impl_cuGetProcAddress_v2(void *real, uint64_t caller, const char *sym, void **pfn,
-                                         int ver, cuuint64_t flags, void *status)
-{
-    (void)caller;
-    CUresult res = ((cuGetProcAddress_v2_t)real)(sym, pfn, ver, flags, status);
-    int saved_errno = errno;
-    if (res == 0 && pfn && !t_busy) {
-        t_busy = 1;
-        *pfn = wrap_proc(sym, ver, *pfn);
-        t_busy = 0;
-    }
-    errno = saved_errno;
-    return res;
 }
 
 /* ------------------------------------------------------- direct exports */
 
-static void *g_direct_real[N_VARIANTS][2];
+static void *g_direct_real[N_EXPORTS];
 
-static void *direct_real(int v, int which, const char *name)
+static void *direct_real(int e)
 {
-    void *p = __atomic_load_n(&g_direct_real[v][which], __ATOMIC_ACQUIRE);
+    void *p = __atomic_load_n(&g_direct_real[e], __ATOMIC_ACQUIRE);
     if (!p) {
         /* RTLD_NEXT from here: the definition after this library (libcuda, libc). A library
          * loaded RTLD_LOCAL is not in that scope, yet its own pointers can still lead here
          * (its internal references bind to our preloaded export): ask it by handle then. */
+        const char *name = g_exports[e].name;
         p = real_dlsym(RTLD_NEXT, name);
-        if (!p) {
-            const char *soname = name[0] == 'n' ? "libnvidia-ml.so.1" : "libcuda.so.1";
+        const char *soname = g_soname[g_variants[g_exports[e].variant].lib];
+        if (!p && soname) {
             void *h = real_dlopen_noload(soname);
             p = h ? real_dlsym(h, name) : NULL;
         }
         if (p && is_ours(p))
             p = NULL;
-        __atomic_store_n(&g_direct_real[v][which], p, __ATOMIC_RELEASE);
+        __atomic_store_n(&g_direct_real[e], p, __ATOMIC_RELEASE);
     }
     return p;
 }
 
-#define DIRECT_W(name, v, which, ret, fail, params, args)                     \
-    EXPORT ret name params                                                    \
-    {                                                                         \
-        void *real = direct_real(V_##v, which, #name);                        \
-        if (!real)                                                            \
-            return fail;                                                      \
-        return impl_##v(real, CALLER(), UNPAREN args);                        \
+#define DIRECT(name, lib, abi, params, args, symbol)                  \
+    EXPORT RET_##lib symbol params                                    \
+    {                                                                 \
+        void *real = direct_real(E_##symbol);                         \
+        if (!real)                                                    \
+            return FAIL_##lib(symbol, args);                          \
+        return impl_##name##_v##abi(real, CALLER(), UNPAREN args);    \
     }
-#define DIRECT(name, v, ret, fail, params, args) DIRECT_W(name, v, 0, ret, fail, params, args)
-#define DIRECT2(name, v, ret, fail, params, args) DIRECT_W(name, v, 1, ret, fail, params, args)
-#define NI CUDA_ERROR_NOT_INITIALIZED
-
-DIRECT(cuMemGetInfo, cuMemGetInfo_v1, CUresult, NI, (unsigned int *a, unsigned int *b), (a, b))
-DIRECT(cuMemGetInfo_v2, cuMemGetInfo_v2, CUresult, NI, (size_t * a, size_t * b), (a, b))
-DIRECT(cuMemAlloc, cuMemAlloc_v1, CUresult, NI, (CUdeviceptr_v1 * a, unsigned int b), (a, b))
-DIRECT(cuMemAlloc_v2, cuMemAlloc_v2, CUresult, NI, (CUdeviceptr * a, size_t b), (a, b))
-DIRECT(cuMemAllocPitch, cuMemAllocPitch_v1, CUresult, NI,
-       (CUdeviceptr_v1 * a, unsigned int *b, unsigned int c, unsigned int d, unsigned int e),
-       (a, b, c, d, e))
-DIRECT(cuMemAllocPitch_v2, cuMemAllocPitch_v2, CUresult, NI,
-       (CUdeviceptr * a, size_t * b, size_t c, size_t d, unsigned int e), (a, b, c, d, e))
-DIRECT(cuMemAllocManaged, cuMemAllocManaged, CUresult, NI,
-       (CUdeviceptr * a, size_t b, unsigned int c), (a, b, c))
-DIRECT(cuMemAllocHost, cuMemAllocHost_v1, CUresult, NI, (void **a, unsigned int b), (a, b))
-DIRECT(cuMemAllocHost_v2, cuMemAllocHost_v2, CUresult, NI, (void **a, size_t b), (a, b))
-DIRECT(cuMemHostAlloc, cuMemHostAlloc, CUresult, NI, (void **a, size_t b, unsigned int c),
-       (a, b, c))
-DIRECT(cuMemHostRegister, cuMemHostRegister, CUresult, NI, (void *a, size_t b, unsigned int c),
-       (a, b, c))
-DIRECT2(cuMemHostRegister_v2, cuMemHostRegister, CUresult, NI,
-        (void *a, size_t b, unsigned int c), (a, b, c))
-DIRECT(cuMemHostUnregister, cuMemHostUnregister, CUresult, NI, (void *a), (a))
-DIRECT(cuMemFree, cuMemFree_v1, CUresult, NI, (CUdeviceptr_v1 a), (a))
-DIRECT(cuMemFree_v2, cuMemFree_v2, CUresult, NI, (CUdeviceptr a), (a))
-DIRECT(cuMemFreeHost, cuMemFreeHost, CUresult, NI, (void *a), (a))
-DIRECT(cuMemAllocAsync, cuMemAllocAsync, CUresult, NI, (CUdeviceptr * a, size_t b, CUstream c),
-       (a, b, c))
-DIRECT2(cuMemAllocAsync_ptsz, cuMemAllocAsync, CUresult, NI,
-        (CUdeviceptr * a, size_t b, CUstream c), (a, b, c))
-DIRECT(cuMemAllocFromPoolAsync, cuMemAllocFromPoolAsync, CUresult, NI,
-       (CUdeviceptr * a, size_t b, CUmemoryPool c, CUstream d), (a, b, c, d))
-DIRECT2(cuMemAllocFromPoolAsync_ptsz, cuMemAllocFromPoolAsync, CUresult, NI,
-        (CUdeviceptr * a, size_t b, CUmemoryPool c, CUstream d), (a, b, c, d))
-DIRECT(cuMemFreeAsync, cuMemFreeAsync, CUresult, NI, (CUdeviceptr a, CUstream b), (a, b))
-DIRECT2(cuMemFreeAsync_ptsz, cuMemFreeAsync, CUresult, NI, (CUdeviceptr a, CUstream b), (a, b))
-DIRECT(cuMemCreate, cuMemCreate, CUresult, NI,
-       (CUmemGenericAllocationHandle * a, size_t b, const void *c, unsigned long long d),
-       (a, b, c, d))
-DIRECT(cuMemRelease, cuMemRelease, CUresult, NI, (CUmemGenericAllocationHandle a), (a))
-DIRECT(cuMemMap, cuMemMap, CUresult, NI,
-       (CUdeviceptr a, size_t b, size_t c, CUmemGenericAllocationHandle d, unsigned long long e),
-       (a, b, c, d, e))
-DIRECT(cuMemUnmap, cuMemUnmap, CUresult, NI, (CUdeviceptr a, size_t b), (a, b))
-DIRECT(cuCtxCreate, cuCtxCreate, CUresult, NI, (CUcontext * a, unsigned int b, CUdevice c),
-       (a, b, c))
-DIRECT2(cuCtxCreate_v2, cuCtxCreate, CUresult, NI, (CUcontext * a, unsigned int b, CUdevice c),
-        (a, b, c))
-DIRECT(cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain, CUresult, NI,
-       (CUcontext * a, CUdevice b), (a, b))
-DIRECT(cuGetProcAddress, cuGetProcAddress_v1, CUresult, NI,
-       (const char *a, void **b, int c, cuuint64_t d), (a, b, c, d))
-DIRECT(cuGetProcAddress_v2, cuGetProcAddress_v2, CUresult, NI,
-       (const char *a, void **b, int c, cuuint64_t d, void *e), (a, b, c, d, e))
-DIRECT(nvmlDeviceGetMemoryInfo, nvmlMem, nvmlReturn_t, NVML_ERROR_UNINITIALIZED,
-       (nvmlDevice_t a, nvmlMemory_t * b), (a, b))
-DIRECT(nvmlDeviceGetMemoryInfo_v2, nvmlMem_v2, nvmlReturn_t, NVML_ERROR_UNINITIALIZED,
-       (nvmlDevice_t a, nvmlMemory_v2_t * b), (a, b))
-
-EXPORT int sysinfo(struct sysinfo *info)
-{
-    void *real = direct_real(V_sysinfo, 0, "sysinfo");
-    if (!real) /* no dlsym in this process yet (glibc < 2.34 without libdl): the bare call */
-        return (int)syscall(SYS_sysinfo, info);
-    return impl_sysinfo(real, CALLER(), info);
-}
+#define FOR_EXPORT DIRECT
+UVMSHIM_FUNCTIONS(VARIANT_ROW)
+#undef FOR_EXPORT
+#undef FOR_VARIANT
 
 /* ----------------------------------------------------------------- dlsym */
 
 static int maybe_hooked(const char *name)
 {
-    return name && ((name[0] == 'c' && name[1] == 'u') || (name[0] == 'n' && name[1] == 'v') ||
-                    (name[0] == 's' && name[1] == 'y'));
+    /* A quick first look: does any exported name start with the same two characters? */
+    if (!name || !name[0])
+        return 0;
+    for (int i = 0; i < N_EXPORTS; i++)
+        if (g_exports[i].name[0] == name[0] && g_exports[i].name[1] == name[1])
+            return 1;
+    return 0;
 }
 
 EXPORT void *dlsym(void *handle, const char *name)

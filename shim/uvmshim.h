@@ -57,35 +57,11 @@ struct uvmshim_record {
     uint64_t caller; /* return address of the hooked call */
     int32_t tid;     /* thread id inside the pid namespace */
     int32_t result;  /* CUresult / nvmlReturn_t / sysinfo() return */
-    uint16_t func;   /* UVMSHIM_FUNCTIONS id */
+    uint16_t func;   /* function id: UVMSHIM_FUNCTIONS in functions.h */
     uint16_t variant;/* ABI variant: 1 = v1, 2 = v2, ... */
     uint32_t err;    /* errno after sysinfo() */
     uint32_t reserved;
     uint32_t commit;
 };
-
-/* Function ids; the record's event name is the name here (no _v2 suffix). */
-#define UVMSHIM_FUNCTIONS(X)        \
-    X(1, cuMemGetInfo)              \
-    X(2, cuMemAlloc)                \
-    X(3, cuMemAllocPitch)           \
-    X(4, cuMemAllocManaged)         \
-    X(5, cuMemAllocHost)            \
-    X(6, cuMemHostAlloc)            \
-    X(7, cuMemHostRegister)         \
-    X(8, cuMemHostUnregister)       \
-    X(9, cuMemFree)                 \
-    X(10, cuMemFreeHost)            \
-    X(11, cuMemAllocAsync)          \
-    X(12, cuMemAllocFromPoolAsync)  \
-    X(13, cuMemFreeAsync)           \
-    X(14, cuMemCreate)              \
-    X(15, cuMemRelease)             \
-    X(16, cuMemMap)                 \
-    X(17, cuMemUnmap)               \
-    X(18, cuCtxCreate)              \
-    X(19, cuDevicePrimaryCtxRetain) \
-    X(20, nvmlDeviceGetMemoryInfo)  \
-    X(21, sysinfo)
 
 #endif

@@ -1,4 +1,5 @@
-"""uvmshim.h and the decoder's numpy dtypes describe the same bytes (compiled and compared)."""
+"""uvmshim.h and the decoder's numpy dtypes describe the same bytes (compiled and compared); the
+function ids: tests/test_shim_functions.py."""
 
 from __future__ import annotations
 
@@ -25,8 +26,6 @@ def _c_layout(tmp_path: Path) -> dict[str, int]:
             )
     consts = ("MAGIC", "VERSION", "HEADER_SIZE", "RECORD_SIZE", "CHUNK_RECORDS", "COMMITTED")
     lines += [f'printf("{c} %llu\\n", (unsigned long long)UVMSHIM_{c});' for c in consts]
-    lines.append('#define F(id, name) printf("func %d %s\\n", id, #name);')
-    lines.append("UVMSHIM_FUNCTIONS(F)")
     src = tmp_path / "layout.c"
     src.write_text(
         '#include <stddef.h>\n#include <stdio.h>\n#include "uvmshim.h"\nint main(void) {\n'
@@ -40,7 +39,7 @@ def _c_layout(tmp_path: Path) -> dict[str, int]:
 
 def test_header_and_record_layout_match_the_decoder(tmp_path):
     out = _c_layout(tmp_path).splitlines()
-    table = {parts[0]: parts[1:] for parts in (line.split() for line in out) if parts[0] != "func"}
+    table = {parts[0]: parts[1:] for parts in (line.split() for line in out)}
     for struct, dtype in (
         ("uvmshim_header", layout.HEADER_DTYPE),
         ("uvmshim_record", layout.RECORD_DTYPE),
@@ -55,5 +54,3 @@ def test_header_and_record_layout_match_the_decoder(tmp_path):
     assert int(table["RECORD_SIZE"][0]) == layout.RECORD_SIZE
     assert int(table["CHUNK_RECORDS"][0]) == layout.CHUNK_RECORDS
     assert int(table["COMMITTED"][0]) == layout.COMMITTED
-    funcs = {int(p[1]): p[2] for p in (line.split() for line in out) if p[0] == "func"}
-    assert funcs == layout.FUNCTIONS
