@@ -29,7 +29,9 @@
  *            number (both in uvmshim.c).
  *   variants (abi, params, args, since, until, exports), one per ABI:
  *            abi      the record's `variant` (1 = the original ABI, 2 = _v2, ...)
- *            params   its C parameters, named a, b, c, ... in order; args: those names
+ *            params   its C parameters, named a, b, c, ... in order (an argument that only
+ *                     some variants have gets a name of its own, so `record` reads the same
+ *                     argument under the same name in every variant); args: those names
  *            since, until   the cuGetProcAddress CUDA versions that answer with this ABI under the
  *                     plain name: since <= version < until (until 0: no end). A version no
  *                     variant covers is handed out unwrapped and counted (cuCtxCreate_v3/_v4
@@ -99,11 +101,14 @@
         (a, b, c, d, e), 0, 0, (cuMemMap))))                                                    \
     X(17, cuMemUnmap, cuda, unmap, none, 1, 0, none, (r.addr = a, r.bytes = b),                 \
       ((1, (CUdeviceptr a, size_t b), (a, b), 0, 0, (cuMemUnmap))))                             \
-    /* _v3 (11040) and _v4 (12050) take other arguments: handed out unwrapped, counted */       \
+    /* _v3 (11040) adds execution-affinity parameters; _v4 (12050) takes a parameter struct: */ \
+    /* handed out unwrapped, counted */                                                         \
     X(18, cuCtxCreate, cuda, context, none, 0, 1, device,                                       \
       (r.flags = b, r.aux = (uint64_t)(unsigned)c, r.addr = OUT(a)),                            \
       ((2, (CUcontext * a, unsigned int b, CUdevice c), (a, b, c), 0, 11040,                    \
-        (cuCtxCreate, cuCtxCreate_v2))))                                                        \
+        (cuCtxCreate, cuCtxCreate_v2)),                                                         \
+       (3, (CUcontext * a, void *affinity, int n, unsigned int b, CUdevice c),                  \
+        (a, affinity, n, b, c), 11040, 12050, (cuCtxCreate_v3))))                               \
     X(19, cuDevicePrimaryCtxRetain, cuda, context, none, 0, 0, device,                          \
       (r.aux = (uint64_t)(unsigned)b, r.addr = OUT(a)),                                         \
       ((1, (CUcontext * a, CUdevice b), (a, b), 0, 0, (cuDevicePrimaryCtxRetain))))             \

@@ -124,8 +124,11 @@ def test_calls_through_cuGetProcAddress_like_cudart(driver, shim, tmp_path):
         ("cuMemAllocAsync", MiB, int(p["alloc_async"][0][1], 16)),
         ("cuMemAllocAsync", MiB, int(p["alloc_async_ptsz"][0][1], 16)),  # per-thread stream
         ("cuMemAlloc", MiB, int(p["alloc_v1path"][0][1], 16)),  # through cuGetProcAddress v1
+        ("cuCtxCreate", None, int(p["ctx_create"][0][1], 16)),  # _v3 since CUDA 11.4
         ("cuMemFree", None, int(p["alloc"][0][1], 16)),
     ]
+    ctx = rows(table)[-2]
+    assert (ctx["flags"], ctx["item"], ctx["result_name"]) == (4, "device 0", "CUDA_SUCCESS")
     assert stats["lookups"] >= 8 and stats["passthrough"] == 0
 
 

@@ -111,6 +111,8 @@ static int procaddr(void)
     self("cuMemAllocAsync", (void **)&alloc_async, 11020, 0, &st);
     self("cuMemAllocAsync", (void **)&alloc_async_ptsz, 11020, 2, &st);
     self_v1("cuMemAlloc", (void **)&alloc_v1path, 3020, 0);
+    CUresult (*ctx_create)(void **, void *, int, unsigned int, int) = NULL;
+    self("cuCtxCreate", (void **)&ctx_create, 11040, 0, &st);
     { int rc_ = self("cuNoSuchThing", (void **)&alloc, 3020, 0, &st); printf("missing %d %d\n", rc_, st); }
     self("cuMemAlloc", (void **)&alloc, 3020, 0, &st);
     size_t f = 0, t = 0;
@@ -120,6 +122,8 @@ static int procaddr(void)
     { int rc_ = alloc_async(&b, 1 << 20, NULL); printf("alloc_async %d 0x%llx\n", rc_, b); }
     { int rc_ = alloc_async_ptsz(&c, 1 << 20, NULL); printf("alloc_async_ptsz %d 0x%llx\n", rc_, c); }
     { int rc_ = alloc_v1path(&d, 1 << 20); printf("alloc_v1path %d 0x%llx\n", rc_, d); }
+    void *ctx = NULL;
+    { int rc_ = ctx_create(&ctx, NULL, 0, 4, 0); printf("ctx_create %d %p\n", rc_, ctx); }
     printf("free %d\n", release(a));
     printf("distinct ptsz %d\n", alloc_async != alloc_async_ptsz);
     return 0;

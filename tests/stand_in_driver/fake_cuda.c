@@ -113,6 +113,15 @@ CUresult cuDevicePrimaryCtxRetain(void **ctx, int dev)
     return OK;
 }
 
+CUresult cuCtxCreate_v3(void **ctx, void *affinity, int n, unsigned int flags, int dev)
+{
+    (void)affinity;
+    if (!ctx || dev != 0 || n < 0)
+        return 101; /* CUDA_ERROR_INVALID_DEVICE */
+    *ctx = (void *)(0xc0ffee00 + (flags & 0xff));
+    return OK;
+}
+
 CUresult cuGetProcAddress(const char *sym, void **pfn, int ver, cuuint64_t flags);
 CUresult cuGetProcAddress_v2(const char *sym, void **pfn, int ver, cuuint64_t flags, int *status);
 
@@ -133,6 +142,7 @@ static const struct entry table[] = {
     {"cuMemHostAlloc", (void *)cuMemHostAlloc},
     {"cuMemFreeHost", (void *)cuMemFreeHost},
     {"cuDevicePrimaryCtxRetain", (void *)cuDevicePrimaryCtxRetain},
+    {"cuCtxCreate_v3", (void *)cuCtxCreate_v3},
     {"cuGetProcAddress", (void *)cuGetProcAddress},
     {"cuGetProcAddress_v2", (void *)cuGetProcAddress_v2},
 };
@@ -144,6 +154,8 @@ static void *lookup(const char *sym, int ver, cuuint64_t flags)
     if (ver >= 3020 && (!strcmp(sym, "cuMemGetInfo") || !strcmp(sym, "cuMemAlloc") ||
                         !strcmp(sym, "cuMemFree")))
         suffix = "_v2";
+    if (ver >= 11040 && ver < 12050 && !strcmp(sym, "cuCtxCreate"))
+        suffix = "_v3";
     if (ver >= 12000 && !strcmp(sym, "cuGetProcAddress"))
         suffix = "_v2";
     if ((flags & 2) && !strcmp(sym, "cuMemAllocAsync"))
