@@ -22,6 +22,28 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
+# What `driver_user direct` calls, in order: one record each.
+DIRECT_EVENTS = [
+    "cuDevicePrimaryCtxRetain",
+    "cuMemGetInfo",
+    "cuMemAlloc",
+    "cuMemAlloc",
+    "cuMemGetInfo",
+    "cuMemAllocManaged",
+    "cuMemAllocManaged",
+    "cuMemHostAlloc",
+    "cuMemFreeHost",
+    "cuMemFree",
+    "cuMemFree",
+    "nvmlDeviceGetMemoryInfo",
+    "nvmlDeviceGetMemoryInfo",
+    "nvmlDeviceGetMemoryInfo",
+    "sysinfo",
+    "sysinfo",
+    "cuMemGetInfo",
+]
+
+
 def run(driver: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     base = dict(os.environ if env is None else env)
     base["LD_LIBRARY_PATH"] = str(driver)
@@ -61,25 +83,7 @@ def test_direct_calls_are_recorded_and_results_unchanged(driver, shim, tmp_path)
     assert shimmed.stderr == ""
     table, stats = decode(tmp_path)
     got = rows(table)
-    assert [r["event"] for r in got] == [
-        "cuDevicePrimaryCtxRetain",
-        "cuMemGetInfo",
-        "cuMemAlloc",
-        "cuMemAlloc",
-        "cuMemGetInfo",
-        "cuMemAllocManaged",
-        "cuMemAllocManaged",
-        "cuMemHostAlloc",
-        "cuMemFreeHost",
-        "cuMemFree",
-        "cuMemFree",
-        "nvmlDeviceGetMemoryInfo",
-        "nvmlDeviceGetMemoryInfo",
-        "nvmlDeviceGetMemoryInfo",
-        "sysinfo",
-        "sysinfo",
-        "cuMemGetInfo",
-    ]
+    assert [r["event"] for r in got] == DIRECT_EVENTS
     p = printed(plain.stdout)
     alloc, oom = got[2], got[3]
     assert (alloc["bytes"], alloc["addr"], alloc["result_name"]) == (
@@ -105,7 +109,7 @@ def test_direct_calls_are_recorded_and_results_unchanged(driver, shim, tmp_path)
     assert all(r["pid"] == pid == r["tid"] == r["ns_pid"] for r in got)
     assert all(r["stream"] == "cuda" and r["dur_ns"] >= 0 for r in got)
     assert all(r["caller"].startswith("driver_user!") for r in got)
-    assert stats["files"] == 1 and stats["records"] == 17 and stats["torn"] == 0
+    assert stats["files"] == 1 and stats["records"] == len(DIRECT_EVENTS) and stats["torn"] == 0
 
 
 def test_calls_through_cuGetProcAddress_like_cudart(driver, shim, tmp_path):
@@ -156,7 +160,8 @@ def test_fork_and_exec_children_get_their_own_files(driver, shim, tmp_path):
     assert by_pid[parent] == ["cuMemGetInfo"]
     assert by_pid[fork_child] == ["cuMemGetInfo", "cuMemGetInfo"]
     assert by_pid[exec_child][0] == "cuMemAlloc"  # before exec, its own file
-    assert len(by_pid[exec_child]) == 1 + 17  # plus everything `direct` does after exec
+    # plus everything `direct` does after exec
+    assert len(by_pid[exec_child]) == 1 + len(DIRECT_EVENTS)
     assert stats["files"] == 4 and stats["torn"] == 0
 
 
@@ -268,7 +273,7 @@ def test_shim_run_command_writes_a_recording(driver, shim, tmp_path):
 
     rec = open_recording(out)
     df = rec.scan().collect()
-    assert df.height == 1 + 2 + 1 + 17
+    assert df.height == 1 + 2 + 1 + len(DIRECT_EVENTS)
     assert set(df["stream"].to_list()) == {"cuda"}
     assert "4 process(es)" in proc.stderr
 
