@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from uvmtrace.analysis.load import RunData
+from uvmtrace.recording.metadata import Attach
 
 # memory.stat keys shown (v2 first, then v1's names for the same kinds)
 STAT_KEYS = ("anon", "file", "shmem", "kernel", "rss", "cache", "mapped_file")
@@ -18,28 +19,26 @@ TOP_FILES = 10
 
 
 def baseline(run: RunData) -> dict[str, Any] | None:
-    attach = run.metadata.get("attach")
-    if not isinstance(attach, dict):
+    attach = run.meta.attach
+    if attach is None:
         return None
     return {
-        "attached_t_s": run.rel_s(attach.get("attached_ns")),
-        "ended": attach.get("ended"),
-        "targets": attach.get("targets") or [],
-        "missing_before": attach.get("missing_before"),
+        "attached_t_s": run.rel_s(attach.attached_ns),
+        "ended": attach.ended,
+        "targets": list(attach.targets),
+        "missing_before": attach.missing_before,
         "cgroups": _cgroups(run, attach),
         "processes": _processes(run),
         "files": _files(run),
-        "cuda_next_time": attach.get("cuda_next_time"),
+        "cuda_next_time": attach.cuda_next_time,
     }
 
 
-def _cgroups(run: RunData, attach: dict[str, Any]) -> list[dict[str, Any]]:
+def _cgroups(run: RunData, attach: Attach) -> list[dict[str, Any]]:
     """memory.stat of each target's cgroup at attach and at the end. `shared`: the cgroup
     holds other processes too (a --pid target's session or service): its figures are theirs
     as much as the target's."""
-    targets = {
-        t["cgroup_id"]: t for t in attach.get("targets") or [] if t.get("cgroup_id") is not None
-    }
+    targets = {t["cgroup_id"]: t for t in attach.targets if t.get("cgroup_id") is not None}
     stat = run.samples.filter(
         (pl.col("event") == "memory.stat")
         & pl.col("cgroup_id").is_in(list(targets))

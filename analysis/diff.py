@@ -89,7 +89,7 @@ def _first_memfree(run: RunData) -> int | None:
 
 
 def _device_signal(signal: str | None, run: RunData) -> bool:
-    unified = (run.metadata.get("gpu") or {}).get("unified_memory")
+    unified = run.meta.gpu.unified_memory
     return signal in DEVICE_SIGNALS and unified is False
 
 
@@ -201,8 +201,8 @@ def diff_runs(
             "difference_bytes": delta,
             "device_memory": device,
             "unified_memory": {
-                "a": (a.metadata.get("gpu") or {}).get("unified_memory"),
-                "b": (b.metadata.get("gpu") or {}).get("unified_memory"),
+                "a": a.meta.gpu.unified_memory,
+                "b": b.meta.gpu.unified_memory,
             },
         }
         decomposition.update(

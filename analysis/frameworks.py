@@ -51,8 +51,7 @@ def identify_framework(run: RunData) -> dict[str, Any] | None:
     known = [f for f in logged if f in FRAMEWORK_RULE]
     if known:
         return {"name": known[0], "evidence": "log", "detail": f"{known[0]} log lines"}
-    cmd = run.metadata.get("command")
-    argv = [" ".join(cmd)] if isinstance(cmd, list) else ([str(cmd)] if cmd else [])
+    argv = [run.meta.command_line] if run.meta.command_line else []
     comms = sorted(
         set(run.proc["comm"].drop_nulls().to_list()) | set(run.calls["comm"].drop_nulls().to_list())
     )

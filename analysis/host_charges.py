@@ -126,8 +126,8 @@ def _charges(run: RunData, calls: pl.DataFrame) -> pl.DataFrame:
 
 def _width(run: RunData) -> int:
     """How long one charge row lasts: a bucket when aggregated, an instant when raw."""
-    bucket = run.metadata.get("bucket_ns")
-    return 0 if run.metadata.get("raw", True) or not bucket else int(bucket)
+    bucket = run.meta.bucket_ns
+    return 0 if run.meta.raw or not bucket else bucket
 
 
 def _windows(calls: pl.DataFrame, width: int) -> pl.DataFrame:

@@ -39,8 +39,7 @@ _V1 = {"file": (["cache"], ["shmem"]), "anon": (["rss"], []), "shmem": (["shmem"
 
 def _top_level(run: RunData, cgroups: set[int]) -> set[int]:
     """Targets that are not below another target (by path): v2 figures include descendants."""
-    info = run.metadata.get("cgroups") or {}
-    paths = {c: ((info.get(str(c)) or {}).get("path") or "").rstrip("/") for c in cgroups}
+    paths = {c: (run.meta.cgroup(c).path or "").rstrip("/") for c in cgroups}
     return {
         c
         for c, p in paths.items()

@@ -20,6 +20,7 @@ import polars as pl
 
 from uvmtrace.analysis.items import VERSION_SUFFIX
 from uvmtrace.recording.errors import RecordingError
+from uvmtrace.recording.metadata import Metadata
 from uvmtrace.recording.reader import Recording, open_recording
 
 _STR = pl.String
@@ -51,7 +52,12 @@ class RunData:
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """As written (JSON), for output; read fields through `meta`."""
         return self.recording.metadata
+
+    @property
+    def meta(self) -> Metadata:
+        return self.recording.meta
 
     @property
     def path(self) -> Path:
@@ -64,29 +70,27 @@ class RunData:
         """A container's name (or short id), else the cgroup path, else the id."""
         if cgroup_id is None:
             return "no cgroup"
-        info = (self.metadata.get("cgroups") or {}).get(str(cgroup_id)) or {}
-        if info.get("container_name"):
-            return f"container {info['container_name']}"
-        if info.get("container_id"):
-            return f"container {str(info['container_id'])[:12]}"
-        container = self.metadata.get("container")
-        if (
-            isinstance(container, dict)
-            and str(container.get("cgroup_id")) == str(cgroup_id)
-            and (container.get("name") or container.get("id"))
-        ):
-            return f"container {container.get('name') or str(container['id'])[:12]}"
-        if info.get("path"):
-            return str(info["path"])
-        return f"cgroup {cgroup_id}"
+        info = self.meta.cgroup(cgroup_id)
+        if info.container_name:
+            return f"container {info.container_name}"
+        if info.container_id:
+            return f"container {info.container_id[:12]}"
+        container = self.meta.container
+        if container is not None and container.cgroup_id == int(cgroup_id) and container.label:
+            return f"container {container.label}"
+        return info.path or f"cgroup {cgroup_id}"
 
     def cgroup_path(self, cgroup_id: int | None) -> str | None:
-        info = (self.metadata.get("cgroups") or {}).get(str(cgroup_id)) or {}
-        if info.get("path"):
-            return str(info["path"])
-        container = self.metadata.get("container")
-        if isinstance(container, dict) and str(container.get("cgroup_id")) == str(cgroup_id):
-            return container.get("cgroup_path")
+        info = self.meta.cgroup(cgroup_id)
+        if info.path:
+            return info.path
+        container = self.meta.container
+        if (
+            container is not None
+            and cgroup_id is not None
+            and container.cgroup_id == int(cgroup_id)
+        ):
+            return container.cgroup_path
         return None
 
 
@@ -209,15 +213,15 @@ def is_kernel_side(what: str) -> bool:
     return any(w in what for w in ("kernel", "ebpf", "bpf", "memcg", "probe"))
 
 
-def recovery(meta: dict[str, Any]) -> dict[str, Any] | None:
+def recovery(meta: Metadata) -> dict[str, Any] | None:
     """How a recording rebuilt by `uvmtrace recover` is incomplete (None: written normally).
     Cut: the recorder stopped before the command ended (killed, disk full), or a batch was
     cut off mid-write."""
-    if not meta.get("recovered"):
+    if not meta.recovered:
         return None
-    torn = int(meta.get("recovered_torn_bytes") or 0)
+    torn = meta.recovered_torn_bytes
     why = []
-    if "exit_code" not in meta:
+    if not meta.ended:
         why.append("the recording stopped before the command ended")
     if torn:
         why.append(f"{torn:,} bytes of a batch cut off mid-write were dropped")
@@ -229,23 +233,20 @@ def _missing(run: RunData) -> list[str]:
     out: list[str] = []
     if not run.recording.num_rows:
         out.append("the recording holds no events")
-    attach = run.metadata.get("attach")
-    if isinstance(attach, dict) and attach.get("missing_before"):
-        out.append(f"attached to running processes: {attach['missing_before']}")
-    not_traced = [
-        e for e in run.metadata.get("not_traced") or [] if isinstance(e, dict) and e.get("what")
-    ]
+    attach = run.meta.attach
+    if attach is not None and attach.missing_before:
+        out.append(f"attached to running processes: {attach.missing_before}")
+    not_traced = list(run.meta.not_traced)
     if "kernel" not in run.streams:
         # the recorder's own reason, when it wrote one, instead of a guess
-        why = next((e for e in not_traced if is_kernel_side(str(e["what"]))), None)
+        why = next((e for e in not_traced if is_kernel_side(e.what)), None)
         if why is not None:
             not_traced.remove(why)
-        probes = run.metadata.get("probes") or {}
-        attached = any(isinstance(p, dict) and p.get("attached") for p in probes.values())
+        attached = any(p.attached for p in run.meta.probes.values())
         out.append(
             "no kernel stream: memory charges, page faults and page cache were not traced "
             + (
-                f"({why['what']}: {why.get('why') or 'no reason given'})"
+                f"({why.what}: {why.why or 'no reason given'})"
                 if why
                 else "(the probes were attached: the traced processes did nothing they see)"
                 if attached
@@ -259,5 +260,5 @@ def _missing(run: RunData) -> list[str]:
     if "sample" not in run.streams:
         out.append("no sample stream: no memory.stat/meminfo samples to reconcile against")
     for entry in not_traced:
-        out.append(f"not traced: {entry['what']} ({entry.get('why') or 'no reason given'})")
+        out.append(f"not traced: {entry.what} ({entry.why or 'no reason given'})")
     return out

@@ -23,6 +23,7 @@ from uvmtrace.analysis.host_charges import pinned_faults
 from uvmtrace.analysis.items import KIND_PARTS, STAT_KEY_ITEM, V2_ONLY_KEYS
 from uvmtrace.analysis.load import RunData, is_kernel_side, recovery
 from uvmtrace.analysis.units import fmt_pct
+from uvmtrace.recording.metadata import Metadata
 from uvmtrace.recording.schema import split_lost
 
 _STAT_KEYS = pl.DataFrame({"key": list(STAT_KEY_ITEM), "item": list(STAT_KEY_ITEM.values())})
@@ -30,11 +31,7 @@ _STAT_KEYS = pl.DataFrame({"key": list(STAT_KEY_ITEM), "item": list(STAT_KEY_ITE
 
 def _members(run: RunData, sampled: list[int], hierarchical: dict[int, bool]) -> pl.DataFrame:
     """(cgroup_id sampled, member cgroup whose charges count toward its memory.stat)."""
-    paths = {
-        int(k): v.get("path")
-        for k, v in (run.metadata.get("cgroups") or {}).items()
-        if isinstance(v, dict)
-    }
+    paths = {k: v.path for k, v in run.meta.cgroups.items()}
     pairs = []
     for cg in sampled:
         pairs.append((cg, cg))
@@ -45,13 +42,13 @@ def _members(run: RunData, sampled: list[int], hierarchical: dict[int, bool]) ->
     return pl.DataFrame(pairs, schema={"cgroup_id": pl.UInt64, "member": pl.UInt64}, orient="row")
 
 
-def _in_window(metadata: dict[str, Any]) -> pl.Expr:
+def _in_window(meta: Metadata) -> pl.Expr:
     """Charges between two samples. A raw row holds its own time: a sample at t already holds
     the charges made at t. An aggregated row holds its bucket's start, and the recorder takes
     its samples on the bucket grid: a sample just after a bucket starts sees none of that
     bucket's charges, so the window is [bucket of the first sample, bucket of the last)."""
-    bucket = metadata.get("bucket_ns")
-    if metadata.get("raw", True) or not bucket:
+    bucket = meta.bucket_ns
+    if meta.raw or not bucket:
         return (pl.col("ts_ns") > pl.col("t_first")) & (pl.col("ts_ns") <= pl.col("t_last"))
     return (pl.col("ts_ns") >= pl.col("t_first") // bucket * bucket) & (
         pl.col("ts_ns") < pl.col("t_last") // bucket * bucket
@@ -62,8 +59,8 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
     stat = run.samples.filter(
         (pl.col("event") == "memory.stat") & pl.col("bytes").is_not_null()
     ).join(_STAT_KEYS.rename({"key": "item", "item": "stat_item"}), on="item", how="inner")
-    kept = run.metadata.get("target_cgroups")
-    if isinstance(kept, list) and kept:
+    kept = list(run.meta.target_cgroups)
+    if kept:
         # a cgroup sampled but not a target (a --pid target's shared cgroup): its memory.stat
         # moves with processes that were not traced, nothing to reconcile against
         stat = stat.filter(pl.col("cgroup_id").is_in(kept))
@@ -107,7 +104,7 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
             on=["member", "stat_item"],
             how="inner",
         )
-        .filter(_in_window(run.metadata))
+        .filter(_in_window(run.meta))
         .group_by("cgroup_id", "key")
         .agg(pl.col("bytes").sum().alias("traced_delta"))
         .collect()
@@ -199,16 +196,15 @@ def cuda_vs_nvml(run: RunData) -> dict[str, Any] | None:
 def kernel_not_traced(run: RunData) -> str | None:
     """Why the kernel side (memcg charges, page faults) is absent, or None when it was traced:
     the recording's own `not_traced` reason, else the probes that did not attach."""
-    probes = run.metadata.get("probes") or {}
-    memcg = probes.get("memcg") if isinstance(probes, dict) else None
-    detached = isinstance(memcg, dict) and memcg.get("attached") is False
+    memcg = run.meta.probes.get("memcg")
+    detached = memcg is not None and not memcg.attached
     if "kernel" in run.streams and not detached:
         return None
-    for entry in run.metadata.get("not_traced") or []:
-        if isinstance(entry, dict) and is_kernel_side(str(entry.get("what", ""))):
-            return f"{entry['what']}: {entry.get('why') or 'no reason given'}"
-    if detached:
-        return f"memcg probe: {memcg.get('why') or 'not attached'}"
+    for entry in run.meta.not_traced:
+        if is_kernel_side(entry.what):
+            return f"{entry.what}: {entry.why or 'no reason given'}"
+    if memcg is not None and detached:
+        return f"memcg probe: {memcg.why or 'not attached'}"
     return "the recording holds no kernel events"
 
 
@@ -220,12 +216,11 @@ def reconcile(run: RunData) -> dict[str, Any]:
     faults = fault_rows(run) if untraced is None else []
     nvml = cuda_vs_nvml(run)
     # Nested skips are host-wide, mostly other cgroups': shown, not judged.
-    lost, nested = split_lost(run.metadata.get("lost") or {})
-    probes = run.metadata.get("probes") or {}
+    lost, nested = split_lost(run.meta.lost)
     not_attached = [
-        {"probe": name, "why": (p or {}).get("why") or "not attached"}
-        for name, p in probes.items()
-        if isinstance(p, dict) and not p.get("attached", True)
+        {"probe": name, "why": p.why or "not attached"}
+        for name, p in run.meta.probes.items()
+        if not p.attached
     ]
     main = [r for r in memcg if r["in_total"]]
     stat_abs = sum(abs(r["stat_delta"]) for r in main)
@@ -258,7 +253,7 @@ def reconcile(run: RunData) -> dict[str, Any]:
             else _verdict(nvml_agreement, None, sum(lost.values()), nvml is not None)
         ),
     }
-    rec = recovery(run.metadata)
+    rec = recovery(run.meta)
     if rec is not None and rec["cut"]:  # what came after the cut is unknown
         summary["trust"] = "low"
     summary["recovery"] = rec

@@ -24,14 +24,13 @@ REPORT_VERSION = 2
 
 
 def run_info(run: RunData) -> dict[str, Any]:
-    meta = run.metadata
-    cmd = meta.get("command")
+    meta = run.meta
     return {
         "path": str(run.path),
-        "command": " ".join(cmd) if isinstance(cmd, list) else (cmd or None),
-        "host": meta.get("host"),
-        "kernel": meta.get("kernel"),
-        "unified_memory": (meta.get("gpu") or {}).get("unified_memory"),
+        "command": meta.command_line,
+        "host": meta.host,
+        "kernel": meta.kernel,
+        "unified_memory": meta.gpu.unified_memory,
         "duration_s": round((run.t_end_ns - run.t0_ns) / 1e9, 6),
         "events": run.recording.num_rows,
         "streams": sorted(run.streams),

@@ -42,14 +42,10 @@ def process_cgroups(run: RunData) -> pl.DataFrame:
 def scope_cgroups(run: RunData) -> set[int]:
     """The cgroups the command ran in: metadata `target_cgroups`, cgroups marked `target`, and
     the container's cgroup (metadata `container.cgroup_id`)."""
-    meta = run.metadata
-    out = {int(c) for c in meta.get("target_cgroups") or []}
-    for cid, info in (meta.get("cgroups") or {}).items():
-        if isinstance(info, dict) and info.get("target"):
-            out.add(int(cid))
-    container = meta.get("container")
-    if isinstance(container, dict) and container.get("cgroup_id") is not None:
-        out.add(int(container["cgroup_id"]))
+    meta = run.meta
+    out = set(meta.target_cgroups) | {cid for cid, info in meta.cgroups.items() if info.target}
+    if meta.container is not None and meta.container.cgroup_id is not None:
+        out.add(meta.container.cgroup_id)
     return out
 
 

@@ -183,7 +183,7 @@ def split_by_scope(run: RunData, allocs: pl.DataFrame) -> tuple[pl.DataFrame, pl
 
 
 def default_cgroup(run: RunData) -> int | None:
-    targets = run.metadata.get("target_cgroups") or []
+    targets = list(run.meta.target_cgroups)
     return int(targets[0]) if targets else None
 
 
@@ -652,7 +652,7 @@ def _own_page_cache(run: RunData, kv: dict[str, Any]) -> int | None:
     None for a device-memory signal on a discrete GPU, which page cache does not move."""
     from uvmtrace.analysis.host_memory import host_memory_at
 
-    unified = bool((run.metadata.get("gpu") or {}).get("unified_memory"))
+    unified = bool(run.meta.gpu.unified_memory)
     if kv["signal"] not in SYSTEM_SIGNALS and not unified:
         return None
     held = host_memory_at(run, kv["query_ts_ns"])

@@ -122,8 +122,7 @@ def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any
     except (RecordingError, UserError) as exc:
         row["error"] = str(exc)
         return row
-    meta = run.metadata
-    cmd = meta.get("command")
+    meta = run.meta
     sizing = infer_sizing(run, min_alloc, tolerance)
     kv = sizing["kv"]
     att = attribute(run)
@@ -132,11 +131,11 @@ def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any
     by_kind = {r["kind"]: r for r in att["by_kind"]}
     files = [f for f in att["by_file"] if f.get("peak")]
     top = files[0] if files else None
-    exit_code = meta.get("exit_code")
+
     row.update(
         {
-            "command": " ".join(cmd) if isinstance(cmd, list) else cmd,
-            "exit_code": int(exit_code) if isinstance(exit_code, int) else None,
+            "command": meta.command_line,
+            "exit_code": meta.exit_code,
             "duration_s": round((run.t_end_ns - run.t0_ns) / 1e9, 6),
             "signal": kv["signal"] if kv else None,
             "signal_free_bytes": kv["query_free_bytes"] if kv else None,

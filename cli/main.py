@@ -8,8 +8,8 @@ import sys
 
 import click
 
+from uvmtrace.recording import UVMTRACE_VERSION
 from uvmtrace.recording.errors import UserError
-from uvmtrace.tracer import __version__
 
 # Adding a subcommand = one module in cli/commands/ exposing `command`, plus one entry here
 # (the name users type -> the module). A module is imported only when its command runs or help
@@ -94,7 +94,7 @@ def _unavailable(name: str, package: str) -> click.Command:
 
 
 @click.group(cls=LazyGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="uvmtrace")
+@click.version_option(UVMTRACE_VERSION, prog_name="uvmtrace")
 def cli() -> None:
     pass
 

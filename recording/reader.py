@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import polars as pl
 
 from uvmtrace.recording import METADATA_KEY, SCHEMA_VERSION
 from uvmtrace.recording.errors import RecordingError
+from uvmtrace.recording.metadata import Metadata
 
 PARQUET_MAGIC = b"PAR1"
 
@@ -18,8 +19,12 @@ PARQUET_MAGIC = b"PAR1"
 @dataclass(frozen=True)
 class Recording:
     path: Path
-    metadata: dict[str, Any]
+    metadata: dict[str, Any]  # as written (JSON); `meta` is the same, typed
     num_rows: int
+    meta: Metadata = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", Metadata.from_json(self.metadata))
 
     def scan(self) -> pl.LazyFrame:
         return pl.scan_parquet(self.path)

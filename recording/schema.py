@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from uvmtrace.recording import METADATA_KEY, SCHEMA_VERSION
+from uvmtrace.recording import METADATA_KEY, SCHEMA_VERSION, UVMTRACE_VERSION
 
 STREAMS = ("kernel", "cuda", "sample", "proc", "log", "snapshot")
 
@@ -106,7 +106,7 @@ def conform(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def encode_metadata(meta: Mapping[str, Any]) -> dict[bytes, bytes]:
-    body = {"schema_version": SCHEMA_VERSION, **meta}
+    body = {"schema_version": SCHEMA_VERSION, "uvmtrace_version": UVMTRACE_VERSION, **meta}
     return {METADATA_KEY: json.dumps(body, sort_keys=True, default=str).encode()}
 
 

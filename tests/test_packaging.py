@@ -113,9 +113,9 @@ def test_pip_install_into_a_plain_venv_gives_importable_packages_and_the_script(
         f"for pkg in {sorted(COMPONENTS.values())!r}: importlib.import_module(pkg)\n"
         f"missing = [m for m in {modules!r} if importlib.util.find_spec(m) is None]\n"
         "assert not missing, missing\n"
-        "import uvmtrace.tracer\n"
+        "import uvmtrace.recording, uvmtrace.tracer\n"
         "assert uvmtrace.tracer.__file__.startswith(sys.prefix), uvmtrace.tracer.__file__\n"
-        "print(uvmtrace.tracer.__version__)\n"
+        "print(uvmtrace.recording.UVMTRACE_VERSION)\n"
     )
     proc = subprocess.run([py, "-c", check], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

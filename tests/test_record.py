@@ -90,6 +90,8 @@ def test_a_python_workload_is_charged_its_anon_and_file_bytes(tmp_path: Path) ->
     assert {"kernel", "sample", "proc"} <= set(df.get_column("stream").unique().to_list())
     (target,) = rec.metadata["target_cgroups"]
     assert rec.metadata["bucket_ns"] == BUCKET_NS
+    # every key the recorder wrote has its typed field (recording/metadata.py)
+    assert rec.meta.extra == {} and rec.meta.ended and rec.meta.uvmtrace_version
     # No probe dropped anything (`<probe>_nested`: host-wide IRQ-time misses, not all ours).
     assert {k: v for k, v in rec.metadata["lost"].items() if v and not k.endswith("_nested")} == {}
     pid = df.filter(pl.col("event") == "exec").get_column("pid")[0]
@@ -143,6 +145,7 @@ def test_ctrl_c_goes_to_the_command_and_the_file_is_complete(tmp_path: Path) -> 
     rec = open_recording(out)
     assert rec.metadata["exit_code"] == 42
     assert rec.metadata["signals_forwarded"] == ["SIGINT"]
+    assert rec.meta.extra == {} and rec.meta.signals_forwarded == ("SIGINT",)
 
 
 def test_sigterm_to_uvmtrace_reaches_the_command(tmp_path: Path) -> None:

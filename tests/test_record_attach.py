@@ -152,6 +152,8 @@ def test_a_running_process_is_recorded_from_its_starting_state_to_its_exit(
     assert attach["ended"] == "the targets exited"
     (target,) = attach["targets"]
     assert target["kind"] == "pid" and target["pid"] == work.pid
+    assert rec.meta.extra == {} and rec.meta.attach is not None
+    assert rec.meta.attach.ended == "the targets exited" and rec.meta.attach.targets == (target,)
     assert target["cgroup_charges_kept"]  # the cgroup holds nothing else
     assert rec.metadata["target_cgroups"] == [target["cgroup_id"]]
     assert definite_losses(rec.metadata) == {}

@@ -23,7 +23,7 @@ from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.safefs import check_writable_target, make_private_dir
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.recording.writer import RecordingWriter
-from uvmtrace.tracer import __version__, containers
+from uvmtrace.tracer import containers
 from uvmtrace.tracer.hostinfo import gpu_info, host_info
 from uvmtrace.tracer.launch import (
     Launched,
@@ -418,7 +418,6 @@ class Session:
     def base_metadata(self, anchor: dict[str, int]) -> dict[str, Any]:
         """What the metadata of every recording starts with."""
         return {
-            "uvmtrace_version": __version__,
             "command": list(self.opts.command),
             "anchor": anchor,
             **host_info(),
