@@ -141,7 +141,8 @@ class Attach:
     ended: str | None = None
     missing_before: str | None = None
     snapshot: dict[str, Any] = field(default_factory=dict)
-    cuda_next_time: str | None = None
+    # how to start the workload with the shim next time: why, launch, compose
+    cuda_next_time: dict[str, str] | None = None
 
     @classmethod
     def from_json(cls, d: Any) -> Attach | None:
@@ -155,7 +156,9 @@ class Attach:
             ended=_str(d.get("ended")),
             missing_before=_str(d.get("missing_before")),
             snapshot=_dict(d.get("snapshot")),
-            cuda_next_time=_str(d.get("cuda_next_time")),
+            cuda_next_time=d.get("cuda_next_time")
+            if isinstance(d.get("cuda_next_time"), dict)
+            else None,
         )
 
 
