@@ -98,24 +98,35 @@ def _weights_key(weights: Path) -> str:
     return f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
 
 
-def build_image(weights: Path) -> DemoImage:
-    """The base image (once) and an image with `weights` baked in (again when they change)."""
+def _current(tag: str, label: str, key: str) -> bool:
+    """Whether `tag` exists and was built from `key` (an older build is removed); the base
+    image is imported first."""
     if not _image_exists(BASE_TAG):
         _docker("import", "-", BASE_TAG, stdin=busybox_rootfs_tar(busybox_path()))
-    key = _weights_key(weights)
-    tag = f"{IMAGE_REPO}:{os.stat(weights).st_size}"
     if _image_exists(tag):
         labels = json.loads(_docker("image", "inspect", "-f", "{{json .Config.Labels}}", tag))
-        if (labels or {}).get("uvmtrace.weights") != key:
-            _docker("image", "rm", "-f", tag)
-    if not _image_exists(tag):
+        if (labels or {}).get(label) == key:
+            return True
+        _docker("image", "rm", "-f", tag)
+    return False
+
+
+def _weights_into(ctx: str, weights: Path) -> None:
+    """A hard link keeps the build context free of a second on-disk copy; docker reads it
+    through the client's tar stream either way."""
+    try:
+        os.link(weights, Path(ctx, "weights.bin"))
+    except OSError:
+        shutil.copyfile(weights, Path(ctx, "weights.bin"))
+
+
+def build_image(weights: Path) -> DemoImage:
+    """The base image (once) and an image with `weights` baked in (again when they change)."""
+    key = _weights_key(weights)
+    tag = f"{IMAGE_REPO}:{os.stat(weights).st_size}"
+    if not _current(tag, "uvmtrace.weights", key):
         with tempfile.TemporaryDirectory(prefix="uvmtrace-demo-ctx-") as ctx:
-            # A hard link keeps the build context free of a second on-disk copy; docker reads
-            # it through the client's tar stream either way.
-            try:
-                os.link(weights, Path(ctx, "weights.bin"))
-            except OSError:
-                shutil.copyfile(weights, Path(ctx, "weights.bin"))
+            _weights_into(ctx, weights)
             Path(ctx, "Dockerfile").write_text(
                 f"FROM {BASE_TAG}\n"
                 f'LABEL uvmtrace.weights="{key}"\n'
@@ -272,14 +283,8 @@ def build_self_contained_image(weights: Path, tag: str) -> DemoImage:
     mount, and its exported root filesystem runs under chroot."""
     from uvmtrace.example import kvsizer
 
-    if not _image_exists(BASE_TAG):
-        _docker("import", "-", BASE_TAG, stdin=busybox_rootfs_tar(busybox_path()))
     key = f"{_weights_key(weights)}-{sys.version_info[:3]}-{os.path.getmtime(kvsizer.__file__)}"
-    if _image_exists(tag):
-        labels = json.loads(_docker("image", "inspect", "-f", "{{json .Config.Labels}}", tag))
-        if (labels or {}).get("uvmtrace.content") != key:
-            _docker("image", "rm", "-f", tag)
-    if not _image_exists(tag):
+    if not _current(tag, "uvmtrace.content", key):
         with tempfile.TemporaryDirectory(prefix=".ctx-", dir=weights.parent) as ctx:
             root = Path(ctx, "rootfs")
             for host, inside in python_files():
@@ -288,10 +293,7 @@ def build_self_contained_image(weights: Path, tag: str) -> DemoImage:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(os.path.realpath(sys.executable))
             _copy_into(root, os.path.realpath(kvsizer.__file__), KVSIZER_IN_CONTAINER)
-            try:  # same filesystem: no second copy of the weights in the context
-                os.link(weights, Path(ctx, "weights.bin"))
-            except OSError:
-                shutil.copyfile(weights, Path(ctx, "weights.bin"))
+            _weights_into(ctx, weights)
             Path(ctx, "Dockerfile").write_text(
                 f"FROM {BASE_TAG}\n"
                 f'LABEL uvmtrace.content="{key}"\n'
