@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from uvmtrace.shim.build import find_compiler
+
 BENCH_C = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -116,7 +118,7 @@ def build_bench(workdir: Path) -> Path:
     src = workdir / "shim_bench.c"
     src.write_text(BENCH_C)
     exe = workdir / "shim_bench"
-    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", exe, src, "-ldl"], check=True)
+    subprocess.run([find_compiler(), "-O2", "-o", exe, src, "-ldl"], check=True)
     return exe
 
 
@@ -178,8 +180,7 @@ if __name__ == "__main__":
 def _stand_in_driver(workdir: Path) -> Path:
     """Build the tests' stand-in libcuda.so.1 (CPU machines): the shim's own cost, no driver's."""
     src = Path(__file__).resolve().parent.parent / "tests" / "stand_in_driver" / "fake_cuda.c"
-    cc = os.environ.get("CC", "cc")
-    subprocess.run([cc, "-O2", "-fPIC", "-shared", "-o", workdir / "libcuda.so.1", src,
+    subprocess.run([find_compiler(), "-O2", "-fPIC", "-shared", "-o", workdir / "libcuda.so.1", src,
                     "-lpthread"], check=True)  # fmt: skip
     return workdir
 

@@ -80,7 +80,9 @@ def shim() -> Path:
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory holding the stand-in libcuda.so.1, libnvidia-ml.so.1 and driver_user."""
     out = tmp_path_factory.mktemp("stand_in")
-    cc = ["cc", "-O1", "-fPIC"]
+    from uvmtrace.shim.build import find_compiler
+
+    cc = [find_compiler(), "-O1", "-fPIC"]
     subprocess.run(
         [*cc, "-shared", "-o", out / "libcuda.so.1", STAND_IN / "fake_cuda.c", "-lpthread"],
         check=True,
