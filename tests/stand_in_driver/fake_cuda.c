@@ -2,6 +2,7 @@
  * shim hooks under their real names and resolves cuGetProcAddress look-ups by requested version
  * like the real driver (3020+ -> _v2, per-thread-stream flag -> _ptsz, 12000+ -> _v2 itself). */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,7 +119,7 @@ CUresult cuCtxCreate_v3(void **ctx, void *affinity, int n, unsigned int flags, i
     (void)affinity;
     if (!ctx || dev != 0 || n < 0)
         return 101; /* CUDA_ERROR_INVALID_DEVICE */
-    *ctx = (void *)(0xc0ffee00 + (flags & 0xff));
+    *ctx = (void *)(uintptr_t)(0xc0ffee00u + (flags & 0xffu));
     return OK;
 }
 
