@@ -14,6 +14,11 @@ of the gap, the safest first; then the others, by the share of the gap they clos
             construction; the risk is what the fraction leaves for the rest.
 A container flag is advised only where a sweep of flags was recorded (none is inferred).
 
+Every action raises the KV size, so the workload allocates more: when B's KV cgroup has a memory
+limit (`docker run --memory`), each action whose KV would not fit under it (memory_limit.py: what
+B held that the kernel cannot reclaim, plus the KV gain) carries a warning with the limit it
+needs; without raising the limit the container would be OOM-killed.
+
 Consumes the sizing output (analysis/sizing.py) and the diff; computes no new sizing.
 """
 
@@ -26,6 +31,7 @@ from typing import Any
 import polars as pl
 
 from uvmtrace.analysis.load import RunData
+from uvmtrace.analysis.memory_limit import needs
 from uvmtrace.analysis.units import fmt_bytes
 
 RISK_ORDER = {"none": 0, "low": 1, "medium": 2, "high": 3}
@@ -225,6 +231,32 @@ def _setting_action(
     )
 
 
+def _check_limit(actions: list[dict[str, Any]], kv: dict[str, Any]) -> None:
+    """A warning on each action whose larger KV does not fit under the KV cgroup's limit."""
+    limit = kv.get("memory_limit")
+    if not limit:
+        return
+    for a in actions:
+        need = needs(limit, a["kv_bytes"])
+        fits = need <= limit["limit_bytes"]
+        a["memory_limit"] = {
+            "cgroup": limit["cgroup"],
+            "limit_bytes": limit["limit_bytes"],
+            "needs_bytes": need,
+            "fits": fits,
+        }
+        if fits:
+            continue
+        mib = -(-need // (1 << 20))
+        a["warning"] = (
+            f"a KV cache of {fmt_bytes(a['kv_bytes'])} does not fit under the memory limit of "
+            f"{limit['cgroup']} ({fmt_bytes(limit['limit_bytes'])}): the run held "
+            f"{fmt_bytes(limit['peak_held_bytes'])} the kernel cannot reclaim with a KV of "
+            f"{fmt_bytes(limit['kv_bytes'])}, so it needs a limit of at least {fmt_bytes(need)} "
+            f"(docker run --memory {mib}m); under the present one it would be OOM-killed"
+        )
+
+
 def _rank(actions: list[dict[str, Any]], kv_b: int, gap: int | None) -> list[dict[str, Any]]:
     """With a gap: among the actions that close at least half of it, the safest first (then
     the most closed); then the others, most closed first. Without: safest, then largest KV."""
@@ -269,6 +301,7 @@ def diff_advice(d: dict[str, Any]) -> dict[str, Any]:
     setting = _setting_action(kv_a, kv_b, command)
     if setting:
         actions.append(setting)
+    _check_limit(actions, kv_b)
     ranked = _rank(actions, kv_b["bytes"], gap if gap > 0 else None)
     return {"gap_bytes": gap, "actions": ranked, "why": why}
 
@@ -289,6 +322,7 @@ def report_advice(rep: dict[str, Any]) -> dict[str, Any]:
         if reclaim:
             actions.append(reclaim)
     actions += _signal_actions(kv)
+    _check_limit(actions, kv)
     return {"gap_bytes": None, "actions": _rank(actions, kv["bytes"], None), "why": None}
 
 
@@ -300,7 +334,10 @@ def advice_line(advice: dict[str, Any] | None) -> str | None:
         return None
     a = actions[0]
     closes = f", {a['gap_closed']:.0%} of the gap" if a.get("gap_closed") is not None else ""
-    return (
+    line = (
         f"Fix: {a['action']}: KV {fmt_bytes(a['kv_bytes'])} (+{fmt_bytes(a['recovers_bytes'])} "
         f"free{closes}; risk {a['risk']}); run: {a['command']}"
     )
+    if a.get("warning"):
+        line += f". Warning: {a['warning']}"
+    return line

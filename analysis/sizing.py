@@ -43,6 +43,7 @@ from uvmtrace.analysis.items import (
 )
 from uvmtrace.analysis.levels import rel_s
 from uvmtrace.analysis.load import RunData
+from uvmtrace.analysis.memory_limit import limit_at_query
 from uvmtrace.analysis.scope import command_pids, process_cgroups
 from uvmtrace.analysis.sizing_rules import (
     RULE_ORDER,
@@ -534,6 +535,7 @@ def infer_sizing(
     kv = max(explained, key=lambda a: a["bytes"]) if explained else None
     if kv is not None:
         kv["what_if"] = _what_if(kv, _own_page_cache(run, kv))
+        kv["memory_limit"] = limit_at_query(run, kv)
     elif rows:
         top = max(rows, key=lambda a: a["bytes"])
         result["unknown"] = {

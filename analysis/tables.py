@@ -369,11 +369,23 @@ def advice_table(advice: dict[str, Any] | None, title: str) -> Table:
             fmt_bytes(a["kv_bytes"]),
             "" if a.get("gap_closed") is None else f"{a['gap_closed']:.0%}",
             a["risk"],
+            _limit_cell(a),
             a["command"],
         ]
         for a in (advice or {}).get("actions") or []
     ]
-    return (title, ["action", "recovers", "KV with it", "gap closed", "risk", "command"], rows)
+    header = ["action", "recovers", "KV with it", "gap closed", "risk", "memory limit", "command"]
+    return (title, header, rows)
+
+
+def _limit_cell(a: dict[str, Any]) -> str:
+    """Whether the action's KV fits under the KV cgroup's memory limit ('' without one)."""
+    lim = a.get("memory_limit")
+    if not lim:
+        return ""
+    if lim["fits"]:
+        return f"fits ({fmt_bytes(lim['needs_bytes'])} of {fmt_bytes(lim['limit_bytes'])})"
+    return f"DOES NOT FIT: needs {fmt_bytes(lim['needs_bytes'])} > {fmt_bytes(lim['limit_bytes'])}"
 
 
 def diff_tables(d: dict[str, Any]) -> list[Table]:

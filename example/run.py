@@ -11,6 +11,12 @@ Nothing about the outcome is written here: the KV sizes come from the workload, 
 from the recordings. Without a Docker daemon the two runs are native, with the host copy's page
 cache warm, then dropped (posix_fadvise DONTNEED).
 
+With --reclaim-before-sizing each run is recorded again with the fix, and the four variants are
+repeated in interleaved rounds (native, docker, native-reclaim, docker-reclaim, then the reverse
+order, ...): whatever else the host does between runs (other programs' memory, free pages
+parked on per-CPU lists, which MemFree leaves out) falls on every variant alike, and each
+variant is summarised by its median run. Every run's numbers are kept (summary.json).
+
 Sizing: the workload is TensorRT-LLM's rule, KV = fraction x sysinfo().freeram, so that the
 analysis can recognise it. The fraction is chosen once, before both runs, from MemFree, so the
 KV cache is about 2 GiB on this machine whatever its free memory; the cap sits far above it.
@@ -34,14 +40,15 @@ from uvmtrace.example import image as demo_image
 from uvmtrace.example import kvsizer
 from uvmtrace.example.kvsizer import GIB, MIB
 from uvmtrace.recording.errors import UserError
-from uvmtrace.tracer.headroom import read_meminfo
+from uvmtrace.tracer.headroom import per_cpu_free, read_meminfo
 
 KV_TARGET = 2 * GIB  # about what the KV cache gets: bounded, whatever MemFree is
 QUICK_KV_TARGET = GIB
-OUTPUTS = ("native.parquet", "docker.parquet", "native-cold.parquet", "report.html", "diff.json",
-           "native-reclaim.parquet", "docker-reclaim.parquet", "native-cold-reclaim.parquet",
-           "summary.json")  # fmt: skip
+VARIANTS = ("native", "docker", "native-cold", "native-reclaim", "docker-reclaim",
+            "native-cold-reclaim")  # fmt: skip
+OUTPUTS = ("report.html", "diff.json", "summary.json")
 RECLAIM_SUFFIX = "-reclaim"
+RECLAIM_REPEATS = 3  # rounds with --reclaim-before-sizing unless --repeats says otherwise
 
 
 @dataclass
@@ -53,6 +60,7 @@ class DemoOptions:
     load: str = "read"
     container_memory: str | None = None
     reclaim_before_sizing: bool = False  # also each run with `record --reclaim-before-sizing`
+    repeats: int | None = None  # rounds of all variants; None: RECLAIM_REPEATS with the fix, 1
     echo: Callable[[str], None] = print
 
 
@@ -66,15 +74,32 @@ class Run:
     seconds: float = 0.0
     reclaim: bool = False  # recorded with --reclaim-before-sizing
     reclaimed_bytes: int = 0  # what the recorder freed before the sizing query
+    repeat: int = 1  # which round (1-based)
+    order: int = 0  # position in the whole sequence of runs (1-based)
+    host_before: dict[str, int | None] = field(default_factory=dict)  # MemFree, per-CPU free
 
 
 @dataclass
 class DemoOutcome:
-    runs: list[Run]
+    runs: list[Run]  # every run, in the order they ran
     report: Path | None
     diff: dict[str, Any] | None
     mode: str  # "docker" | "native"
     why_native: str | None = None
+
+    def median(self, variant: str) -> Run | None:
+        return median_run([r for r in self.runs if r.name == variant])
+
+
+def median_run(runs: list[Run]) -> Run | None:
+    """The run whose KV size is the median (the lower middle one of an even count)."""
+    done = sorted((r for r in runs if r.result is not None), key=lambda r: r.result.kv_bytes)
+    return done[(len(done) - 1) // 2] if done else None
+
+
+def recording_name(variant: str, repeat: int) -> str:
+    """native.parquet for the first round, native-2.parquet for the second, ..."""
+    return f"{variant}.parquet" if repeat == 1 else f"{variant}-{repeat}.parquet"
 
 
 # ---- page cache of one file ---------------------------------------------------------------
@@ -157,8 +182,9 @@ def _prepare_out(out: Path) -> None:
     if out.is_symlink():
         raise UserError(f"refusing to use {out}: it is a symlink")
     out.mkdir(mode=0o755, parents=True, exist_ok=True)
-    for name in OUTPUTS:  # only our own outputs, only regular files
-        p = out / name
+    ours = [out / name for name in OUTPUTS]
+    ours += [p for v in VARIANTS for p in (out / f"{v}.parquet", *out.glob(f"{v}-[0-9]*.parquet"))]
+    for p in ours:  # only our own outputs, only regular files
         if p.is_file() and not p.is_symlink():
             p.unlink()
 
@@ -274,7 +300,9 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
         drop_cached(host_copy)
         return {"host copy": resident_bytes(host_copy)}
 
-    runs.append((Run("native", out / "native.parquet"), native_cmd, host_warm))
+    variants: list[tuple[str, list[str], Callable[[], dict[str, int | None]]]] = [
+        ("native", native_cmd, host_warm)
+    ]
     if image is not None:
         docker_cmd = demo_image.docker_run_argv(
             image,
@@ -282,43 +310,51 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
             name=f"uvmtrace-demo-{os.getpid()}",
             memory=opts.container_memory,
         )
-        runs.append((Run("docker", out / "docker.parquet"), docker_cmd, host_warm))
+        variants.append(("docker", docker_cmd, host_warm))
     else:
-        runs.append((Run("native-cold", out / "native-cold.parquet"), native_cmd, host_cold))
-
+        variants.append(("native-cold", native_cmd, host_cold))
     if opts.reclaim_before_sizing:  # the same runs again, with the fix
-        runs += [
-            (Run(f"{r.name}{RECLAIM_SUFFIX}", r.recording.with_name(
-                f"{r.name}{RECLAIM_SUFFIX}.parquet"), reclaim=True), c, p)
-            for r, c, p in runs
-        ]  # fmt: skip
-    for run, command, prepare in runs:
-        run.state = prepare()
-        echo(f"  {run.name}: before the run, {_state_line(run.state)}")
-        _record(run, command, echo, interval)
-        res = run.result
-        assert res is not None
-        free, kv = res.free_bytes / GIB, res.kv_bytes / GIB
-        echo(
-            f"  {run.name}: sysinfo free {free:.2f} GiB -> KV {kv:.2f} GiB ({res.kv_decided_by}"
-            f" decided); recorded in {run.seconds:.1f} s -> {run.recording}"
-        )
-        if run.reclaim:
-            echo(f"  {run.name}: reclaimed {run.reclaimed_bytes / MIB:,.0f} MiB of clean page "
-                 "cache before the sizing query")  # fmt: skip
-        if res.kv_decided_by != "signal":
-            echo(f"  warning: in the {run.name} run the cap decided the KV size: not informative")
-    write_summary(out / "summary.json", [r for r, _, _ in runs])
+        variants += [(f"{name}{RECLAIM_SUFFIX}", c, p) for name, c, p in variants]
+    repeats = opts.repeats or (RECLAIM_REPEATS if opts.reclaim_before_sizing else 1)
+    runs: list[Run] = []
+    for k in range(1, repeats + 1):
+        # interleaved, every other round reversed: a drift of the host over time falls on
+        # every variant alike instead of on the later ones
+        for name, command, prepare in variants if k % 2 else variants[::-1]:
+            run = Run(name, out / recording_name(name, k), reclaim=name.endswith(RECLAIM_SUFFIX),
+                      repeat=k, order=len(runs) + 1)  # fmt: skip
+            runs.append(run)
+            label = name if repeats == 1 else f"{name} #{k}"
+            run.state = prepare()
+            run.host_before = host_free()
+            echo(f"  {label}: before the run, {_state_line(run.state)}; {_host_line(run)}")
+            _record(run, command, echo, interval)
+            res = run.result
+            assert res is not None
+            free, kv = res.free_bytes / GIB, res.kv_bytes / GIB
+            echo(
+                f"  {label}: sysinfo free {free:.2f} GiB -> KV {kv:.3f} GiB ({res.kv_decided_by}"
+                f" decided); recorded in {run.seconds:.1f} s -> {run.recording}"
+            )
+            if run.reclaim:
+                echo(f"  {label}: reclaimed {run.reclaimed_bytes / MIB:,.0f} MiB of clean page "
+                     "cache before the sizing query")  # fmt: skip
+            if res.kv_decided_by != "signal":
+                echo(f"  warning: in the {label} run the cap decided the KV size: not informative")
+    write_summary(out / "summary.json", runs)
     if opts.reclaim_before_sizing:
-        for line in side_by_side([r for r, _, _ in runs]):
+        for line in side_by_side(runs):
             echo(line)
 
     report = out / "report.html"
     diff_json = out / "diff.json"
-    a, b = runs[0][0], runs[1][0]
+    a, b = (median_run([r for r in runs if r.name == name]) for name, _, _ in variants[:2])
+    assert a is not None and b is not None
+    if repeats > 1:
+        echo(f"\n(diff of the median runs: {a.recording.name}, {b.recording.name})")
     doc = run_diff(a.recording, b.recording, report, diff_json, echo)
     return DemoOutcome(
-        runs=[r for r, _, _ in runs],
+        runs=runs,
         report=report if report.exists() else None,
         diff=doc,
         mode="docker" if image is not None else "native",
@@ -326,40 +362,105 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
     )
 
 
+def host_free() -> dict[str, int | None]:
+    """The host's free memory now: MemFree, and the free pages on per-CPU lists it leaves out."""
+    return {"MemFree": read_meminfo().get("MemFree"), "per-CPU free": per_cpu_free()}
+
+
+def _host_line(run: Run) -> str:
+    free, pcp = run.host_before.get("MemFree"), run.host_before.get("per-CPU free")
+    line = f"host MemFree {free / GIB:.2f} GiB" if free is not None else "host MemFree unknown"
+    return line + (f" (+{pcp / MIB:,.0f} MiB free on per-CPU lists)" if pcp is not None else "")
+
+
+def _entry(run: Run) -> dict[str, Any]:
+    res = run.result
+    assert res is not None
+    return {
+        "kv_bytes": res.kv_bytes,
+        "signal": res.signal,
+        "signal_bytes": res.free_bytes,
+        "reclaimed_bytes": run.reclaimed_bytes,
+        "reclaim_before_sizing": run.reclaim,
+        "kv_decided_by": res.kv_decided_by,
+        "exit_code": run.exit_code,
+        "recording": run.recording.name,
+        "repeat": run.repeat,
+        "order": run.order,
+        "host_mem_free_before": run.host_before.get("MemFree"),
+        "host_per_cpu_free_before": run.host_before.get("per-CPU free"),
+    }
+
+
+def _relative(a: Run | None, b: Run | None) -> float | None:
+    """(B's KV - A's KV) / A's KV, None without both."""
+    if a is None or b is None or a.result is None or b.result is None or not a.result.kv_bytes:
+        return None
+    return round((b.result.kv_bytes - a.result.kv_bytes) / a.result.kv_bytes, 6)
+
+
 def write_summary(path: Path, runs: list[Run]) -> dict[str, Any]:
-    """OUT/summary.json, for scripts: per run the KV size, the signal and what it answered."""
-    doc: dict[str, Any] = {"runs": {}}
-    for run in runs:
-        res = run.result
-        if res is None:
+    """OUT/summary.json, for scripts: per variant its median run (KV size, signal, what it
+    answered, what was reclaimed) and every repeat; then the relative KV differences of the
+    medians that the fix is judged by."""
+    doc: dict[str, Any] = {"runs": {}, "comparison": {}}
+    names = list(dict.fromkeys(r.name for r in runs))
+    for name in names:
+        mine = [r for r in runs if r.name == name and r.result is not None]
+        med = median_run(mine)
+        if med is None:
             continue
-        doc["runs"][run.name] = {
-            "kv_bytes": res.kv_bytes,
-            "signal": res.signal,
-            "signal_bytes": res.free_bytes,
-            "reclaimed_bytes": run.reclaimed_bytes,
-            "reclaim_before_sizing": run.reclaim,
-            "kv_decided_by": res.kv_decided_by,
-            "exit_code": run.exit_code,
-        }
+        doc["runs"][name] = {**_entry(med), "repeats": [_entry(r) for r in mine]}
+    medians = {name: median_run([r for r in runs if r.name == name]) for name in names}
+    other = "docker" if "docker" in medians else "native-cold"
+    pairs = {
+        f"{other}_vs_native": ("native", other),
+        f"{other}{RECLAIM_SUFFIX}_vs_native{RECLAIM_SUFFIX}": (
+            f"native{RECLAIM_SUFFIX}", f"{other}{RECLAIM_SUFFIX}"),
+        f"native{RECLAIM_SUFFIX}_vs_native": ("native", f"native{RECLAIM_SUFFIX}"),
+        f"{other}{RECLAIM_SUFFIX}_vs_{other}": (other, f"{other}{RECLAIM_SUFFIX}"),
+    }  # fmt: skip
+    for key, (a, b) in pairs.items():
+        rel = _relative(medians.get(a), medians.get(b))
+        if rel is not None:
+            doc["comparison"][key] = rel
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return doc
 
 
 def side_by_side(runs: list[Run]) -> list[str]:
-    """KV sizes without and with --reclaim-before-sizing, one line per run."""
-    by_name = {r.name: r for r in runs}
-    lines = ["", "KV cache without and with --reclaim-before-sizing:"]
-    lines.append(f"  {'run':<12} {'without':>12} {'with':>12} {'reclaimed':>12}")
-    for r in runs:
-        fixed = by_name.get(f"{r.name}{RECLAIM_SUFFIX}")
-        if r.reclaim or fixed is None or r.result is None or fixed.result is None:
+    """KV sizes without and with --reclaim-before-sizing: the medians, then every run."""
+    names = list(dict.fromkeys(r.name for r in runs))
+    repeats = max(r.repeat for r in runs)
+    what = f"median of {repeats} runs" if repeats > 1 else "one run each"
+    lines = ["", f"KV cache without and with --reclaim-before-sizing ({what}):"]
+    lines.append(f"  {'run':<12} {'without':>12} {'with':>12} {'reclaimed':>12}   every run (GiB)")
+    base: Run | None = None
+    for name in names:
+        fixed_name = f"{name}{RECLAIM_SUFFIX}"
+        if name.endswith(RECLAIM_SUFFIX) or fixed_name not in names:
             continue
-        without, with_fix = r.result.kv_bytes / GIB, fixed.result.kv_bytes / GIB
+        plain = median_run([r for r in runs if r.name == name])
+        fixed = median_run([r for r in runs if r.name == fixed_name])
+        if plain is None or fixed is None or plain.result is None or fixed.result is None:
+            continue
+        every = " | ".join(
+            ", ".join(f"{r.result.kv_bytes / GIB:.3f}" for r in runs
+                      if r.name == n and r.result is not None)
+            for n in (name, fixed_name)
+        )  # fmt: skip
+        without, with_fix = plain.result.kv_bytes / GIB, fixed.result.kv_bytes / GIB
         lines.append(
-            f"  {r.name:<12} {without:>8.3f} GiB {with_fix:>8.3f} GiB"
-            f" {fixed.reclaimed_bytes / MIB:>8,.0f} MiB"
+            f"  {name:<12} {without:>8.3f} GiB {with_fix:>8.3f} GiB"
+            f" {fixed.reclaimed_bytes / MIB:>8,.0f} MiB   {every}"
         )
+        if base is None:
+            base = fixed
+        else:
+            rel = _relative(base, fixed)
+            if rel is not None:
+                lines.append(f"  with the fix, {name} vs {base.name.removesuffix(RECLAIM_SUFFIX)}: "
+                             f"{rel:+.1%} (medians)")  # fmt: skip
     return lines
 
 

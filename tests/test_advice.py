@@ -14,14 +14,23 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.recordings import GIB, docker_recorder, native_recorder
+from tests.recordings import (
+    CONTAINER_ID,
+    DOCKER_CGROUP,
+    GIB,
+    PID,
+    Recorder,
+    docker_recorder,
+    native_recorder,
+)
 from uvmtrace.analysis.render_json import load_schema, to_json
 from uvmtrace.analysis.report import build_diff, build_report
-from uvmtrace.analysis.tables import diff_tables
+from uvmtrace.analysis.tables import diff_tables, report_tables
 
 FREE_A, FREE_B = 60 * GIB, 36.5 * GIB
 KV_A, KV_B = int(0.9 * FREE_A), int(0.9 * FREE_B)
 B_PAGE_CACHE = 21 * GIB
+MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +118,70 @@ def test_without_a_gap_what_held_b_s_signal_down_is_still_advised(tmp_path: Path
     assert reclaim["files"] == ["/weights.bin"] and reclaim["recovers_bytes"] == GIB
     assert all(x["gap_closed"] is None for x in advice["actions"])
     assert not any(x["kind"] == "setting" for x in advice["actions"])
+
+
+def _limited_container(limit: int) -> Recorder:
+    """The demo's story under `docker run --memory`: the container reads 1 GiB of weights
+    (page cache charged to it), copies them into 1 GiB of anonymous memory, asks sysinfo
+    (20 GiB free) and maps 0.1 x that as its KV cache; under the limit the kernel has taken
+    most of the weights' clean page cache back by the end."""
+    rec = Recorder(
+        command=["docker", "run", "--rm", "--memory", str(limit), "srv", "kvsizer"],
+        cgroups={str(DOCKER_CGROUP): {"path": f"/docker/{CONTAINER_ID}", "hierarchy": "memory",
+                                      "container_id": CONTAINER_ID, "container_name": "srv"}},
+        target_cgroups=[DOCKER_CGROUP],
+    )  # fmt: skip
+    cg, kv = DOCKER_CGROUP, 2 * GIB
+    rec.add(0.0, "proc", "exec", pid=PID, tid=PID, text="/usr/bin/python3 kvsizer.py", comm="py")
+    rec.meminfo(0.0, MemFree=22 * GIB, MemAvailable=23 * GIB)
+    rec.current_and_limit(0.0, cg, current=0, limit=limit)
+    rec.charge(1.0, cg, "NR_FILE_PAGES", GIB).filemap(1.0, "/models/weights.bin", GIB, cg)
+    rec.charge(1.5, cg, "NR_ANON_MAPPED", GIB)
+    rec.query(2.0, "sysinfo", free=20 * GIB)
+    rec.meminfo(2.0, MemFree=20 * GIB, MemAvailable=21 * GIB)
+    rec.memory_stat(2.0, cg, total_cache=GIB, total_rss=GIB, total_inactive_file=GIB,
+                    total_active_file=0, total_mapped_file=0, total_dirty=0, total_writeback=0)  # fmt: skip
+    rec.current_and_limit(2.0, cg, current=2 * GIB + 16 * MIB, limit=limit)
+    rec.mapping(2.1, PID, kv)
+    rec.charge(2.5, cg, "NR_ANON_MAPPED", kv)
+    rec.memory_stat(3.0, cg, total_cache=64 * MIB, total_rss=3 * GIB, total_inactive_file=64 * MIB,
+                    total_active_file=0, total_mapped_file=0, total_dirty=0, total_writeback=0)  # fmt: skip
+    rec.current_and_limit(3.0, cg, current=3 * GIB + 80 * MIB, limit=limit)
+    rec.add(3.5, "proc", "exit", pid=PID, result=0)
+    return rec
+
+
+def test_a_fix_whose_larger_kv_would_not_fit_under_the_container_limit_says_what_limit_it_needs(
+    tmp_path: Path,
+) -> None:
+    # Held at the peak and not reclaimable: 3 GiB + 16 MiB (weights copy, KV, interpreter).
+    # Reclaiming the weights' 1 GiB gives a KV 0.1 GiB larger: 3.1 GiB + 16 MiB are needed.
+    limit = 3 * GIB + 64 * MIB
+    rep = build_report(_limited_container(limit).write(tmp_path / "tight.parquet"))
+    lim = rep["sizing"]["kv"]["memory_limit"]
+    assert lim["limit_bytes"] == limit and lim["reclaimable_at_query_bytes"] == GIB
+    assert lim["peak_held_bytes"] == 3 * GIB + 16 * MIB
+    reclaim = next(a for a in rep["advice"]["actions"] if a["kind"] == "reclaim")
+    assert reclaim["kv_bytes"] == int(2 * GIB + 0.1 * GIB)
+    need = 3 * GIB + 16 * MIB + int(0.1 * GIB)
+    assert reclaim["memory_limit"] == {
+        "cgroup": "container srv", "limit_bytes": limit, "needs_bytes": need, "fits": False
+    }  # fmt: skip
+    assert f"--memory {-(-need // MIB)}m" in reclaim["warning"]
+    assert "OOM-killed" in reclaim["warning"]
+    fix = next(line for line in rep["conclusion"] if line.startswith("Fix: "))
+    assert "Warning: " in fix and f"--memory {-(-need // MIB)}m" in fix
+    table = next(t for t in report_tables(rep) if t[0].startswith("Advice"))
+    assert any("DOES NOT FIT" in cell for row in table[2] for cell in row)
+    jsonschema.Draft202012Validator(load_schema()).validate(json.loads(to_json(rep)))
+
+    # With room for it (4 GiB), the same fix fits: no warning.
+    roomy = build_report(_limited_container(4 * GIB).write(tmp_path / "roomy.parquet"))
+    reclaim = next(a for a in roomy["advice"]["actions"] if a["kind"] == "reclaim")
+    assert reclaim["memory_limit"]["fits"] and "warning" not in reclaim
+
+
+def test_without_a_memory_limit_no_limit_is_checked(diff: dict) -> None:
+    # the docker story's KV is device memory (cuMemAlloc): never charged to the cgroup
+    assert diff["reports"]["b"]["sizing"]["kv"]["memory_limit"] is None
+    assert all("memory_limit" not in a for a in diff["advice"]["actions"])

@@ -13,7 +13,6 @@ how to start the workload with it next time.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -136,23 +135,14 @@ def _pid_target(pid: int, hierarchy: cgroupfs.MemoryHierarchy | None) -> Target:
 
 
 def _container_target(ref: str, hierarchy: cgroupfs.MemoryHierarchy | None) -> Target:
-    runtimes = [r for r in containers.RUNTIMES if shutil.which(r)]
-    if not runtimes:
-        raise UserError(f"cannot look up container {ref}: neither docker nor podman is installed")
-    for runtime in runtimes:
-        info = containers.inspect(runtime, ref)
-        if info is None:
-            continue
-        name, pid, extra = containers.describe(info)
-        if not pid:
-            raise UserError(f"container {name or ref} is not running")
-        start = _start_time(pid)
-        if start is None:
-            raise UserError(f"container {name or ref} is not running")
-        meta = {"runtime": runtime, "id": info.get("Id"), "name": name, "pid": pid, **extra}
-        cgroup = cgroupfs.memory_cgroup_if_any(hierarchy, pid)
-        return Target("container", ref, pid, start, cgroup, True, meta)
-    raise UserError(f"no container {ref} ({' or '.join(runtimes)} knows none by that name or id)")
+    found = containers.find_running(ref)
+    start = _start_time(found.pid)
+    if start is None:
+        raise UserError(f"container {found.name or ref} is not running")
+    meta = {"runtime": found.runtime, "id": found.id, "name": found.name, "pid": found.pid,
+            **found.extra}  # fmt: skip
+    cgroup = cgroupfs.memory_cgroup_if_any(hierarchy, found.pid)
+    return Target("container", ref, found.pid, start, cgroup, True, meta)
 
 
 def _cgroup_target(given: str, hierarchy: cgroupfs.MemoryHierarchy | None) -> Target:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,32 @@ def describe(info: dict) -> tuple[str | None, int | None, dict]:
         "memory_limit": (info.get("HostConfig") or {}).get("Memory") or None,
     }
     return name, pid, extra
+
+
+@dataclass(frozen=True)
+class RunningContainer:
+    runtime: str
+    id: str | None
+    name: str | None
+    pid: int  # host pid of its init process
+    extra: dict  # image and memory limit (describe)
+
+
+def find_running(ref: str) -> RunningContainer:
+    """The running container `ref` (a name or an id) of docker or podman, whichever knows it;
+    a one-line UserError when neither is installed, none knows it, or it is not running."""
+    runtimes = [r for r in RUNTIMES if shutil.which(r)]
+    if not runtimes:
+        raise UserError(f"cannot look up container {ref}: neither docker nor podman is installed")
+    for runtime in runtimes:
+        info = inspect(runtime, ref)
+        if info is None:
+            continue
+        name, pid, extra = describe(info)
+        if not pid:
+            raise UserError(f"container {name or ref} is not running")
+        return RunningContainer(runtime, info.get("Id"), name, int(pid), extra)
+    raise UserError(f"no container {ref} ({' or '.join(runtimes)} knows none by that name or id)")
 
 
 # `docker run` / `podman run` options that take no value (all others take one, unless `=`).

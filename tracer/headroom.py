@@ -33,9 +33,7 @@ Python API, for a launcher that would otherwise read MemFree:
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from typing import Any
 from uvmtrace.host.cgroupfs import MemoryHierarchy, memory_cgroup_of, memory_hierarchy, read_int
 from uvmtrace.host.cgroupfs import read_stat as read_memory_stat
 from uvmtrace.recording.errors import UserError
+from uvmtrace.tracer.containers import find_running
 
 FORMULA = (
     "honest = min(MemFree, cgroup limit - usage) + clean unmapped page cache charged to the "
@@ -146,6 +145,19 @@ def read_meminfo(path: str = "/proc/meminfo") -> dict[str, int]:
     return out
 
 
+def per_cpu_free(path: str = "/proc/zoneinfo") -> int | None:
+    """Free pages held on the per-CPU page lists, in bytes (the `count:` of every zone's
+    pagesets). MemFree (and sysinfo().freeram) leaves them out although any allocation can take
+    them; since Linux 6.7 the lists grow with bursts of freeing, up to an eighth of a zone
+    (docs/fix.md): a MemFree reading moves by hundreds of MiB with no one's memory changing."""
+    try:
+        with open(path) as f:
+            counts = [line.split()[1] for line in f if line.lstrip().startswith("count:")]
+    except (OSError, IndexError):
+        return None
+    return sum(int(c) for c in counts if c.isdigit()) * os.sysconf("SC_PAGE_SIZE")
+
+
 def cgroup_cache(h: MemoryHierarchy, path: Path) -> PageCache:
     """The page cache charged to the cgroup at `path` (and its descendants), split."""
     keys = _V1_KEYS if h.version == 1 else _V2_KEYS
@@ -180,7 +192,7 @@ def headroom(
         raise UserError("give at most one of --pid, --container, --cgroup")
     h = memory_hierarchy()
     if container is not None:
-        pid = container_pid(container)
+        pid = find_running(container).pid
     path = _target(h, pid, cgroup)
     meminfo = read_meminfo()
     host = PageCache.from_counters(meminfo, _MEMINFO_KEYS)
@@ -246,27 +258,3 @@ def _target(h: MemoryHierarchy | None, pid: int | None, cgroup: Any) -> Path | N
     if not (h.contains(path) and (path / "memory.stat").is_file()):
         raise UserError(f"not a memory cgroup: {cgroup} (looked at {path})")
     return path
-
-
-def container_pid(name: str) -> int:
-    """The host pid of a running docker (or podman) container's init process."""
-    for runtime in ("docker", "podman"):
-        try:
-            r = subprocess.run(
-                [runtime, "inspect", "--format", "{{json .State}}", name],
-                capture_output=True,
-                text=True,
-                timeout=15,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode != 0:
-            continue
-        try:
-            state = json.loads(r.stdout)
-        except ValueError:
-            continue
-        if state.get("Pid"):
-            return int(state["Pid"])
-        raise UserError(f"container {name} is not running")
-    raise UserError(f"no running container {name!r} (docker/podman inspect found none)")

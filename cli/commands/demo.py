@@ -17,8 +17,9 @@ Builds a small image offline (busybox + the weights file), records the workload 
 image's copy, not cached), runs `uvmtrace diff` and writes OUT/native.parquet,
 OUT/docker.parquet, OUT/report.html and OUT/summary.json (per run: KV bytes, the signal, what
 it answered, what was reclaimed). With --reclaim-before-sizing each run is recorded again with
-the fix, side by side. Without a Docker daemon: two native runs, page cache
-warm vs cold. Needs root.
+the fix, side by side, in 3 interleaved rounds (--repeats): each variant is judged by its median
+run, so that what the rest of the host does between runs falls on all of them alike. Without a
+Docker daemon: two native runs, page cache warm vs cold. Needs root.
 
 \b
 Example:
@@ -47,6 +48,9 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
               help="docker run --memory for the container (default: no limit).")  # fmt: skip
 @click.option("--reclaim-before-sizing", is_flag=True,
               help="Also record each run with the fix; KV sizes with and without it.")  # fmt: skip
+@click.option("--repeats", type=click.IntRange(1, 50), default=None,
+              help="Rounds of all runs, interleaved; medians compared "
+              "[default: 3 with --reclaim-before-sizing, else 1].")  # fmt: skip
 def command(
     out: Path,
     weights_size: int,
@@ -55,6 +59,7 @@ def command(
     no_docker: bool,
     container_memory: str | None,
     reclaim_before_sizing: bool,
+    repeats: int | None,
 ) -> int:
     if quick and weights_size == parse_size("1G"):
         weights_size = parse_size("256M")
@@ -69,6 +74,7 @@ def command(
             load=load,
             container_memory=container_memory,
             reclaim_before_sizing=reclaim_before_sizing,
+            repeats=repeats,
             echo=click.echo,
         )
     )
