@@ -228,6 +228,11 @@ def diff_conclusion(d: dict[str, Any]) -> list[str]:
                     f"{fmt_bytes(dec['baseline_bytes'], signed=True)} less free memory "
                     "before the recordings started"
                 )
+            if dec.get("per_cpu_free_bytes"):
+                parts.append(
+                    f"{fmt_bytes(dec['per_cpu_free_bytes'], signed=True)} free pages parked on "
+                    "per-CPU lists, which MemFree leaves out"
+                )
             parts.append(f"{fmt_bytes(dec['unexplained_bytes'])} unexplained")
             lines.append(head + "; " + "; ".join(parts) + ".")
     else:

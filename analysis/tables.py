@@ -413,6 +413,13 @@ def diff_tables(d: dict[str, Any]) -> list[Table]:
                     fmt_bytes(dec["baseline_bytes"], signed=True),
                 ]
             )
+        if dec.get("per_cpu_free_bytes") is not None:
+            rows.append(
+                [
+                    "free pages on per-CPU lists, not in MemFree (B - A)",
+                    fmt_bytes(dec["per_cpu_free_bytes"], signed=True),
+                ]
+            )
         if dec["cuda_device_bytes"] is not None:
             rows.append(
                 [

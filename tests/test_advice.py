@@ -139,13 +139,14 @@ def _limited_container(limit: int) -> Recorder:
     rec.charge(1.5, cg, "NR_ANON_MAPPED", GIB)
     rec.query(2.0, "sysinfo", free=20 * GIB)
     rec.meminfo(2.0, MemFree=20 * GIB, MemAvailable=21 * GIB)
-    rec.memory_stat(2.0, cg, total_cache=GIB, total_rss=GIB, total_inactive_file=GIB,
-                    total_active_file=0, total_mapped_file=0, total_dirty=0, total_writeback=0)  # fmt: skip
+    clean = {"total_active_file": 0, "total_mapped_file": 0, "total_dirty": 0, "total_writeback": 0}
+    rec.memory_stat(2.0, cg, total_cache=GIB, total_rss=GIB, total_inactive_file=GIB, **clean)
     rec.current_and_limit(2.0, cg, current=2 * GIB + 16 * MIB, limit=limit)
     rec.mapping(2.1, PID, kv)
     rec.charge(2.5, cg, "NR_ANON_MAPPED", kv)
-    rec.memory_stat(3.0, cg, total_cache=64 * MIB, total_rss=3 * GIB, total_inactive_file=64 * MIB,
-                    total_active_file=0, total_mapped_file=0, total_dirty=0, total_writeback=0)  # fmt: skip
+    rec.memory_stat(
+        3.0, cg, total_cache=64 * MIB, total_rss=3 * GIB, total_inactive_file=64 * MIB, **clean
+    )
     rec.current_and_limit(3.0, cg, current=3 * GIB + 80 * MIB, limit=limit)
     rec.add(3.5, "proc", "exit", pid=PID, result=0)
     return rec

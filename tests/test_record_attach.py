@@ -264,6 +264,11 @@ def test_a_container_that_does_not_exist_is_one_line(tmp_path: Path, need_docker
     assert r.stderr.strip() == (
         "uvmtrace: error: no container no-such-ctr-xyz (docker knows none by that name or id)"
     )
+    # `headroom --container` looks containers up the same way (containers.find_running)
+    r = uvmtrace("headroom", "--container", "no-such-ctr-xyz")
+    assert r.returncode == 2
+    assert r.stderr.strip().endswith("no container no-such-ctr-xyz (docker knows none by that "
+                                     "name or id)")  # fmt: skip
 
 
 # Asks libc's sysinfo() (what TensorRT-LLM sizes its KV cache by under UVM) once before and

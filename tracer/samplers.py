@@ -1,6 +1,7 @@
 """Periodic samples of the kernel's own accounting: the view the traced events must explain.
 
-Each `sample()` returns one batch (stream "sample"): /proc/meminfo, every target cgroup's
+Each `sample()` returns one batch (stream "sample"): /proc/meminfo, the free pages on per-CPU
+lists (/proc/zoneinfo, which MemFree leaves out), every target cgroup's
 memory.stat / usage / limit, NVML device and per-process memory where a GPU answers, and the
 kernel's fault counters of the traced processes.
 """
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from uvmtrace.host.cgroupfs import MemoryHierarchy, read_int, read_stat
 from uvmtrace.recording.schema import make_batch
-from uvmtrace.tracer.headroom import read_meminfo
+from uvmtrace.tracer.headroom import per_cpu_free, read_meminfo
 
 
 def monotonic_ns() -> int:
@@ -100,6 +101,9 @@ class Sampler:
         cg: list[int | None] = []
         for key, v in read_meminfo().items():
             ev.append("meminfo"), item.append(key), value.append(v), cg.append(None)
+        pcp = per_cpu_free()  # free pages MemFree leaves out (docs/fix.md)
+        if pcp is not None:
+            ev.append("zoneinfo"), item.append("per_cpu_free"), value.append(pcp), cg.append(None)
         if self.hierarchy is not None:
             for cgid, path in list(self.cgroups.items()):
                 stat = read_stat(path / "memory.stat")
