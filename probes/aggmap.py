@@ -9,17 +9,16 @@ our delete. Keys and values land in numpy arrays via BPF_MAP_LOOKUP_BATCH.
 from __future__ import annotations
 
 import ctypes as ct
-import errno
 
 import numpy as np
 
+from uvmtrace.probes.bpfmaps import BpfMap
 from uvmtrace.probes.event_dtypes import AGG_SLOT, AGG_VAL
 
 
 class AggDrainer:
-    def __init__(self, lib: ct.CDLL, map_fd: int, key: np.dtype, max_entries: int) -> None:
-        self.lib = lib
-        self.fd = map_fd
+    def __init__(self, table: BpfMap, key: np.dtype, max_entries: int) -> None:
+        self.table = table
         self.key = key
         self.max = max_entries
         self._keys = np.zeros(max_entries, key)
@@ -29,51 +28,37 @@ class AggDrainer:
         """Fill the key/value buffers with the map's contents; returns the count."""
         total = 0
         token = ct.c_uint32(0)
-        count = ct.c_uint32(0)
         first = True
         while total < self.max:
-            count.value = self.max - total
-            res = self.lib.bpf_lookup_batch(
-                self.fd,
-                None if first else ct.byref(token),
-                ct.byref(token),
+            count, done = self.table.lookup_batch(
+                None if first else ct.addressof(token),
+                ct.addressof(token),
                 self._keys.ctypes.data + total * self.key.itemsize,
                 self._vals.ctypes.data + total * AGG_VAL.itemsize,
-                ct.byref(count),
+                self.max - total,
             )
-            err = ct.get_errno()
-            total += count.value
+            total += count
             first = False
-            if res != 0:
-                if err in (errno.ENOENT, 0):
-                    break
-                raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {errno.errorcode.get(err, err)}")
-            if count.value == 0:
+            if done:
                 break
         return total
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         n = self._lookup_all()
         keys, vals = self._keys[:n].copy(), self._vals[:n].copy()
-        if keys.size:
-            cnt = ct.c_uint32(keys.size)
-            if self.lib.bpf_delete_batch(self.fd, keys.ctypes.data, ct.byref(cnt)) != 0:
-                # Kernels before 5.6 have no batch delete: one at a time.
-                base = keys.ctypes.data
-                for i in range(keys.size):
-                    self.lib.bpf_delete_elem(self.fd, base + i * self.key.itemsize)
+        if keys.size and not self.table.delete_batch(keys.ctypes.data, keys.size):
+            # Kernels before 5.6 have no batch delete: one at a time.
+            base = keys.ctypes.data
+            for i in range(keys.size):
+                self.table.delete(base + i * self.key.itemsize)
         return keys, vals
 
 
-def read_slots(lib: ct.CDLL, map_fd: int, n: int, ncpus: int) -> np.ndarray:
+def read_slots(table: BpfMap, n: int) -> np.ndarray:
     """A per-CPU slot array as (n, ncpus) struct agg_slot; only once the probes are detached."""
-    out = np.zeros((n, ncpus), AGG_SLOT)
-    index = ct.c_uint32(0)
+    out = np.zeros((n, table.ncpus), AGG_SLOT)
     for i in range(n):
-        index.value = i
-        if lib.bpf_lookup_elem(map_fd, ct.byref(index), out[i].ctypes.data) != 0:
-            err = ct.get_errno()
-            raise OSError(err, f"BPF_MAP_LOOKUP_ELEM of slot {i}: {errno.errorcode.get(err, err)}")
+        table.lookup_into(i.to_bytes(4, "little"), out[i].ctypes.data)
     return out
 
 

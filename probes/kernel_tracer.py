@@ -1,7 +1,9 @@
 """KernelTracer: compile and attach the probes, scope them, and drain events as Arrow batches.
 
 One BPF program holds every concern (one compile); each probe's attachments are made one by one
-so a probe that cannot attach is recorded with its reason while the others run.
+so a probe that cannot attach is recorded with its reason while the others run. The compile and
+the attachments run in a short-lived child (probes/loader_child.py) that hands the recorder the
+fds: the recorder never loads libbcc and its LLVM (their ~150 MB would stay for the whole run).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from uvmtrace.host import cgroupfs
+from uvmtrace.host import btf, cgroupfs
 from uvmtrace.host.bcc import import_bcc
 from uvmtrace.probes import (
     aggmap,
@@ -25,9 +27,11 @@ from uvmtrace.probes import (
     decode,
     event_dtypes,
     kernlayout,
+    loader_child,
     progstats,
 )
 from uvmtrace.probes.aggmap import AggDrainer
+from uvmtrace.probes.bpfmaps import BpfMap
 from uvmtrace.probes.capabilities import Attachment
 from uvmtrace.probes.pathres import PathResolver
 from uvmtrace.probes.ringbuf import RingReader
@@ -46,6 +50,8 @@ AGGS = {
     "fault_agg": ("page_fault", event_dtypes.FAULT_KEY),
     "filemap_agg": ("filemap", event_dtypes.FILEMAP_KEY),
 }
+# the scope and bookkeeping maps of scope.bpf.c the recorder reads or writes
+_SCOPE_MAPS = ("config", "pids", "cg_targets", "lost")
 _MEMCG_SLOT = np.arange(3 * event_dtypes.ITEM_SLOTS)
 # aggregation hash -> (its per-CPU slot array, number of slots, slot fields -> key fields)
 SLOTS: dict[str, tuple[str, int, dict[str, np.ndarray | str]]] = {
@@ -110,7 +116,9 @@ class KernelTracer:
         self.states: dict[str, ProbeState] = {}
         self.memcg_variant = "sampling"
         self.memcg_why = ""
-        self._bpf = None
+        self._bpf = None  # the BCC object, in the loader child only
+        self._offsets: dict[str, int] = {}  # struct offsets for the raw programs (from BTF)
+        self._loaded: loader_child.LoadedProbes | None = None  # what the recorder holds
         self._rings: dict[str, RingReader] = {}
         self._aggs: dict[str, AggDrainer] = {}
         self._pending_pids: list[int] = []
@@ -130,22 +138,19 @@ class KernelTracer:
         blockers = capabilities.start_blockers()  # what `uvmtrace doctor` blocks on, too
         if blockers:
             raise UserError("; ".join(blockers.values()))
-        bcc = import_bcc()
         self._names = decode.ItemNames(self.page_size)
         plan = self._plan()
-        self._bpf = self._compile(bcc, plan)
-        for name, atts in plan.items():
-            self._attach(name, atts)
-            state = self.states[name]
-            if not state.attached and state.attach == "raw_tracepoint":
-                # The kernel refused the raw attachment: the classic programs are compiled too.
-                state.attach, state.attach_why = "tracepoint", f"raw attach failed: {state.why}"
-                state.why = self.memcg_why if name == "memcg" else ""
-                self._attach(name, self._classic(name))
-        if not any(s.attached for s in self.states.values()):
-            whys = "; ".join(f"{n}: {s.why}" for n, s in self.states.items())
-            self._bpf.cleanup()
-            raise UserError(f"no kernel probe could attach ({whys})")
+        fallback = {
+            name: self._classic(name)
+            for name in plan
+            if self.states[name].attach == "raw_tracepoint"
+        }
+        wanted_maps = [*RINGS, *AGGS, *(t for t, _n, _f in SLOTS.values()), *_SCOPE_MAPS]
+        self._offsets = kernlayout.raw_layout().defines
+        self._loaded = loader_child.load(self, plan, fallback, wanted_maps)
+        # The parsed vmlinux BTF (~50 MB of Python objects) was needed only for the plan.
+        btf.read.cache_clear()
+        _return_freed_heap()
         self._set_config(0, int(self._watch))
         self._set_config(1, cgroupfs.memory_hierarchy_id())
         # The tracer never traces itself: its own charges (spool, samples) would pollute the run.
@@ -155,6 +160,50 @@ class KernelTracer:
             self.add_pid(pid)
         for cgid in self._pending_cgroups:
             self.add_cgroup(cgid)
+
+    def loader_request(self) -> dict:
+        """What the loader child needs to build this tracer's BPF text (see load_here)."""
+        return {
+            "kwargs": {
+                "raw": self.raw,
+                "ringbuf_pages": self.ringbuf_pages,
+                "bucket_ns": self.bucket_ns,
+                "probes": self.wanted,
+                "memcg_events": self.memcg_events,
+            },
+            "states": self.states,
+            "memcg_variant": self.memcg_variant,
+            "memcg_why": self.memcg_why,
+            "offsets": self._offsets,
+        }
+
+    @classmethod
+    def from_loader_request(cls, request: dict) -> KernelTracer:
+        tracer = cls(**request["kwargs"])
+        tracer.states = request["states"]
+        tracer.memcg_variant = request["memcg_variant"]
+        tracer.memcg_why = request["memcg_why"]
+        tracer._offsets = request["offsets"]
+        return tracer
+
+    def load_here(self, plan: dict[str, tuple[Attachment, ...]], fallback: dict) -> object:
+        """Compile and attach `plan` in this process (the loader child); returns the BCC object.
+        `fallback`: the classic attachments of a probe planned as raw tracepoints."""
+        bcc = import_bcc()
+        self._bpf = self._compile(bcc, plan)
+        for name, atts in plan.items():
+            self._attach(name, atts)
+            state = self.states[name]
+            if not state.attached and state.attach == "raw_tracepoint":
+                # The kernel refused the raw attachment: the classic programs are compiled too.
+                state.attach, state.attach_why = "tracepoint", f"raw attach failed: {state.why}"
+                state.why = self.memcg_why if name == "memcg" else ""
+                self._attach(name, fallback[name])
+        if not any(s.attached for s in self.states.values()):
+            whys = "; ".join(f"{n}: {s.why}" for n, s in self.states.items())
+            self._bpf.cleanup()
+            raise UserError(f"no kernel probe could attach ({whys})")
+        return self._bpf
 
     def _plan(self) -> dict[str, tuple[Attachment, ...]]:
         variant, why = capabilities.memcg_variant()
@@ -223,7 +272,7 @@ class KernelTracer:
                 ringbuf_pages=self.ringbuf_pages,
                 bucket_ns=self.bucket_ns,
                 small_pages=bpfsource.SMALL_RING_PAGES,
-                offsets=kernlayout.raw_layout().defines,
+                offsets=self._offsets,
             )
             return bcc.BPF(text=text.encode(), cflags=bpfsource.cflags())
 
@@ -286,34 +335,34 @@ class KernelTracer:
                 pass  # already gone: nothing left to stop
         state.links.clear()
 
-    def _open_readers(self) -> None:
-        from bcc import libbcc
+    def _map(self, name: str) -> BpfMap:
+        assert self._loaded is not None
+        return self._loaded.maps[name]
 
+    def _open_readers(self) -> None:
+        assert self._loaded is not None
         attached = {n for n, s in self.states.items() if s.attached}
         for ring, (probe, dtype) in RINGS.items():
             if probe not in attached:
                 continue
-            try:
-                table = self._bpf.get_table(ring.encode())
-            except KeyError:
+            table = self._loaded.maps.get(ring)
+            if table is None:
                 continue  # aggregated mode: no ring for this probe
             pages = (
                 bpfsource.SMALL_RING_PAGES
                 if ring in ("proc_rb", "query_rb")
                 else (self.ringbuf_pages)
             )
-            reader = RingReader(table.map_fd, pages * self.page_size, dtype)
+            reader = RingReader(table.fd, pages * self.page_size, dtype)
             self._rings[ring] = reader
-            self._poller.register(table.map_fd, select.POLLIN)
+            self._poller.register(table.fd, select.POLLIN)
         for agg, (probe, dtype) in AGGS.items():
             if probe in attached and not (self.raw and probe in ("memcg", "page_fault")):
-                table = self._bpf.get_table(agg.encode())
-                self._aggs[agg] = AggDrainer(libbcc.lib, table.map_fd, dtype, bpfsource.MAX_AGG)
+                self._aggs[agg] = AggDrainer(self._map(agg), dtype, bpfsource.MAX_AGG)
 
     def _set_config(self, slot: int, value: int) -> None:
-        if self._bpf is not None:
-            cfg = self._bpf.get_table(b"config")
-            cfg[ct.c_int(slot)] = ct.c_uint64(value)
+        if self._loaded is not None:
+            self._map("config").update(_u32(slot), value.to_bytes(8, "little"))
 
     # -- scope -----------------------------------------------------------------------------
     def adopt_next_child(self) -> None:
@@ -323,21 +372,23 @@ class KernelTracer:
 
     def add_pid(self, pid: int) -> None:
         """Trace `pid` and its descendants (existing ones now, new ones as they fork)."""
-        if self._bpf is None:
+        if self._loaded is None:
             self._pending_pids.append(pid)
             return
-        pids = self._bpf.get_table(b"pids")
+        pids = self._map("pids")
+        scope = np.zeros(1, event_dtypes.PID_SCOPE)
+        scope["root"] = pid
         for p in [pid, *descendants(pid)]:
-            pids[ct.c_uint32(p)] = pids.Leaf(pid, 0, 0)
+            pids.update(_u32(p), scope.tobytes())
 
     def add_cgroup(self, cgroup_id: int) -> None:
         """Keep every memcg event of this memory cgroup (id = its directory's inode)."""
         self._explicit_cgroups.add(cgroup_id)
         self._forgotten.discard(cgroup_id)
-        if self._bpf is None:
+        if self._loaded is None:
             self._pending_cgroups.append(cgroup_id)
             return
-        self._bpf.get_table(b"cg_targets")[ct.c_uint64(cgroup_id)] = ct.c_uint8(1)
+        self._map("cg_targets").update(_u64(cgroup_id), b"\x01")
         found = cgroupfs.find_cgroup(cgroup_id)
         if found:
             rel, hierarchy = found
@@ -355,9 +406,9 @@ class KernelTracer:
         """Target cgroups the kernel added because they were created while watching (not
         through add_cgroup); read from the kernel's map, so none is missed that the proc
         stream has not delivered yet."""
-        if self._bpf is None:
+        if self._loaded is None:
             return set()
-        keys = {int(k.value) for k in self._bpf.get_table(b"cg_targets")}
+        keys = {int.from_bytes(k, "little") for k in self._map("cg_targets")}
         return keys - self._explicit_cgroups
 
     def forget_cgroup(self, cgroup_id: int) -> None:
@@ -370,23 +421,21 @@ class KernelTracer:
         if entry is not None:
             entry["target"] = False
             entry["forgotten"] = True
-        if self._bpf is None:
+        if self._loaded is None:
             if cgroup_id in self._pending_cgroups:
                 self._pending_cgroups.remove(cgroup_id)
             return
-        targets = self._bpf.get_table(b"cg_targets")
-        with contextlib.suppress(KeyError):  # not a target (any more)
-            del targets[ct.c_uint64(cgroup_id)]
+        self._map("cg_targets").delete(_u64(cgroup_id))  # False: not a target (any more)
         # After the target is gone nothing new is adopted through it: sweep who was.
-        pids = self._bpf.get_table(b"pids")
-        for pid, scope in list(pids.items()):
-            if scope.via_cgroup == cgroup_id:
-                with contextlib.suppress(KeyError):  # exited meanwhile
-                    del pids[pid]
+        pids = self._map("pids")
+        for pid, value in pids.items():
+            scope = np.frombuffer(value, event_dtypes.PID_SCOPE, count=1)
+            if int(scope["via_cgroup"][0]) == cgroup_id:
+                pids.delete(pid)  # False: exited meanwhile
 
     # -- draining --------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 100) -> list[pa.RecordBatch]:
-        if self._bpf is None:
+        if self._loaded is None:
             return []
         if timeout_ms > 0 and not any(r.available() for r in self._rings.values()):
             self._poller.poll(timeout_ms)
@@ -408,7 +457,7 @@ class KernelTracer:
         """Page-cache rows still summed in the per-CPU slots (not yet drained): what a file read
         just now added. A snapshot for a live decision (reclaim before sizing); the same pages
         reach the recording later, through poll() or stop()."""
-        if self._bpf is None or "filemap_agg" not in self._aggs:
+        if self._loaded is None or "filemap_agg" not in self._aggs:
             return []
         keys, vals = self._slot_entries("filemap_agg")
         return self._agg_rows("filemap_agg", keys, vals) if keys.size else []
@@ -418,19 +467,20 @@ class KernelTracer:
         return self._paths.host_paths.get(path)
 
     def stop(self) -> list[pa.RecordBatch]:
-        if self._bpf is None:
+        if self._loaded is None:
             return []
         misses = self._recursion_misses()  # before detaching: the programs are still loaded
+        self._loaded.detach()
         for state in self.states.values():
-            self._detach(state)
+            state.links.clear()
         batches = self._drain(final=True)
         self._lost_final = {**self._read_lost(), **self._recursion_misses(misses)}
         for reader in self._rings.values():
             reader.close()
         self._rings.clear()
         self._aggs.clear()
-        self._bpf.cleanup()
-        self._bpf = None
+        self._loaded.close()
+        self._loaded = None
         return batches
 
     def _drain(self, *, final: bool) -> list[pa.RecordBatch]:
@@ -453,11 +503,8 @@ class KernelTracer:
         return out
 
     def _slot_entries(self, agg: str) -> tuple[np.ndarray, np.ndarray]:
-        from bcc import libbcc
-
         table, n, fill = SLOTS[agg]
-        fd = self._bpf.get_table(table.encode()).map_fd
-        slots = aggmap.read_slots(libbcc.lib, fd, n, possible_cpus())
+        slots = aggmap.read_slots(self._map(table), n)
         return aggmap.slot_entries(slots, AGGS[agg][1], fill)
 
     def _agg_rows(self, agg: str, keys: np.ndarray, vals: np.ndarray) -> list[pa.RecordBatch]:
@@ -521,21 +568,20 @@ class KernelTracer:
 
     def lost(self) -> int:
         """Events lost so far, all probes together (for a live status line)."""
-        if self._bpf is None:
+        if self._loaded is None:
             return 0
         return sum(self._read_lost().values()) + sum(self._recursion_misses().values())
 
     def _recursion_misses(self, last: dict[str, int] | None = None) -> dict[str, int]:
         """Program runs the kernel skipped, per probe: "<probe>_nested" (see progstats).
         `last`: an earlier reading, kept where the programs can no longer be asked."""
-        from bcc import libbcc
-
+        progs = self._loaded.progs if self._loaded is not None else {}
         out = dict(last or {})
         for name, state in self.states.items():
             total = None
             for att in state.links:
-                fn = self._bpf.funcs.get(att.fn.encode())
-                n = progstats.recursion_misses(libbcc.lib, fn.fd) if fn is not None else None
+                fd = progs.get(att.fn)
+                n = progstats.recursion_misses(fd) if fd is not None else None
                 if n is not None:
                     total = (total or 0) + n
             if total is not None:
@@ -543,15 +589,17 @@ class KernelTracer:
         return out
 
     def _read_lost(self) -> dict[str, int]:
-        table = self._bpf.get_table(b"lost")
-        return {
-            name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(event_dtypes.LOST_SLOTS)
-        }
+        table = self._map("lost")
+        out = {}
+        for i, name in enumerate(event_dtypes.LOST_SLOTS):
+            per_cpu = np.frombuffer(table.lookup(_u32(i)) or b"", "<u8")
+            out[name] = int(per_cpu.sum())
+        return out
 
     def metadata(self) -> dict:
         lost = (
             self._lost_final
-            if self._bpf is None
+            if self._loaded is None
             else {**self._read_lost(), **self._recursion_misses()}
         )
         return {
@@ -575,11 +623,18 @@ class KernelTracer:
         }
 
 
-def possible_cpus() -> int:
-    """Per-CPU map values come in one slot per possible CPU (not only the online ones)."""
-    from bcc.utils import get_possible_cpus
+def _return_freed_heap() -> None:
+    """Give the heap freed after start-up back to the system (glibc keeps it otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ct.CDLL(None).malloc_trim(0)
 
-    return len(get_possible_cpus())
+
+def _u32(value: int) -> bytes:
+    return value.to_bytes(4, "little")
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "little")
 
 
 def descendants(pid: int) -> list[int]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ctypes as ct
 
+from uvmtrace.probes import bpfmaps
+
 # Offset of recursion_misses in the uapi struct bpf_prog_info. The struct only ever grows at
 # its end (it is ABI), so the offset is the same on every kernel that has the field; an older
 # kernel returns a shorter struct and the count is unknown.
@@ -14,11 +16,12 @@ RECURSION_MISSES_OFF = 208
 _INFO_LEN = 256
 
 
-def recursion_misses(lib: ct.CDLL, prog_fd: int) -> int | None:
+def recursion_misses(prog_fd: int) -> int | None:
     buf = (ct.c_uint8 * _INFO_LEN)()
-    size = ct.c_uint32(_INFO_LEN)
-    if lib.bpf_obj_get_info(prog_fd, ct.byref(buf), ct.byref(size)) != 0:
+    try:
+        size = bpfmaps.obj_info(prog_fd, buf)
+    except OSError:
         return None
-    if size.value < RECURSION_MISSES_OFF + 8:
+    if size < RECURSION_MISSES_OFF + 8:
         return None
     return int.from_bytes(bytes(buf[RECURSION_MISSES_OFF : RECURSION_MISSES_OFF + 8]), "little")
