@@ -358,3 +358,30 @@ def test_stopping_the_recording_leaves_the_target_running(tmp_path: Path, stop: 
     assert attach["ended"] == (
         "--duration 1 s elapsed" if stop == "duration" else "stopped by SIGINT"
     )
+
+
+def test_attaching_to_an_existing_output_needs_force_and_numbers_an_old_spool(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "attach.parquet"
+    out.write_bytes(b"an earlier recording")
+    old_spool = tmp_path / "attach.parquet.spool"
+    old_spool.mkdir()
+    target = subprocess.Popen(["sleep", "30"])
+    try:
+        refused = uvmtrace("record", "-o", str(out), "--pid", str(target.pid), "--duration", "1")
+        assert refused.returncode != 0
+        assert refused.stderr.strip().endswith("exists; use --force to overwrite it, or choose "
+                                               "another -o"), refused.stderr  # fmt: skip
+        assert out.read_bytes() == b"an earlier recording"
+
+        forced = uvmtrace(
+            "record", "--force", "-o", str(out), "--pid", str(target.pid), "--duration", "1"
+        )
+        assert forced.returncode == 0, forced.stderr
+        assert f"its spool is now {old_spool}.1" in forced.stderr
+        assert (tmp_path / "attach.parquet.spool.1").is_dir()
+        assert open_recording(out).num_rows > 0
+    finally:
+        target.kill()
+        target.wait()

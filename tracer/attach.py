@@ -25,6 +25,7 @@ from uvmtrace.recording.schema import make_batch
 from uvmtrace.recording.writer import RecordingWriter
 from uvmtrace.tracer import containers, preloaded, snapshot
 from uvmtrace.tracer.hostinfo import gpu_info
+from uvmtrace.tracer.leftovers import prepare_output
 from uvmtrace.tracer.samplers import Nvml, Sampler, monotonic_ns
 from uvmtrace.tracer.session import (
     FORWARDED_SIGNALS,
@@ -190,6 +191,8 @@ def record_running(opts: Options, req: AttachRequest) -> Outcome:
     check_writable_target(opts.output)
     session = AttachSession(opts, req)
     session.targets = resolve_targets(req, session.hierarchy)  # before anything is written
+    # as `record -- CMD` does: refuse to overwrite without --force, number an old spool
+    session.cleanup = prepare_output(opts.output, force=opts.force)
     return session.run()
 
 
@@ -212,6 +215,8 @@ class AttachSession(Session):
         meta = self.base_metadata(anchor)
         writer.update_metadata(**meta)
         status = StatusLine(enabled=not opts.quiet)
+        for note in self.cleanup:
+            status.note(note)
         tracer = sampler = shim = None
         cg_targets: dict[int, Path] = {}
         try:

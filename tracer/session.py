@@ -23,7 +23,7 @@ from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.safefs import check_writable_target, make_private_dir
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.recording.writer import RecordingWriter
-from uvmtrace.tracer import containers
+from uvmtrace.tracer import containers, heap
 from uvmtrace.tracer.hostinfo import gpu_info, host_info
 from uvmtrace.tracer.launch import (
     Launched,
@@ -109,6 +109,7 @@ def record(opts: Options) -> Outcome:
 
 class Session:
     def __init__(self, opts: Options) -> None:
+        heap.release_freed_memory()  # the recorder's RSS stays what the rows in flight need
         self.opts = opts
         self.run_as: RunAs | None = None if opts.as_root else invoking_user()
         self.owner = (self.run_as.uid, self.run_as.gid) if self.run_as else None
