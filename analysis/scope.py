@@ -1,7 +1,7 @@
 """Which processes belong to the traced command, and which cgroup each process was charged in.
 
 The kernel stream holds more than the command's own processes: a task that charges pages to a
-target cgroup is adopted by the probes (probes/memcg.bpf.c), so a process of another session that
+target cgroup is adopted by the probes (probes/memcg.bpf.h), so a process of another session that
 touches one page of the container's memory shows up with its own exec, mmaps and `/proc/meminfo`
 reads. A KV-sizing inference that looked at every process once explained run A's KV cache with
 such a stranger's 1 GiB mmap. The command's processes are:

@@ -19,15 +19,15 @@ from pathlib import Path
 
 from bench.common import UVMTRACE, Figure, median, parse_kv
 from uvmtrace.host import cgroupfs, tracefs
-from uvmtrace.probes import capabilities
+from uvmtrace.probes.registry import PROBES
 
 RECORD = [*UVMTRACE, "record", "-q", "--no-shim"]
 # The tracepoints aggregated recording keeps busy on these workloads (count_memcg_events is
 # only attached with --raw): the peers count exactly these.
 HOT = (
-    capabilities.FAULT_TRACEPOINTS
-    + tuple(a for a in capabilities.MEMCG_TRACEPOINTS if not a.optional)
-    + capabilities.PROBES["filemap"][1]
+    PROBES["page_fault"].variants[0].attachments
+    + tuple(a for a in PROBES["memcg"].variants[0].attachments if not a.optional)
+    + PROBES["filemap"].variants[0].attachments
 )
 GOALS = {"anon": 1.05, "read": 1.10}
 SETUP_HINT = "sudo scripts/setup-host --bench installs it"

@@ -3,8 +3,8 @@
 `run_doctor()` runs every check and decides whether a recording is possible: that needs root, the
 bpf() syscall, tracefs, kernel BTF, a BCC that compiles, and some way to see memcg charges.
 Everything else (kprobes, fentry, Docker, GPU) widens what is traced but is not required. What
-the probes need is asked the way they ask it (probes/capabilities.py), so doctor's verdict and
-what `record` does cannot drift apart.
+the probes need is asked the way they ask it (probes/capabilities.py, probes/plan.py), so
+doctor's verdict and what `record` does cannot drift apart.
 """
 
 from __future__ import annotations
@@ -77,12 +77,7 @@ def run_doctor() -> DoctorReport:
         if bcc_imported
         else Check("BCC compiles", "missing", "BCC is not importable", bcc_check.INSTALL),
         cgroups,
-        plan.memcg_variant(
-            probe_plan,
-            {c.name.removeprefix("tracepoint "): c for c in tracepoint_checks},
-            kprobes,
-            cgroups,
-        ),
+        plan.memcg_variant(probe_plan, why_no_plan, cgroups),
         *plan.plan_checks(probe_plan, why_no_plan),
         tools.check_c_compiler(),
         tools.check_docker(),

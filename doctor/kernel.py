@@ -17,7 +17,7 @@ from uvmtrace.recording.errors import UserError
 SETUP = "sudo scripts/setup-host"
 
 # What losing a tracepoint costs (the fix column), for the ones where it is more than "the probe
-# is not attached". Which tracepoints are checked comes from the probes (capabilities.PROBES).
+# is not attached". Which tracepoints are checked comes from the probes (probes/registry.py).
 CONSEQUENCES: dict[str, str] = {
     "memcg:mod_memcg_state": "kernel >= 6.14 has it; older kernels: kprobe or memory.stat sampling",
     "memcg:mod_memcg_lruvec_state": "kernel >= 6.14 has it; older: kprobe or memory.stat sampling",
@@ -89,7 +89,7 @@ def check_tracefs() -> Check:
 
 def check_tracepoints(tracefs_dir: Path | None, used_by_probes: dict[str, str]) -> list[Check]:
     """One check per tracepoint the probes attach to (`used_by_probes`: {"category:event":
-    "required" | "optional"}, from capabilities.PROBES), asked the way the probes ask."""
+    "required" | "optional"}, from probes/registry.py), asked the way the probes ask."""
     checks = []
     for tp, need in used_by_probes.items():
         name = f"tracepoint {tp}"

@@ -1,8 +1,14 @@
-"""Assemble the BPF program text for a set of probes: one config preamble, the shared scope
-file, then one file per concern. Each concern's C lives in its own `*.bpf.c` file next to this."""
+"""Assemble the BPF program text for a set of probes: one preamble of settings, `events.h`, then
+each probe's `*.bpf.c` (registry.py says which) with the helper headers it includes by name.
+
+BCC rewrites map calls (`pids.lookup(...)`) and declares tracepoint argument structs only in the
+text it is handed, not in files that text includes, so a local `#include "NAME.bpf.h"` is
+expanded here (each header once, where it is first included); `events.h` and system headers
+are real includes (`-I` this directory)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -14,6 +20,8 @@ MAX_PIDS = 32768
 MAX_CGROUPS = 4096
 MAX_AGG = 65536
 SMALL_RING_PAGES = 64  # proc and query events: low rate
+
+_LOCAL_HEADER = re.compile(r'^#include "([\w-]+\.bpf\.h)"[ \t]*$', re.MULTILINE)
 
 
 def bpf_text(
@@ -39,13 +47,23 @@ def bpf_text(
     }
     parts = [f"#define {k} {v}" for k, v in defines.items()]
     parts.append('#include "events.h"')
-    shared_memcg = False
-    for name in ("scope.bpf.c", *files):
-        if name in ("memcg_kprobe.bpf.c", "memcg_tp.bpf.c", "memcg_raw.bpf.c") and not shared_memcg:
-            parts.append((PROBES_DIR / "memcg.bpf.c").read_text())  # what every variant calls
-            shared_memcg = True
-        parts.append((PROBES_DIR / name).read_text())
+    pasted: set[str] = set()
+    parts.extend(expand_headers(name, pasted) for name in files)
     return "\n".join(parts)
+
+
+def expand_headers(name: str, pasted: set[str]) -> str:
+    """`name`'s text with its `#include "*.bpf.h"` lines replaced by those headers' text, each
+    header once per program (`pasted`: the ones already in it)."""
+
+    def paste(match: re.Match[str]) -> str:
+        header = match.group(1)
+        if header in pasted:
+            return ""
+        pasted.add(header)
+        return expand_headers(header, pasted)
+
+    return _LOCAL_HEADER.sub(paste, (PROBES_DIR / name).read_text())
 
 
 def jiffy_ns() -> int:

@@ -7,6 +7,9 @@ units are a vectorised multiply, strings are dictionary-encoded once per distinc
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +18,9 @@ from uvmtrace.host import btf
 from uvmtrace.probes import event_dtypes as layouts
 from uvmtrace.probes import kernlayout
 from uvmtrace.recording.schema import make_batch
+
+if TYPE_CHECKING:
+    from uvmtrace.probes.pathres import PathResolver
 
 FAULT_BITS = {"present": 1, "write": 2, "user": 4, "fetch": 16}
 
@@ -241,7 +247,7 @@ def query_rows(rec: np.ndarray) -> list[pa.RecordBatch]:
     return out
 
 
-def proc_rows(rec: np.ndarray, hierarchy_names: dict[int, str]) -> list[pa.RecordBatch]:
+def proc_rows(rec: np.ndarray, hierarchy_names: Mapping[int, str]) -> list[pa.RecordBatch]:
     out = []
     kind = rec["kind"]
     procs = rec[kind != layouts.PROC_MKDIR]
@@ -286,3 +292,73 @@ def proc_rows(rec: np.ndarray, hierarchy_names: dict[int, str]) -> list[pa.Recor
             )
         )
     return out
+
+
+# -- one decoder per map, as the registry names them: (context, records) -> batches ------------
+
+
+@dataclass
+class Context:
+    """What decoding needs beyond the records: kernel item names, the page size, the file
+    path resolver (its caches live as long as the tracer) and cgroup hierarchy names."""
+
+    names: ItemNames
+    page_size: int
+    paths: PathResolver
+    hierarchies: Mapping[int, str]
+
+
+def proc_records(ctx: Context, rec: np.ndarray) -> list[pa.RecordBatch]:
+    return proc_rows(rec, ctx.hierarchies)
+
+
+def memcg_records(ctx: Context, rec: np.ndarray) -> list[pa.RecordBatch]:
+    return memcg_rows(
+        ctx.names,
+        ts=rec["ts"],
+        cgroup_id=rec["cgroup_id"],
+        pid=rec["pid"],
+        tid=rec["tid"],
+        item=rec["item"],
+        kind=rec["kind"],
+        val=rec["val"],
+        updates=np.ones(rec.size, np.int64),
+        comm=rec["comm"],
+    )
+
+
+def memcg_sums(ctx: Context, keys: np.ndarray, vals: np.ndarray) -> list[pa.RecordBatch]:
+    return memcg_rows(
+        ctx.names,
+        ts=keys["bucket"],
+        cgroup_id=keys["cgroup_id"],
+        pid=keys["pid"],
+        tid=None,
+        item=keys["item"],
+        kind=keys["kind"],
+        val=vals["sum"],
+        updates=vals["count"],
+        comm=vals["comm"],
+    )
+
+
+def fault_records(ctx: Context, rec: np.ndarray) -> list[pa.RecordBatch]:
+    return [fault_rows_raw(rec)]
+
+
+def fault_sums(ctx: Context, keys: np.ndarray, vals: np.ndarray) -> list[pa.RecordBatch]:
+    return [fault_rows_agg(keys, vals)]
+
+
+def mapping_records(ctx: Context, rec: np.ndarray) -> list[pa.RecordBatch]:
+    return [mapping_rows(rec, ctx.paths.mappings(rec))]
+
+
+def filemap_sums(ctx: Context, keys: np.ndarray, vals: np.ndarray) -> list[pa.RecordBatch]:
+    dev = kernel_dev_to_user(keys["dev"].astype(np.uint64))
+    paths = ctx.paths.files(keys["pid"], dev, keys["ino"])
+    return [filemap_rows(keys, vals, ctx.page_size, paths)]
+
+
+def query_records(ctx: Context, rec: np.ndarray) -> list[pa.RecordBatch]:
+    return query_rows(rec)

@@ -1,6 +1,9 @@
-"""numpy dtypes of the records in events.h (the test compiles events.h and compares offsets)."""
+"""numpy dtypes of the records in events.h, and its enums (the test compiles events.h and
+compares offsets and values)."""
 
 from __future__ import annotations
+
+from enum import IntEnum
 
 import numpy as np
 
@@ -114,13 +117,22 @@ C_STRUCTS: dict[str, np.dtype] = {
     "proc_rec": PROC_REC,
 }
 
+
 # enums of events.h that the decoder relies on (checked by the layout test too)
+class Config(IntEnum):
+    """Slots of the BPF `config` array (enum uvm_config): what the loader tells the programs."""
+
+    WATCH_CGROUPS = 0  # new memory cgroups become targets
+    MEMORY_HIERARCHY = 1  # hierarchy id of the memory controller, as cgroup_mkdir's `root`
+    SELF = 2  # the recorder's tgid: never traced
+    ADOPT_CHILD_OF = 3  # trace the next child this tgid forks
+
+
 MEMCG_STATE, MEMCG_LRUVEC, MEMCG_EVENT = 0, 1, 2
 PROC_FORK, PROC_EXEC, PROC_EXIT, PROC_MKDIR = 0, 1, 2, 3
 QUERY_SYSINFO, QUERY_OPENAT = 0, 1
 MAPPING_CALLS = ("mmap", "munmap", "mremap", "brk", "madvise")
 FILEMAP_EVENTS = ("filemap_add", "filemap_delete")
-LOST_SLOTS = ("memcg", "page_fault", "mappings", "filemap", "queries", "proc", "scope")
 NO_CODE = -(2**31)
 C_ENUMS: dict[str, int] = {
     "UVM_MEMCG_STATE": MEMCG_STATE,
@@ -135,9 +147,9 @@ C_ENUMS: dict[str, int] = {
     "UVM_MMAP": 0,
     "UVM_MADVISE": MAPPING_CALLS.index("madvise"),
     "UVM_FILEMAP_DELETE": FILEMAP_EVENTS.index("filemap_delete"),
-    "UVM_LOST_SCOPE": LOST_SLOTS.index("scope"),
-    "UVM_LOST_SLOTS": len(LOST_SLOTS),
     "UVM_NO_CODE": NO_CODE,
     "UVM_ITEM_SLOTS": ITEM_SLOTS,
     "UVM_FAULT_SLOTS": FAULT_SLOTS,
+    **{f"UVM_CONFIG_{slot.name}": int(slot) for slot in Config},
+    "UVM_CONFIG_SLOTS": len(Config),
 }

@@ -14,16 +14,26 @@
 /* memcg update source: which tracepoint (or kprobe) produced it */
 enum uvm_memcg_kind { UVM_MEMCG_STATE = 0, UVM_MEMCG_LRUVEC = 1, UVM_MEMCG_EVENT = 2 };
 
-/* loss counters, one slot per probe (BPF_PERCPU_ARRAY `lost`) */
+/* loss counters, one slot per probe in registry order (BPF_PERCPU_ARRAY `lost`, read by
+ * probes/registry.LOST_SLOTS: UVM_LOST_<probe name>) */
 enum uvm_lost {
-	UVM_LOST_MEMCG = 0,
-	UVM_LOST_FAULT = 1,
-	UVM_LOST_MAPPING = 2,
-	UVM_LOST_FILEMAP = 3,
-	UVM_LOST_QUERY = 4,
-	UVM_LOST_PROC = 5,
+	UVM_LOST_PROC = 0,
+	UVM_LOST_MEMCG = 1,
+	UVM_LOST_PAGE_FAULT = 2,
+	UVM_LOST_MAPPINGS = 3,
+	UVM_LOST_FILEMAP = 4,
+	UVM_LOST_QUERIES = 5,
 	UVM_LOST_SCOPE = 6, /* pid or cgroup target map full */
 	UVM_LOST_SLOTS = 7,
+};
+
+/* the loader's settings (BPF_ARRAY `config`, written by KernelTracer: event_dtypes.Config) */
+enum uvm_config {
+	UVM_CONFIG_WATCH_CGROUPS = 0, /* new memory cgroups become targets (cgroup_mkdir) */
+	UVM_CONFIG_MEMORY_HIERARCHY = 1, /* hierarchy id of the memory controller (0: cgroup v2) */
+	UVM_CONFIG_SELF = 2, /* the recorder's tgid: never adopted, never traced */
+	UVM_CONFIG_ADOPT_CHILD_OF = 3, /* trace the next child this tgid forks (then 0) */
+	UVM_CONFIG_SLOTS = 4,
 };
 
 enum uvm_proc_kind { UVM_PROC_FORK = 0, UVM_PROC_EXEC = 1, UVM_PROC_EXIT = 2, UVM_PROC_MKDIR = 3 };

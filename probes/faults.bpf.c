@@ -1,5 +1,7 @@
 /* User page faults of traced processes. page_fault_kernel is included for user addresses only:
  * a copy_to_user() into a fresh buffer faults in kernel mode yet counts in the task's minflt. */
+#include "agg.bpf.h"
+
 #if UVM_RAW
 BPF_RINGBUF_OUTPUT(fault_rb, UVM_RINGBUF_PAGES);
 #else
@@ -19,7 +21,7 @@ static __always_inline void fault_flush(struct agg_slot *s, u32 code)
 	struct agg_val v = {};
 	slot_value(s, &v);
 	if (fault_agg.insert(&key, &v))
-		count_lost_n(UVM_LOST_FAULT, s->count);
+		count_lost_n(UVM_LOST_PAGE_FAULT, s->count);
 }
 
 /* ip: the faulting instruction, or (ip_is_regs) the struct pt_regs * it is read from, only
@@ -41,7 +43,7 @@ static __always_inline void fault_record(u64 addr, u64 ip, int ip_is_regs, u64 c
 #endif
 	struct fault_rec *r = fault_rb.ringbuf_reserve(sizeof(struct fault_rec));
 	if (!r) {
-		count_lost(UVM_LOST_FAULT);
+		count_lost(UVM_LOST_PAGE_FAULT);
 		return;
 	}
 	r->ts = ts;

@@ -1,4 +1,5 @@
 /* Page cache: pages added or removed by traced processes, summed per file and time bucket. */
+#include "agg.bpf.h"
 BPF_PERCPU_ARRAY(filemap_slots, struct agg_slot, 2); /* enum uvm_filemap_kind */
 BPF_HASH(filemap_agg, struct filemap_key, struct agg_val, UVM_MAX_AGG);
 

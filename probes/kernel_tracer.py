@@ -32,45 +32,26 @@ from uvmtrace.probes import (
 )
 from uvmtrace.probes.aggmap import AggDrainer
 from uvmtrace.probes.bpfmaps import BpfMap
-from uvmtrace.probes.capabilities import Attachment
+from uvmtrace.probes.event_dtypes import Config
 from uvmtrace.probes.pathres import PathResolver
+from uvmtrace.probes.plan import ProbePlan, plan
+from uvmtrace.probes.registry import ALL_PROBES, LOST_SLOTS, PROBES, Aggregation, Attachment, Ring
 from uvmtrace.probes.ringbuf import RingReader
 from uvmtrace.recording.errors import UserError
 
-# ring name -> (probe, record dtype); rings a probe set does not compile are skipped
-RINGS = {
-    "proc_rb": ("proc", event_dtypes.PROC_REC),
-    "memcg_rb": ("memcg", event_dtypes.MEMCG_REC),
-    "fault_rb": ("page_fault", event_dtypes.FAULT_REC),
-    "mapping_rb": ("mappings", event_dtypes.MAPPING_REC),
-    "query_rb": ("queries", event_dtypes.QUERY_REC),
-}
-AGGS = {
-    "memcg_agg": ("memcg", event_dtypes.MEMCG_KEY),
-    "fault_agg": ("page_fault", event_dtypes.FAULT_KEY),
-    "filemap_agg": ("filemap", event_dtypes.FILEMAP_KEY),
-}
-# the scope and bookkeeping maps of scope.bpf.c the recorder reads or writes
+# the scope and bookkeeping maps of scope.bpf.h the recorder reads or writes
 _SCOPE_MAPS = ("config", "pids", "cg_targets", "lost")
-_MEMCG_SLOT = np.arange(3 * event_dtypes.ITEM_SLOTS)
-# aggregation hash -> (its per-CPU slot array, number of slots, slot fields -> key fields)
-SLOTS: dict[str, tuple[str, int, dict[str, np.ndarray | str]]] = {
-    "memcg_agg": (
-        "memcg_slots",
-        _MEMCG_SLOT.size,
-        {
-            "cgroup_id": "key2",
-            "item": _MEMCG_SLOT % event_dtypes.ITEM_SLOTS,
-            "kind": _MEMCG_SLOT // event_dtypes.ITEM_SLOTS,
-        },
-    ),
-    "fault_agg": (
-        "fault_slots",
-        event_dtypes.FAULT_SLOTS,
-        {"code": np.arange(event_dtypes.FAULT_SLOTS)},
-    ),
-    "filemap_agg": ("filemap_slots", 2, {"ino": "owner", "dev": "key2", "kind": np.arange(2)}),
-}
+
+
+def _probe_maps() -> list[str]:
+    """Every ring, aggregation hash and slot array the registry names."""
+    out = []
+    for probe in PROBES.values():
+        if probe.ring is not None:
+            out.append(probe.ring.map)
+        if probe.agg is not None:
+            out += [probe.agg.map, probe.agg.slots]
+    return out
 
 
 @dataclass
@@ -100,10 +81,10 @@ class KernelTracer:
         """memcg_events: attach memcg:count_memcg_events (vm events per cgroup: PGFAULT,
         PGMAJFAULT, ...). Default: only with `raw`; aggregated, its ~2.5 updates per anonymous
         fault cost more than the page_fault probe's counts that PGFAULT repeats."""
-        wanted = set(capabilities.ALL_PROBES if probes is None else probes)
-        unknown = wanted - capabilities.ALL_PROBES
+        wanted = set(ALL_PROBES if probes is None else probes)
+        unknown = wanted - ALL_PROBES
         if unknown:
-            known = ", ".join(sorted(capabilities.ALL_PROBES))
+            known = ", ".join(sorted(ALL_PROBES))
             raise UserError(f"unknown probe(s) {', '.join(sorted(unknown))}; known: {known}")
         if bucket_ns < 1_000_000:
             raise UserError(f"aggregation bucket must be at least 1 ms, not {bucket_ns} ns")
@@ -119,14 +100,14 @@ class KernelTracer:
         self._bpf = None  # the BCC object, in the loader child only
         self._offsets: dict[str, int] = {}  # struct offsets for the raw programs (from BTF)
         self._loaded: loader_child.LoadedProbes | None = None  # what the recorder holds
-        self._rings: dict[str, RingReader] = {}
-        self._aggs: dict[str, AggDrainer] = {}
+        self._rings: dict[str, tuple[Ring, RingReader]] = {}  # by probe
+        self._aggs: dict[str, tuple[Aggregation, AggDrainer]] = {}  # by probe
         self._pending_pids: list[int] = []
         self._pending_cgroups: list[int] = []
         self._watch = False
         self._cgroups: dict[int, dict] = {}
         self._hierarchies = cgroupfs.hierarchy_names()
-        self._names: decode.ItemNames | None = None
+        self._ctx: decode.Context | None = None
         self._paths = PathResolver()
         self._lost_final: dict[str, int] | None = None
         self._explicit_cgroups: set[int] = set()
@@ -138,23 +119,19 @@ class KernelTracer:
         blockers = capabilities.start_blockers()  # what `uvmtrace doctor` blocks on, too
         if blockers:
             raise UserError("; ".join(blockers.values()))
-        self._names = decode.ItemNames(self.page_size)
-        plan = self._plan()
-        fallback = {
-            name: self._classic(name)
-            for name in plan
-            if self.states[name].attach == "raw_tracepoint"
-        }
-        wanted_maps = [*RINGS, *AGGS, *(t for t, _n, _f in SLOTS.values()), *_SCOPE_MAPS]
+        names = decode.ItemNames(self.page_size)
+        self._ctx = decode.Context(names, self.page_size, self._paths, self._hierarchies)
+        plans = self._plan()
+        fallback = {name: p.classic for name, p in plans.items() if p.classic}
         self._offsets = kernlayout.raw_layout().defines
-        self._loaded = loader_child.load(self, plan, fallback, wanted_maps)
+        self._loaded = loader_child.load(self, plans, fallback, [*_probe_maps(), *_SCOPE_MAPS])
         # The parsed vmlinux BTF (~50 MB of Python objects) was needed only for the plan.
         btf.read.cache_clear()
         _return_freed_heap()
-        self._set_config(0, int(self._watch))
-        self._set_config(1, cgroupfs.memory_hierarchy_id())
+        self._set_config(Config.WATCH_CGROUPS, int(self._watch))
+        self._set_config(Config.MEMORY_HIERARCHY, cgroupfs.memory_hierarchy_id())
         # The tracer never traces itself: its own charges (spool, samples) would pollute the run.
-        self._set_config(2, os.getpid())
+        self._set_config(Config.SELF, os.getpid())
         self._open_readers()
         for pid in self._pending_pids:
             self.add_pid(pid)
@@ -186,18 +163,18 @@ class KernelTracer:
         tracer._offsets = request["offsets"]
         return tracer
 
-    def load_here(self, plan: dict[str, tuple[Attachment, ...]], fallback: dict) -> object:
-        """Compile and attach `plan` in this process (the loader child); returns the BCC object.
-        `fallback`: the classic attachments of a probe planned as raw tracepoints."""
+    def load_here(self, plans: dict[str, ProbePlan], fallback: dict) -> object:
+        """Compile and attach `plans` in this process (the loader child); returns the BCC
+        object. `fallback`: the classic attachments of a probe planned as raw tracepoints."""
         bcc = import_bcc()
-        self._bpf = self._compile(bcc, plan)
-        for name, atts in plan.items():
-            self._attach(name, atts)
+        self._bpf = self._compile(bcc, plans)
+        for name, p in plans.items():
+            self._attach(name, p.attachments)
             state = self.states[name]
-            if not state.attached and state.attach == "raw_tracepoint":
+            if not state.attached and name in fallback:
                 # The kernel refused the raw attachment: the classic programs are compiled too.
                 state.attach, state.attach_why = "tracepoint", f"raw attach failed: {state.why}"
-                state.why = self.memcg_why if name == "memcg" else ""
+                state.why = p.why
                 self._attach(name, fallback[name])
         if not any(s.attached for s in self.states.values()):
             whys = "; ".join(f"{n}: {s.why}" for n, s in self.states.items())
@@ -205,69 +182,22 @@ class KernelTracer:
             raise UserError(f"no kernel probe could attach ({whys})")
         return self._bpf
 
-    def _plan(self) -> dict[str, tuple[Attachment, ...]]:
-        variant, why = capabilities.memcg_variant()
-        self.memcg_variant = variant if "memcg" in self.wanted else "sampling"
-        self.memcg_why = why
-        plan = {}
-        for name in sorted(self.wanted, key=list(capabilities.PROBES).index):
-            _src, atts = capabilities.PROBES[name]
-            state = ProbeState()
-            if name in ("memcg", "page_fault"):
-                state.attach, state.attach_why = capabilities.attach_mode(name)
-            if name == "memcg":
-                state.variant, state.why = variant, why
-                if variant == "sampling":
-                    self.states[name] = state
-                    continue
-                if variant != "tracepoint":
-                    state.attach, state.attach_why = variant, ""
-                atts = capabilities.memcg_attachments(variant, state.attach)[1]
-            elif name == "page_fault":
-                atts = capabilities.fault_attachments(state.attach)
-            if name == "memcg" and not self.memcg_events:
-                atts = tuple(a for a in atts if not a.target.endswith("count_memcg_events"))
-                state.why = (state.why + "; " if state.why else "") + (
-                    "without memcg:count_memcg_events (aggregated mode; --raw records it)"
-                )
-            required = [a for a in atts if not a.optional]
-            missing = [w for a in required if (w := capabilities.attachment_missing(a))]
-            if missing:
-                state.why = "; ".join(missing)
-                self.states[name] = state
-                continue
-            self.states[name] = state
-            plan[name] = atts
-        return plan
-
-    def _classic(self, name: str) -> tuple[Attachment, ...]:
-        if name == "memcg":
-            return tuple(
-                a
-                for a in capabilities.MEMCG_TRACEPOINTS
-                if self.memcg_events or not a.target.endswith("count_memcg_events")
+    def _plan(self) -> dict[str, ProbePlan]:
+        """The probes to compile and attach (plan.py, as doctor shows it); the states of all."""
+        plans = plan(self.wanted, extras=self.memcg_events)
+        memcg = plans.get("memcg")
+        self.memcg_variant = memcg.variant if memcg is not None else "sampling"
+        self.memcg_why = memcg.why if memcg is not None else ""
+        for name, p in plans.items():
+            self.states[name] = ProbeState(
+                variant=p.variant, why=p.why, attach=p.attach, attach_why=p.attach_why
             )
-        return capabilities.FAULT_TRACEPOINTS
+        return {name: p for name, p in plans.items() if p.available}
 
-    def _sources(self, names) -> list[str]:
-        files = []
-        for name in names:
-            if name == "proc":
-                continue
-            src = capabilities.PROBES[name][0]
-            if name == "memcg":
-                src = capabilities.memcg_attachments(self.memcg_variant, self.states[name].attach)[
-                    0
-                ]
-                if src == "memcg_raw.bpf.c":
-                    files.append("memcg_tp.bpf.c")  # the classic programs: fallback at attach
-            files.append(src)
-        return files
-
-    def _compile(self, bcc, plan: dict):
+    def _compile(self, bcc, plan: dict[str, ProbePlan]):
         def build(names):
             text = bpfsource.bpf_text(
-                self._sources(names),
+                [src for name in names for src in plan[name].sources],
                 raw=self.raw,
                 ringbuf_pages=self.ringbuf_pages,
                 bucket_ns=self.bucket_ns,
@@ -280,7 +210,7 @@ class KernelTracer:
             return build(plan)
         except Exception:
             pass
-        # Find the concern that does not compile here (rare: a tracepoint format BCC cannot
+        # Find the probe that does not compile here (rare: a tracepoint format BCC cannot
         # turn into a struct); the others still run.
         good = []
         for name in list(plan):
@@ -341,34 +271,28 @@ class KernelTracer:
 
     def _open_readers(self) -> None:
         assert self._loaded is not None
-        attached = {n for n, s in self.states.items() if s.attached}
-        for ring, (probe, dtype) in RINGS.items():
-            if probe not in attached:
+        for name, state in self.states.items():
+            if not state.attached:
                 continue
-            table = self._loaded.maps.get(ring)
-            if table is None:
-                continue  # aggregated mode: no ring for this probe
-            pages = (
-                bpfsource.SMALL_RING_PAGES
-                if ring in ("proc_rb", "query_rb")
-                else (self.ringbuf_pages)
-            )
-            reader = RingReader(table.fd, pages * self.page_size, dtype)
-            self._rings[ring] = reader
-            self._poller.register(table.fd, select.POLLIN)
-        for agg, (probe, dtype) in AGGS.items():
-            if probe in attached and not (self.raw and probe in ("memcg", "page_fault")):
-                self._aggs[agg] = AggDrainer(self._map(agg), dtype, bpfsource.MAX_AGG)
+            ring, agg = PROBES[name].ring, PROBES[name].agg
+            if ring is not None and (self.raw or not ring.raw_only):
+                table = self._map(ring.map)
+                pages = bpfsource.SMALL_RING_PAGES if ring.small else self.ringbuf_pages
+                self._rings[name] = (ring, RingReader(table.fd, pages * self.page_size, ring.dtype))
+                self._poller.register(table.fd, select.POLLIN)
+            if agg is not None and not (self.raw and agg.aggregated_only):
+                drainer = AggDrainer(self._map(agg.map), agg.dtype, bpfsource.MAX_AGG)
+                self._aggs[name] = (agg, drainer)
 
-    def _set_config(self, slot: int, value: int) -> None:
+    def _set_config(self, slot: Config, value: int) -> None:
         if self._loaded is not None:
-            self._map("config").update(_u32(slot), value.to_bytes(8, "little"))
+            self._map("config").update(_u32(int(slot)), value.to_bytes(8, "little"))
 
     # -- scope -----------------------------------------------------------------------------
     def adopt_next_child(self) -> None:
         """Trace the next process this process forks from its first instruction on: call it
         right before forking the command (what runs between fork and `add_pid` faults too)."""
-        self._set_config(3, os.getpid())
+        self._set_config(Config.ADOPT_CHILD_OF, os.getpid())
 
     def add_pid(self, pid: int) -> None:
         """Trace `pid` and its descendants (existing ones now, new ones as they fork)."""
@@ -400,7 +324,7 @@ class KernelTracer:
         """Make memory cgroups created from now on targets (a container's cgroup); off: stop
         adding them (those added so far stay until forget_cgroup)."""
         self._watch = on
-        self._set_config(0, int(on))
+        self._set_config(Config.WATCH_CGROUPS, int(on))
 
     def watched_cgroups(self) -> set[int]:
         """Target cgroups the kernel added because they were created while watching (not
@@ -437,7 +361,7 @@ class KernelTracer:
     def poll(self, timeout_ms: int = 100) -> list[pa.RecordBatch]:
         if self._loaded is None:
             return []
-        if timeout_ms > 0 and not any(r.available() for r in self._rings.values()):
+        if timeout_ms > 0 and not any(r.available() for _, r in self._rings.values()):
             self._poller.poll(timeout_ms)
         self._learn_filemap_paths()
         return self._drain(final=False)
@@ -446,9 +370,9 @@ class KernelTracer:
         """Resolve the files the page cache slots are summing now, while their readers still
         hold them open: a slot reaches the hash only when evicted, or at stop, when the command
         may be gone. Reads the slots racily, which is harmless: only keys are used."""
-        if "filemap_agg" not in self._aggs:
+        if "filemap" not in self._aggs:
             return
-        keys, _vals = self._slot_entries("filemap_agg")
+        keys, _vals = self._slot_entries(self._aggs["filemap"][0])
         if keys.size:
             dev = decode.kernel_dev_to_user(keys["dev"].astype(np.uint64))
             self._paths.files(keys["pid"], dev, keys["ino"])
@@ -457,10 +381,11 @@ class KernelTracer:
         """Page-cache rows still summed in the per-CPU slots (not yet drained): what a file read
         just now added. A snapshot for a live decision (reclaim before sizing); the same pages
         reach the recording later, through poll() or stop()."""
-        if self._loaded is None or "filemap_agg" not in self._aggs:
+        if self._loaded is None or "filemap" not in self._aggs:
             return []
-        keys, vals = self._slot_entries("filemap_agg")
-        return self._agg_rows("filemap_agg", keys, vals) if keys.size else []
+        agg = self._aggs["filemap"][0]
+        keys, vals = self._slot_entries(agg)
+        return agg.decode(self._decode_context(), keys, vals) if keys.size else []
 
     def host_path(self, path: str) -> str | None:
         """The host's path of a file a container process sees at `path` (its overlay layer)."""
@@ -475,7 +400,7 @@ class KernelTracer:
             state.links.clear()
         batches = self._drain(final=True)
         self._lost_final = {**self._read_lost(), **self._recursion_misses(misses)}
-        for reader in self._rings.values():
+        for _, reader in self._rings.values():
             reader.close()
         self._rings.clear()
         self._aggs.clear()
@@ -484,87 +409,43 @@ class KernelTracer:
         return batches
 
     def _drain(self, *, final: bool) -> list[pa.RecordBatch]:
-        names = self._names
-        assert names is not None
+        ctx = self._decode_context()
         out: list[pa.RecordBatch] = []
-        for ring, reader in self._rings.items():
+        for name, (ring, reader) in self._rings.items():
             rec = reader.drain()
             if rec.size:
-                out.extend(self._ring_rows(ring, rec))
-        for agg, drainer in self._aggs.items():
+                if name == "proc":
+                    self._learn_cgroups(rec)
+                out.extend(ring.decode(ctx, rec))
+        for agg, drainer in self._aggs.values():
             keys, vals = drainer.drain()
             if keys.size:
-                out.extend(self._agg_rows(agg, keys, vals))
+                out.extend(agg.decode(ctx, keys, vals))
             if final:  # the probes are detached: what the per-CPU slots still hold
                 keys, vals = self._slot_entries(agg)
                 if keys.size:
-                    out.extend(self._agg_rows(agg, keys, vals))
+                    out.extend(agg.decode(ctx, keys, vals))
         self._paths.forget_maps()
         return out
 
-    def _slot_entries(self, agg: str) -> tuple[np.ndarray, np.ndarray]:
-        table, n, fill = SLOTS[agg]
-        slots = aggmap.read_slots(self._map(table), n)
-        return aggmap.slot_entries(slots, AGGS[agg][1], fill)
+    def _decode_context(self) -> decode.Context:
+        assert self._ctx is not None, "started"
+        return self._ctx
 
-    def _agg_rows(self, agg: str, keys: np.ndarray, vals: np.ndarray) -> list[pa.RecordBatch]:
-        names = self._names
-        assert names is not None
-        out: list[pa.RecordBatch] = []
-        if agg == "memcg_agg":
-            out.extend(
-                decode.memcg_rows(
-                    names,
-                    ts=keys["bucket"],
-                    cgroup_id=keys["cgroup_id"],
-                    pid=keys["pid"],
-                    tid=None,
-                    item=keys["item"],
-                    kind=keys["kind"],
-                    val=vals["sum"],
-                    updates=vals["count"],
-                    comm=vals["comm"],
-                )
-            )
-        elif agg == "fault_agg":
-            out.append(decode.fault_rows_agg(keys, vals))
-        else:
-            dev = decode.kernel_dev_to_user(keys["dev"].astype(np.uint64))
-            paths = self._paths.files(keys["pid"], dev, keys["ino"])
-            out.append(decode.filemap_rows(keys, vals, self.page_size, paths))
-        return out
+    def _slot_entries(self, agg: Aggregation) -> tuple[np.ndarray, np.ndarray]:
+        slots = aggmap.read_slots(self._map(agg.slots), agg.nslots)
+        return aggmap.slot_entries(slots, agg.dtype, agg.slot_fields)
 
-    def _ring_rows(self, ring: str, rec: np.ndarray) -> list[pa.RecordBatch]:
-        names = self._names
-        assert names is not None
-        if ring == "proc_rb":
-            for r in rec[rec["kind"] == event_dtypes.PROC_MKDIR]:
-                cgid = int(r["cgroup_id"])
-                self._cgroups[cgid] = {
-                    "path": r["text"].decode("utf-8", "replace"),
-                    "hierarchy": self._hierarchies.get(int(r["root"]), str(int(r["root"]))),
-                    "created": True,
-                    **({"target": False, "forgotten": True} if cgid in self._forgotten else {}),
-                }
-            return decode.proc_rows(rec, self._hierarchies)
-        if ring == "memcg_rb":
-            return decode.memcg_rows(
-                names,
-                ts=rec["ts"],
-                cgroup_id=rec["cgroup_id"],
-                pid=rec["pid"],
-                tid=rec["tid"],
-                item=rec["item"],
-                kind=rec["kind"],
-                val=rec["val"],
-                updates=np.ones(rec.size, np.int64),
-                comm=rec["comm"],
-            )
-        if ring == "fault_rb":
-            return [decode.fault_rows_raw(rec)]
-        if ring == "mapping_rb":
-            return [decode.mapping_rows(rec, self._paths.mappings(rec))]
-        return decode.query_rows(rec)
+    def _learn_cgroups(self, rec: np.ndarray) -> None:
+        """The cgroups created while recording (cgroup_mkdir), for the metadata."""
+        for r in rec[rec["kind"] == event_dtypes.PROC_MKDIR]:
+            cgid = int(r["cgroup_id"])
+            self._cgroups[cgid] = {
+                "path": r["text"].decode("utf-8", "replace"),
+                "hierarchy": self._hierarchies.get(int(r["root"]), str(int(r["root"]))),
+                "created": True,
+                **({"target": False, "forgotten": True} if cgid in self._forgotten else {}),
+            }
 
     def lost(self) -> int:
         """Events lost so far, all probes together (for a live status line)."""
@@ -591,7 +472,7 @@ class KernelTracer:
     def _read_lost(self) -> dict[str, int]:
         table = self._map("lost")
         out = {}
-        for i, name in enumerate(event_dtypes.LOST_SLOTS):
+        for i, name in enumerate(LOST_SLOTS):
             per_cpu = np.frombuffer(table.lookup(_u32(i)) or b"", "<u8")
             out[name] = int(per_cpu.sum())
         return out

@@ -32,7 +32,7 @@ MEMCG_OFFSETS = {
 }
 FAULT_OFFSETS = {"UVM_OFF_PT_REGS_IP": ("pt_regs", "ip")}
 # current->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id: the current task's memory cgroup,
-# so that only a member of a watched cgroup is adopted (memcg.bpf.c current_in_memcg)
+# so that only a member of a watched cgroup is adopted (memcg.bpf.h current_in_memcg)
 MEMBER_OFFSETS = {
     "UVM_OFF_TASK_CGROUPS": ("task_struct", "cgroups"),
     "UVM_OFF_CSS_SET_SUBSYS": ("css_set", "subsys"),

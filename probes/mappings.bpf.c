@@ -1,5 +1,6 @@
 /* Mapping syscalls of traced processes: arguments saved at entry, one record at exit with the
  * result. The file behind an fd is resolved in user space. */
+#include "scope.bpf.h"
 BPF_RINGBUF_OUTPUT(mapping_rb, UVM_RINGBUF_PAGES);
 BPF_HASH(mapping_args, u64, struct mapping_rec, UVM_MAX_PIDS);
 
@@ -29,7 +30,7 @@ static __always_inline void mapping_exit(s64 ret)
 		return;
 	struct mapping_rec *r = mapping_rb.ringbuf_reserve(sizeof(struct mapping_rec));
 	if (!r) {
-		count_lost(UVM_LOST_MAPPING);
+		count_lost(UVM_LOST_MAPPINGS);
 		mapping_args.delete(&id);
 		return;
 	}

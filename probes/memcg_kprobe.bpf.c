@@ -2,6 +2,7 @@
  * functions themselves. Reads kernel structs, so it is only as right as the kernel headers BCC
  * compiles against; chosen only where kprobes exist and the symbols are in kallsyms. */
 #include <linux/memcontrol.h>
+#include "memcg.bpf.h"
 
 static __always_inline u64 memcg_cgroup_id(struct mem_cgroup *memcg)
 {

@@ -4,6 +4,8 @@
  * (struct mem_cgroup *memcg, int item, int|unsigned long val). The cgroup id the classic record
  * carries is cgroup_id(memcg->css.cgroup) = memcg->css.cgroup->kn->id; the member offsets come
  * from the running kernel's BTF (UVM_OFF_*, set by the loader), never from BCC's headers. */
+#include "memcg.bpf.h"
+
 int raw_memcg_state(struct bpf_raw_tracepoint_args *ctx)
 {
 	memcg_update(ctx->args[0], 1, (s32)ctx->args[1], (s32)ctx->args[2],

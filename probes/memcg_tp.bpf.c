@@ -1,4 +1,6 @@
 /* memcg variant "tracepoint" (kernel >= 6.14): the tracepoint's id is the cgroup's inode. */
+#include "memcg.bpf.h"
+
 int tp_memcg_state(struct tracepoint__memcg__mod_memcg_state *args)
 {
 	memcg_update(args->id, 0, args->item, args->val, UVM_MEMCG_STATE);

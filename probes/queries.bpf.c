@@ -1,6 +1,7 @@
 /* Memory queries: sysinfo() with the values it returned (read back from the caller's buffer at
  * exit), and opens of /proc/meminfo and cgroup files (user space keeps the memory.* ones). */
 #include <linux/sysinfo.h>
+#include "scope.bpf.h"
 
 BPF_RINGBUF_OUTPUT(query_rb, UVM_RINGBUF_PAGES_SMALL);
 BPF_HASH(sysinfo_args, u64, u64, UVM_MAX_PIDS);
@@ -19,7 +20,7 @@ static __always_inline struct query_rec *query_reserve(u32 kind, s64 ret)
 {
 	struct query_rec *r = query_rb.ringbuf_reserve(sizeof(struct query_rec));
 	if (!r) {
-		count_lost(UVM_LOST_QUERY);
+		count_lost(UVM_LOST_QUERIES);
 		return NULL;
 	}
 	__builtin_memset(r, 0, sizeof(*r));

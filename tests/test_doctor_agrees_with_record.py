@@ -12,6 +12,7 @@ from uvmtrace.doctor import Check, DoctorReport, run_doctor
 from uvmtrace.host import tracefs as host_tracefs
 from uvmtrace.probes import capabilities
 from uvmtrace.probes.kernel_tracer import KernelTracer
+from uvmtrace.probes.registry import PROBES
 from uvmtrace.recording.errors import UserError
 
 NO_BTF = "cannot read kernel BTF /sys/kernel/btf/vmlinux: No such file or directory"
@@ -112,8 +113,9 @@ def test_doctor_checks_exactly_the_tracepoints_the_probes_attach_to(need_root) -
     }
     attached = {
         a.target
-        for _source, attachments in capabilities.PROBES.values()
-        for a in attachments
+        for probe in PROBES.values()
+        for variant in probe.variants
+        for a in variant.attachments
         if a.kind == "tracepoint"
     }
     assert checked == attached

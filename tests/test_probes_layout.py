@@ -109,7 +109,8 @@ def test_kprobe_memcg_variant_compiles(need_bpf: None) -> None:
 
 
 def test_probe_plan_names_a_variant_for_every_probe() -> None:
-    from uvmtrace.probes.capabilities import ALL_PROBES, probe_plan
+    from uvmtrace.probes.plan import probe_plan
+    from uvmtrace.probes.registry import ALL_PROBES
 
     plan = probe_plan()
     assert set(plan["probes"]) == ALL_PROBES

@@ -2,6 +2,11 @@
  * Shared by the tracepoint, raw tracepoint and kprobe variants. Kept when the cgroup is a target
  * or the task is in the traced tree; a positive page charge to a target cgroup also makes its
  * task a target (a container's processes are not children of `docker run`). */
+#ifndef UVM_MEMCG_BPF_H
+#define UVM_MEMCG_BPF_H
+
+#include "agg.bpf.h"
+
 #if UVM_RAW
 BPF_RINGBUF_OUTPUT(memcg_rb, UVM_RINGBUF_PAGES);
 #else
@@ -103,7 +108,7 @@ static __always_inline void memcg_update(u64 owner, int owner_is_ptr, s32 item, 
 	u8 *target = cg_targets.lookup(&cgid);
 	if (!target && !is_target_pid(tgid))
 		return;
-	if (target && kind == UVM_MEMCG_LRUVEC && val > 0 && tgid && tgid != config_get(2) &&
+	if (target && kind == UVM_MEMCG_LRUVEC && val > 0 && tgid && tgid != config_get(UVM_CONFIG_SELF) &&
 	    !is_target_pid(tgid) && current_in_memcg(cgid)) {
 		struct pid_scope self = {.root = tgid, .via_cgroup = cgid};
 		if (pids.insert(&tgid, &self) && !is_target_pid(tgid))
@@ -136,3 +141,5 @@ static __always_inline void memcg_update(u64 owner, int owner_is_ptr, s32 item, 
 	memcg_flush(&one, kind, item);
 #endif
 }
+
+#endif
