@@ -14,17 +14,17 @@
 /* memcg update source: which tracepoint (or kprobe) produced it */
 enum uvm_memcg_kind { UVM_MEMCG_STATE = 0, UVM_MEMCG_LRUVEC = 1, UVM_MEMCG_EVENT = 2 };
 
-/* loss counters, one slot per probe in registry order (BPF_PERCPU_ARRAY `lost`, read by
- * probes/registry.LOST_SLOTS: UVM_LOST_<probe name>) */
+/* loss counters (BPF_PERCPU_ARRAY `lost`): one slot per probe, UVM_LOST_<probe name> in the order
+ * of probes/registry.PROBES, then full scope maps */
 enum uvm_lost {
-	UVM_LOST_PROC = 0,
-	UVM_LOST_MEMCG = 1,
-	UVM_LOST_PAGE_FAULT = 2,
-	UVM_LOST_MAPPINGS = 3,
-	UVM_LOST_FILEMAP = 4,
-	UVM_LOST_QUERIES = 5,
-	UVM_LOST_SCOPE = 6, /* pid or cgroup target map full */
-	UVM_LOST_SLOTS = 7,
+	UVM_LOST_PROC,
+	UVM_LOST_MEMCG,
+	UVM_LOST_PAGE_FAULT,
+	UVM_LOST_MAPPINGS,
+	UVM_LOST_FILEMAP,
+	UVM_LOST_QUERIES,
+	UVM_LOST_SCOPE, /* pid or cgroup target map full */
+	UVM_LOST_SLOTS,
 };
 
 /* the loader's settings (BPF_ARRAY `config`, written by KernelTracer: event_dtypes.Config) */
