@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from uvmtrace.doctor.result import Check, missing, ok, unavailable
-from uvmtrace.probes import plan as probes_plan
 
 NO_MEMCG_FIX = "a kernel >= 6.14 (memcg tracepoints) or one with CONFIG_KPROBES=y"
 
 
 def load_probe_plan() -> tuple[dict[str, Any] | None, str]:
     """The probes' plan, or (None, why not)."""
+    from uvmtrace.probes import plan as probes_plan  # numpy: not on doctor's import path
+
     try:
         return probes_plan.probe_plan(), ""
     except Exception as exc:  # the plan is advice; doctor must not die of it
@@ -24,6 +25,8 @@ def load_probe_plan() -> tuple[dict[str, Any] | None, str]:
 
 def probe_tracepoints() -> dict[str, str]:
     """Tracepoints the probes attach to, {"category:event": "required" | "optional"}."""
+    from uvmtrace.probes import plan as probes_plan
+
     return probes_plan.tracepoints()
 
 
