@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 import select
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +27,8 @@ from pathlib import Path
 CLEAR = b"\r\x1b[K"
 COPY_PIPE_BYTES = 1 << 20  # the recorder may lag this much before copies are dropped
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# Bytes of the stdout and stderr copies the tee dropped: two u64 in a memfd both map.
+DROPS = struct.Struct("=QQ")
 
 
 class OutputTee:
@@ -44,7 +48,10 @@ class OutputTee:
             copy_w.append(w)
         status_r, self.status_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.status_w, False)
-        fds = [out_r, err_r, *copy_w, status_r]
+        drops = os.memfd_create("uvmtrace-tee-drops", os.MFD_CLOEXEC)
+        os.ftruncate(drops, DROPS.size)
+        self._drops = mmap.mmap(drops, DROPS.size)
+        fds = [out_r, err_r, *copy_w, status_r, drops]
         # Its own session: terminal signals (Ctrl-C) are not for it; it ends when output does.
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(Path(__file__)), *map(str, [*fds, *sinks])],
@@ -71,6 +78,11 @@ class OutputTee:
         except OSError:
             self._close_status()
 
+    def dropped(self) -> tuple[int, int]:
+        """Bytes of the (stdout, stderr) copies dropped so far because the recorder lagged:
+        the command's output itself is whole, but log lines in them were not scanned."""
+        return DROPS.unpack_from(self._drops)
+
     def _close_status(self) -> None:
         if self.status_w >= 0:
             os.close(self.status_w)
@@ -94,20 +106,25 @@ def _write_all(fd: int, data: bytes) -> bool:
     return True
 
 
-def _copy(fd: int, data: bytes) -> bool:
-    """Non-blocking: a lagging recorder loses (the rest of) a copy, never stalls the command.
-    False once the recorder is gone."""
+def _copy(fd: int, data: bytes, drops: mmap.mmap, which: int) -> bool:
+    """Non-blocking: a lagging recorder loses (the rest of) a copy, never stalls the command;
+    what it loses is counted in `drops`. False once the recorder is gone."""
     try:
-        os.write(fd, data)
+        written = os.write(fd, data)
     except (BlockingIOError, InterruptedError):
-        pass
+        written = 0
     except OSError:
         return False
+    if written < len(data):
+        counts = list(DROPS.unpack_from(drops))
+        counts[which] += len(data) - written
+        DROPS.pack_into(drops, 0, *counts)
     return True
 
 
 def main(argv: list[str]) -> None:
-    out_r, err_r, copy_out, copy_err, status_r, sink_out, sink_err = map(int, argv)
+    out_r, err_r, copy_out, copy_err, status_r, drops_fd, sink_out, sink_err = map(int, argv)
+    drops = mmap.mmap(drops_fd, DROPS.size)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     for fd in (copy_out, copy_err):
@@ -150,7 +167,7 @@ def main(argv: list[str]) -> None:
             if chunk:
                 clear()
                 if _write_all(sink, chunk):
-                    if copy >= 0 and not _copy(copy, chunk):
+                    if copy >= 0 and not _copy(copy, chunk, drops, int(fd == err_r)):
                         os.close(copy)
                         streams[fd][1] = -1
                     continue

@@ -538,6 +538,14 @@ class Session:
         pump.finish()
         status.draw = None
         tee.close()
+        for name, lost in zip(("stdout", "stderr"), tee.dropped(), strict=True):
+            if lost:  # the command's output is whole; only the recorder's copy lagged
+                self.not_traced.append(
+                    {
+                        "what": f"{lost:,} bytes of the command's {name} (framework log lines)",
+                        "why": "the recorder lagged behind the output; the copy it scans was cut",
+                    }
+                )
         code = exit_code(status_word)
         writer.write(
             make_batch(
