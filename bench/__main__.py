@@ -39,6 +39,13 @@ def main() -> int:
         help="length of the recorder-memory run (default 120 s, 30 s with --quick; 600 for the "
         "10-minute check)",
     )
+    ap.add_argument(
+        "--memory-rate",
+        type=float,
+        default=100_000,
+        help="page faults/s of the recorder-memory run (--raw keeps ~7 rows per fault; 15000 "
+        "is ~100 k rows/s, which a 10-minute run spools in ~8 GB)",
+    )
     ap.add_argument("--gpu", action="store_true", help="the GPU figures (shim on a real driver)")
     ap.add_argument("-o", "--output", type=Path, default=Path("bench/results.json"))
     args = ap.parse_args()
@@ -77,7 +84,7 @@ def main() -> int:
             if "memory" in wanted:
                 memory = importlib.import_module("bench.recorder_memory_bench")
                 length = args.memory_seconds or (30.0 if args.quick else 120.0)
-                show(memory.run(work, faulter, seconds=length))
+                show(memory.run(work, faulter, seconds=length, rate=args.memory_rate))
             if "analysis" in wanted:
                 analysis = importlib.import_module("bench.analysis_bench")
                 sizes = (1_000_000,) if args.quick else (1_000_000, 10_000_000)

@@ -89,8 +89,11 @@ def run(
                 mapped = _mapped(proc.pid)
         time.sleep(1.0)
     stdout, _ = proc.communicate()
-    if proc.returncode != 0 or len(samples) < 4:
-        raise RuntimeError(f"recording failed (exit {proc.returncode}, {len(samples)} samples)")
+    if proc.returncode != 0 or len(samples) < 4 or not out.exists():
+        curve = ", ".join(f"{t:.0f}s {s['VmRSS'] / MB:.0f}" for t, s in samples[::10])
+        raise RuntimeError(
+            f"recording failed (exit {proc.returncode}, {len(samples)} samples); MB: {curve}"
+        )
     work = parse_kv(stdout)
     rows = open_recording(out).num_rows
     out.unlink()
