@@ -32,6 +32,7 @@ from uvmtrace.tracer.session import (
     Options,
     Outcome,
     Session,
+    Ticker,
     _next_on_grid,
 )
 from uvmtrace.tracer.status import StatusLine
@@ -345,11 +346,10 @@ class AttachSession(Session):
         cg_targets: dict[int, Path],
     ) -> None:
         interval = self.opts.interval_s
-        next_shim = time.monotonic()
-        started = time.monotonic()
+        ticker = Ticker(writer, tracer, shim, status, lambda: self._charged(cg_targets))
+        started = ticker.started
         deadline = started + self.request.duration_s if self.request.duration_s else None
         next_sample = _next_on_grid(started, interval)
-        status_due = started
         known = {p for t in self.targets for p in t.processes()}
         while True:
             if self.signals_seen:
@@ -376,15 +376,7 @@ class AttachSession(Session):
             else:
                 for batch in tracer.poll(max(1, int(wait * 1000))):
                     writer.write(batch)
-            if shim is not None and now >= next_shim:
-                next_shim = now + 0.25
-                for batch in shim.poll():
-                    writer.write(batch)
-            if now >= status_due:
-                status_due = now + 0.5
-                if tracer is not None and status.tty:
-                    status.drops = tracer.lost()
-                status.update(now - started, writer.rows, self._charged(sampler, cg_targets))
+            ticker.tick(now)
         # The last sample on the grid, after the bucket of the last charges (as for a command).
         time.sleep(max(0.0, _next_on_grid(time.monotonic(), interval) - time.monotonic()))
         writer.write(sampler.sample())

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ if TYPE_CHECKING:  # imported lazily at run time: a host without BCC still recor
     from uvmtrace.shim.reclaim_requests import ReclaimRequests
     from uvmtrace.tracer.reclaim import Reclaimer
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+SHIM_POLL_S = 0.25  # how often the shim's record files are read
+STATUS_EVERY_S = 0.5  # how often the status line is redrawn
 
 
 class Interrupted(Exception):
@@ -487,9 +490,8 @@ class Session:
 
         pump = OutputPump(tee.copies, log_events)
         status.draw = tee.status
-        started = time.monotonic()
-        next_shim = status_due = started
-        next_sample = _next_on_grid(started, self.opts.interval_s)
+        ticker = Ticker(writer, tracer, shim, status, lambda: self._charged(targets))
+        next_sample = _next_on_grid(ticker.started, self.opts.interval_s)
         while True:
             wait = min(0.05, max(0.0, next_sample - time.monotonic()))
             if pump.open:
@@ -515,15 +517,7 @@ class Session:
                     writer.update_metadata(**self.meta)
             if self.announcements is not None:
                 self.announcements.accept_all()  # before the shims' backlog fills
-            if shim is not None and now >= next_shim:
-                next_shim = now + 0.25
-                for batch in shim.poll():
-                    writer.write(batch)
-            if now >= status_due:
-                status_due = now + 0.5
-                if tracer is not None and status.tty:
-                    status.drops = tracer.lost()
-                status.update(now - started, writer.rows, self._charged(sampler, targets))
+            ticker.tick(now)
             if self._command_done(pid, status):
                 break
         # The command has exited but is not reaped: its /proc/PID/stat still holds its counters.
@@ -637,7 +631,7 @@ class Session:
                 )
         meta["target_cgroups"] = sorted(targets)
 
-    def _charged(self, sampler: Sampler, targets: dict[int, Path]) -> int | None:
+    def _charged(self, targets: dict[int, Path]) -> int | None:
         if not targets or self.hierarchy is None:
             return None
         return sum(cgroupfs.read_int(p / self.hierarchy.usage_file) or 0 for p in targets.values())
@@ -698,6 +692,32 @@ class Session:
             meta["signals_forwarded"] = [signal.Signals(s).name for s in self.signals_seen]
         writer.update_metadata(**meta)
         return lost
+
+
+@dataclass
+class Ticker:
+    """The recording loop's slower steps, the same for a launched and an attached recording:
+    read the shim's record files, redraw the status line."""
+
+    writer: RecordingWriter
+    tracer: KernelTracer | None
+    shim: ShimDecoder | None
+    status: StatusLine
+    charged: Callable[[], int | None]  # bytes charged to the target cgroups (status line)
+    started: float = field(default_factory=time.monotonic)
+    next_shim: float = 0.0
+    status_due: float = 0.0
+
+    def tick(self, now: float) -> None:
+        if self.shim is not None and now >= self.next_shim:
+            self.next_shim = now + SHIM_POLL_S
+            for batch in self.shim.poll():
+                self.writer.write(batch)
+        if now >= self.status_due:
+            self.status_due = now + STATUS_EVERY_S
+            if self.tracer is not None and self.status.tty:
+                self.status.drops = self.tracer.lost()
+            self.status.update(now - self.started, self.writer.rows, self.charged())
 
 
 def _keep_only_container(tracer: KernelTracer, container: str) -> None:
