@@ -45,6 +45,11 @@ class MemoryHierarchy:
     def contains(self, path: Path) -> bool:
         return path == self.mount or self.mount in path.parents
 
+    def lookup(self, given: str | os.PathLike[str]) -> Path | None:
+        """The memory cgroup a user named (see `path_of`), or None when there is none."""
+        path = self.path_of(given)
+        return path if self.contains(path) and (path / "memory.stat").is_file() else None
+
     def relative(self, path: Path) -> str:
         """`/sys/fs/cgroup/memory/docker/abc` -> `/docker/abc`."""
         return "/" + str(path.relative_to(self.mount)).removeprefix(".")

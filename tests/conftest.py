@@ -32,7 +32,9 @@ def has_bpf() -> bool:
         import_bcc()
     except Exception:
         return False
-    return os.path.isdir("/sys/kernel/tracing/events")
+    from uvmtrace.host import tracefs
+
+    return tracefs.mount_point() is not None  # where the probes look
 
 
 def docker_ok() -> bool:

@@ -4,6 +4,7 @@ shows: /proc/self/cgroup and /proc/cgroups, /proc/mounts, bpftool's dump of the 
 
 from __future__ import annotations
 
+import ast
 import gzip
 import os
 import re
@@ -124,6 +125,12 @@ def test_a_cgroup_given_by_the_user_is_found_inside_the_hierarchy(
     assert memory.path_of(memory.mount / "docker") == memory.mount / "docker"
     assert memory.path_of("docker/../x") == memory.mount / "x"
     assert not memory.contains(memory.path_of("../../etc"))
+    assert memory.lookup("../../etc") is None
+    assert memory.lookup("/no-such-cgroup-uvmtrace") is None
+    assert memory.lookup("/") == memory.mount
+    own = cgroupfs.memory_cgroup_of(memory)
+    assert memory.lookup(memory.relative(own)) == own
+    assert memory.lookup(own) == own
     assert memory.relative(memory.mount) == "/"
 
 
@@ -240,3 +247,21 @@ def test_bcc_is_imported_from_where_it_is_installed() -> None:
     headers = bcc.kernel_headers_dir()
     if headers is not None:
         assert Path(headers, "include").is_dir()
+
+
+# -- data flows one way ----------------------------------------------------------------------------
+
+
+def test_analysis_never_reads_the_host_nor_the_recorder() -> None:
+    """analysis/ works from the recording alone, on any machine: it imports no host/, tracer/,
+    probes/ or shim/ module (ARCHITECTURE.md, data flow)."""
+    forbidden = ("uvmtrace.host", "uvmtrace.tracer", "uvmtrace.probes", "uvmtrace.shim")
+    analysis = Path(__file__).resolve().parent.parent / "analysis"
+    found = []
+    for path in sorted(analysis.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{path.name}: {n}" for n in names if n.startswith(forbidden)]
+    assert found == []

@@ -150,9 +150,10 @@ def _container_target(ref: str, hierarchy: cgroupfs.MemoryHierarchy | None) -> T
 def _cgroup_target(given: str, hierarchy: cgroupfs.MemoryHierarchy | None) -> Target:
     if hierarchy is None:
         raise UserError(f"cannot trace cgroup {given}: this host has no memory cgroup hierarchy")
-    path = hierarchy.path_of(given)
-    if not (hierarchy.contains(path) and (path / "memory.stat").is_file()):
-        raise UserError(f"no memory cgroup {given} (looked for {path}/memory.stat)")
+    path = hierarchy.lookup(given)
+    if path is None:
+        looked = hierarchy.path_of(given) / "memory.stat"
+        raise UserError(f"no memory cgroup {given} (looked for {looked})")
     return Target("cgroup", given, None, None, path.resolve(), True)
 
 

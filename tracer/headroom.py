@@ -254,7 +254,7 @@ def _target(h: MemoryHierarchy | None, pid: int | None, cgroup: Any) -> Path | N
             raise UserError(f"no process {pid}") from None
         except OSError as exc:
             raise UserError(f"cannot read /proc/{pid}/cgroup: {exc.strerror}") from None
-    path = h.path_of(cgroup)
-    if not (h.contains(path) and (path / "memory.stat").is_file()):
-        raise UserError(f"not a memory cgroup: {cgroup} (looked at {path})")
+    path = h.lookup(cgroup)
+    if path is None:
+        raise UserError(f"not a memory cgroup: {cgroup} (looked at {h.path_of(cgroup)})")
     return path
