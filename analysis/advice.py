@@ -293,7 +293,11 @@ def diff_advice(d: dict[str, Any]) -> dict[str, Any]:
     if not (d.get("signal") or {}).get("device_memory"):
         dec = d["decomposition"]
         file_kind = next((k["b_bytes"] for k in dec["by_kind"] if k["key"] == "file"), 0)
-        files = [(str(f["key"]), f["b_bytes"]) for f in dec["by_file"] if f.get("b_in_scope")]
+        files = [
+            (str(f["key"]), f["b_bytes"])
+            for f in dec["by_file"]
+            if f.get("b_in_scope") and not f.get("b_mapped")
+        ]
         reclaim = _reclaim_action(files, kv_b, command, done, cap=file_kind)
         if reclaim:
             actions.append(reclaim)

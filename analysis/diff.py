@@ -123,6 +123,31 @@ def align(pa: list[dict[str, Any]], pb: list[dict[str, Any]]) -> list[dict[str, 
     ]
 
 
+def mapped_at(run: RunData, ts_ns: int) -> set[str]:
+    """Files a traced process still alive at `ts_ns` has mapped: its executable (its last exec)
+    and the files it mmap'ed. Their pages cannot be dropped while mapped (munmap of part of a
+    file is not followed: a mapped file stays mapped until its process exits or execs)."""
+    proc = run.proc.filter(pl.col("ts_ns") <= ts_ns)
+    exited = proc.filter(pl.col("event") == "exit").select("pid")
+    # the recorder's own exec row (no comm) holds the argv; the tracepoint's holds the file
+    execs = (
+        proc.filter((pl.col("event") == "exec") & pl.col("comm").is_not_null())
+        .sort("ts_ns")
+        .group_by("pid")
+        .agg(pl.col("text").last().alias("path"), pl.col("ts_ns").last().alias("t_exec"))
+    )
+    maps = (
+        run.mappings.filter(
+            (pl.col("event") == "mmap") & pl.col("path").is_not_null() & (pl.col("ts_ns") <= ts_ns)
+        )
+        .join(execs.select("pid", "t_exec"), on="pid", how="left")
+        .filter(pl.col("t_exec").is_null() | (pl.col("ts_ns") >= pl.col("t_exec")))
+        .select("pid", "path")
+    )
+    live = pl.concat([execs.select("pid", "path"), maps]).join(exited, on="pid", how="anti")
+    return set(live.get_column("path").drop_nulls().to_list())
+
+
 def diff_runs(
     a: RunData, b: RunData, rep_a: dict[str, Any], rep_b: dict[str, Any]
 ) -> dict[str, Any]:
@@ -163,11 +188,13 @@ def diff_runs(
     )
     spans = {r["path"]: r for r in b_spans.to_dicts()}
     b_scope = scope_cgroups(b)
+    b_mapped = mapped_at(b, tb)
     for r in by_file:
         s = spans.get(r["key"])
         # charged to a cgroup the command ran in (or the run tells none): a file the conclusion
         # may name; a log dockerd wrote in its own cgroup is listed, not named
         r["b_in_scope"] = bool(s) and (not b_scope or s["cgroup_id"] in b_scope)
+        r["b_mapped"] = r["key"] in b_mapped  # mapped by a live process: not droppable then
         r["b_cgroup"] = b.cgroup_name(s["cgroup_id"]) if s else None
         r["b_cgroup_path"] = b.cgroup_path(s["cgroup_id"]) if s else None
         r["b_first_t_s"] = b.rel_s(s["t_first"]) if s else None

@@ -186,3 +186,19 @@ def test_without_a_memory_limit_no_limit_is_checked(diff: dict) -> None:
     # the docker story's KV is device memory (cuMemAlloc): never charged to the cgroup
     assert diff["reports"]["b"]["sizing"]["kv"]["memory_limit"] is None
     assert all("memory_limit" not in a for a in diff["advice"]["actions"])
+
+
+def test_a_file_mapped_by_a_live_process_is_not_advised_for_reclaim(tmp_path: Path) -> None:
+    # The docker client's own binary, faulted in while it runs: charged to the container's
+    # cgroup like the weights, but mapped until the client exits, so it cannot be dropped.
+    rec = docker_recorder()
+    rec.add(0.5, "proc", "exec", pid=4242, tid=4242, text="/usr/bin/docker", comm="docker")
+    rec.charge(1.5, DOCKER_CGROUP, "NR_FILE_PAGES", 64 << 20)
+    rec.filemap(1.5, "/usr/bin/docker", 64 << 20, DOCKER_CGROUP, pid=4242)
+    b = rec.write(tmp_path / "docker.parquet")
+    a = native_recorder().write(tmp_path / "native.parquet")
+    d = build_diff(a, b)
+    docker_file = next(f for f in d["decomposition"]["by_file"] if f["key"] == "/usr/bin/docker")
+    assert docker_file["b_in_scope"] and docker_file["b_mapped"]
+    reclaim = next(x for x in d["advice"]["actions"] if x["kind"] == "reclaim")
+    assert reclaim["files"] == ["/weights.bin"] and reclaim["recovers_bytes"] == B_PAGE_CACHE

@@ -205,9 +205,12 @@ def test_the_recording_marks_the_reclaim_with_bytes_time_and_files(recorded) -> 
     res, out, tmp_path = recorded
     df = pl.read_parquet(out)
     rows = df.filter(pl.col("event") == "reclaim")
-    # libraries may call sysinfo() at import: those reclaims find nothing to drop
-    assert rows.filter(pl.col("bytes") > 0).height == 1
-    row = rows.filter(pl.col("bytes") > 0).to_dicts()[0]
+    # Libraries may call sysinfo() at import: those reclaims drop what the workload itself had
+    # read by then (its own .pyc files, when the shared machine had evicted them), never the
+    # test's files. The sizer's own query is the one that drops cold.bin.
+    freed = rows.filter(pl.col("bytes") > 0).sort("ts_ns").to_dicts()
+    assert freed
+    row = freed[-1]
     assert row["caller"] == "sysinfo" and row["item"] == "fadvise"
     assert abs(row["bytes"] - COLD) <= 2 * MIB
     assert 0 < row["dur_ns"] < 5_000_000_000
@@ -220,8 +223,9 @@ def test_the_recording_marks_the_reclaim_with_bytes_time_and_files(recorded) -> 
     assert not any("uvmshim" in str(f["path"]) or ".uvm" in str(f["path"])
                    for f in detail["files"])  # fmt: skip
     assert by_name["cold.bin"]["freed"] == row["bytes"]
-    dropped = df.filter(pl.col("event") == "reclaim_file")
-    assert dropped["path"].to_list() == [str(tmp_path / "cold.bin")]
+    dropped = df.filter(pl.col("event") == "reclaim_file")["path"].to_list()
+    assert dropped.count(str(tmp_path / "cold.bin")) == 1
+    assert not {str(tmp_path / n) for n in ("shared.bin", "dirty.bin")} & set(dropped)
     # the reclaim happened before the query answered
     query = df.filter((pl.col("stream") == "cuda") & (pl.col("event") == "sysinfo"))
     assert query.height >= 1 and query["ts_ns"].max() > row["ts_ns"]
@@ -229,12 +233,16 @@ def test_the_recording_marks_the_reclaim_with_bytes_time_and_files(recorded) -> 
 
 
 def test_the_report_says_what_was_reclaimed_and_the_file_s_cache_is_gone(recorded) -> None:
+    import polars as pl
+
     from uvmtrace.analysis.report import build_report
 
     _, out, tmp_path = recorded
     rep = build_report(out)
     assert rep["reclaim"]["requests"] >= 1
-    assert abs(rep["reclaim"]["reclaimed_bytes"] - COLD) <= 2 * MIB
+    # cold.bin, and whatever an import-time sysinfo() dropped of the workload's own reads
+    rows = pl.read_parquet(out).filter(pl.col("event") == "reclaim")
+    assert rep["reclaim"]["reclaimed_bytes"] == rows["bytes"].sum() >= COLD - 2 * MIB
     assert any(line.startswith("Reclaimed before sizing:") for line in rep["conclusion"])
     cold = next(f for f in rep["attribution"]["by_file"] if f["path"].endswith("cold.bin"))
     assert cold["peak"] >= COLD - 2 * MIB and cold["end"] <= 2 * MIB
