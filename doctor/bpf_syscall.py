@@ -3,19 +3,14 @@ whether the kernel itself lets us load programs.
 
 Each helper returns an fd (closed by the caller) or raises OSError with the kernel's errno, which
 is what tells "not allowed" (EPERM) from "not built in" (ENOSYS) from "this attach type is not
-supported here" (EINVAL, ENOTSUPP).
+supported here" (EINVAL, ENOTSUPP). The syscall itself is the recorder's (probes/bpfmaps.bpf).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import errno
-import os
-import platform
 
-# __NR_bpf differs per architecture; these are the ones uvmtrace targets.
-_NR_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280}
+from uvmtrace.probes.bpfmaps import bpf
 
 BPF_MAP_CREATE = 0
 BPF_PROG_LOAD = 5
@@ -25,9 +20,6 @@ BPF_MAP_TYPE_ARRAY = 2
 BPF_PROG_TYPE_SOCKET_FILTER = 1
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_FENTRY = 24
-
-# The kernel's ENOTSUPP (524) is not in Python's errno table.
-ENOTSUPP = 524
 
 # `r0 = 0; exit`: the smallest program every verifier accepts.
 _RETURN_ZERO = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
@@ -75,33 +67,9 @@ class _RawTracepointOpenAttr(ctypes.Structure):
     _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    nr = _NR_BPF.get(platform.machine())
-    if nr is None:
-        raise OSError(0, f"bpf() syscall number unknown for {platform.machine()}")
-    fd = _libc.syscall(
-        ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr))
-    )
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, describe_errno(err))
-    return int(fd)
-
-
-def describe_errno(err: int) -> str:
-    if err == ENOTSUPP:
-        return "ENOTSUPP (operation not supported by this kernel)"
-    name = errno.errorcode.get(err, str(err))
-    return f"{name} ({os.strerror(err)})"
-
-
 def create_array_map() -> int:
     attr = _MapCreateAttr(BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0)
-    return _bpf(BPF_MAP_CREATE, attr)
+    return bpf(BPF_MAP_CREATE, attr)
 
 
 def load_program(
@@ -124,7 +92,7 @@ def load_program(
     attr.expected_attach_type = expected_attach_type
     attr.attach_btf_id = attach_btf_id
     try:
-        fd = _bpf(BPF_PROG_LOAD, attr)
+        fd = bpf(BPF_PROG_LOAD, attr)
     except OSError as exc:
         text = log.value.decode(errors="replace").strip()
         raise OSError(
@@ -136,4 +104,4 @@ def load_program(
 def attach_tracing(prog_fd: int) -> int:
     """Attach a loaded fentry program (BPF_RAW_TRACEPOINT_OPEN with no name); returns the link fd.
     This is the step that builds the trampoline, so it is the real test of fentry support."""
-    return _bpf(BPF_RAW_TRACEPOINT_OPEN, _RawTracepointOpenAttr(0, prog_fd))
+    return bpf(BPF_RAW_TRACEPOINT_OPEN, _RawTracepointOpenAttr(0, prog_fd))

@@ -89,8 +89,20 @@ def bpf(cmd: int, attr: ctypes.Structure) -> int:
     )
     if res < 0:
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise OSError(err, describe_errno(err))
     return int(res)
+
+
+# The kernel's ENOTSUPP (524) is not in Python's errno table.
+ENOTSUPP = 524
+
+
+def describe_errno(err: int) -> str:
+    """`EPERM (Operation not permitted)`: the name tells "not allowed" from "not built in"."""
+    if err == ENOTSUPP:
+        return "ENOTSUPP (operation not supported by this kernel)"
+    name = errno.errorcode.get(err, str(err))
+    return f"{name} ({os.strerror(err)})"
 
 
 def obj_info(fd: int, buf: ctypes.Array | ctypes.Structure) -> int:

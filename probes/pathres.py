@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from uvmtrace.host.procfs import open_fds
+
 MAP_ANONYMOUS = 0x20
 
 
@@ -77,17 +79,7 @@ class PathResolver:
         return regions
 
     def _scan_fds(self, pid: int) -> None:
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            return
-        for fd in fds:
-            try:
-                st = os.stat(os.path.join(fd_dir, fd))
-                target = os.readlink(os.path.join(fd_dir, fd))
-            except OSError:
-                continue
+        for st, _opener, target in open_fds(pid):
             if target.startswith("/"):
                 self._files.setdefault((st.st_dev, st.st_ino), target)
                 self._overlay.setdefault(pid, {}).setdefault(st.st_ino, (target, st.st_dev))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from uvmtrace.host.procfs import open_fds
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.tracer.samplers import monotonic_ns
 
@@ -147,18 +148,7 @@ def _mapped_files(pid: int) -> Iterable[tuple[tuple[int, int], str, str]]:
 
 def _open_files(pid: int) -> Iterable[tuple[tuple[int, int], str, str]]:
     """((dev, inode), opener, path) of the regular files `pid` holds open."""
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return
-    for fd in fds:
-        opener = f"{fd_dir}/{fd}"
-        try:
-            st = os.stat(opener)  # the file itself: a FIFO or socket is skipped, never opened
-            path = os.readlink(opener)
-        except OSError:
-            continue
+    for st, opener, path in open_fds(pid):
         if stat.S_ISREG(st.st_mode):
             yield (st.st_dev, st.st_ino), opener, path
 
