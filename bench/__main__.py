@@ -46,6 +46,13 @@ def main() -> int:
         help="page faults/s of the recorder-memory run (--raw keeps ~7 rows per fault; 15000 "
         "is ~100 k rows/s, which a 10-minute run spools in ~8 GB)",
     )
+    ap.add_argument(
+        "--memory-mode",
+        choices=["raw", "aggregated"],
+        default="raw",
+        help="record the recorder-memory run with --raw (every event a row) or aggregated "
+        "(the default of `uvmtrace record`)",
+    )
     ap.add_argument("--gpu", action="store_true", help="the GPU figures (shim on a real driver)")
     ap.add_argument("-o", "--output", type=Path, default=Path("bench/results.json"))
     args = ap.parse_args()
@@ -84,7 +91,15 @@ def main() -> int:
             if "memory" in wanted:
                 memory = importlib.import_module("bench.recorder_memory_bench")
                 length = args.memory_seconds or (30.0 if args.quick else 120.0)
-                show(memory.run(work, faulter, seconds=length, rate=args.memory_rate))
+                show(
+                    memory.run(
+                        work,
+                        faulter,
+                        seconds=length,
+                        rate=args.memory_rate,
+                        raw=args.memory_mode == "raw",
+                    )
+                )
             if "analysis" in wanted:
                 analysis = importlib.import_module("bench.analysis_bench")
                 sizes = (1_000_000,) if args.quick else (1_000_000, 10_000_000)

@@ -65,10 +65,13 @@ def _slope_per_min(points: list[tuple[float, int]]) -> float:
 
 
 def run(
-    workdir: Path, faulter: Path, seconds: float = 120.0, rate: float = 100_000
+    workdir: Path, faulter: Path, seconds: float = 120.0, rate: float = 100_000, raw: bool = True
 ) -> list[Figure]:
+    """`raw`: every event a row (the recorder's heaviest load); else the default aggregation
+    (the same events summed per time bucket: what most recordings run with)."""
     out = workdir / "memory-bench.parquet"
-    cmd = [*UVMTRACE, "record", "-q", "--no-shim", "--raw", "--force", "-o", str(out), "--",
+    mode = ["--raw"] if raw else []
+    cmd = [*UVMTRACE, "record", "-q", "--no-shim", *mode, "--force", "-o", str(out), "--",
            str(faulter), "churn", str(seconds), str(rate)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     t0 = time.monotonic()
@@ -113,7 +116,7 @@ def run(
     return [
         Figure("recorder RSS when the command starts", None, rss[0][1] / MB, "MB"),
         Figure(
-            "recorder RSS steady (--raw, 2nd half median)",
+            f"recorder RSS steady ({'--raw' if raw else 'aggregated'}, 2nd half median)",
             None,
             steady / MB,
             "MB",
