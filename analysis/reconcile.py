@@ -42,17 +42,19 @@ def _members(run: RunData, sampled: list[int], hierarchical: dict[int, bool]) ->
     return pl.DataFrame(pairs, schema={"cgroup_id": pl.UInt64, "member": pl.UInt64}, orient="row")
 
 
-def _in_window(meta: Metadata) -> pl.Expr:
-    """Charges between two samples. A raw row holds its own time: a sample at t already holds
-    the charges made at t. An aggregated row holds its bucket's start, and the recorder takes
-    its samples on the bucket grid: a sample just after a bucket starts sees none of that
-    bucket's charges, so the window is [bucket of the first sample, bucket of the last)."""
+def _window_parts(meta: Metadata) -> tuple[pl.Expr, pl.Expr]:
+    """(certain, edge): charges certainly between two samples, and charges that may or may
+    not be. A raw row holds its own time: a sample at t already holds the charges made at t, so
+    nothing is uncertain. An aggregated row holds only its bucket's start: the bucket a sample
+    was taken in holds charges from before and after it (the recorder aims its samples at the
+    bucket grid, but a busy host delays them), so those buckets count as either, whichever
+    memory.stat says, and only a difference beyond them is one."""
     bucket = meta.bucket_ns
+    ts = pl.col("ts_ns")
     if meta.raw or not bucket:
-        return (pl.col("ts_ns") > pl.col("t_first")) & (pl.col("ts_ns") <= pl.col("t_last"))
-    return (pl.col("ts_ns") >= pl.col("t_first") // bucket * bucket) & (
-        pl.col("ts_ns") < pl.col("t_last") // bucket * bucket
-    )
+        return (ts > pl.col("t_first")) & (ts <= pl.col("t_last")), pl.lit(False)
+    first, last = pl.col("t_first") // bucket * bucket, pl.col("t_last") // bucket * bucket
+    return (ts > first) & (ts < last), (ts == first) | (ts == last)
 
 
 def memcg_rows(run: RunData) -> list[dict[str, Any]]:
@@ -96,6 +98,8 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
             "bytes",
         )
     )
+    certain, edge = _window_parts(run.meta)
+    bytes_ = pl.col("bytes")
     traced = (
         windows.lazy()
         .join(members.lazy(), on="cgroup_id")
@@ -104,14 +108,24 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
             on=["member", "stat_item"],
             how="inner",
         )
-        .filter(_in_window(run.meta))
+        .filter(certain | edge)
         .group_by("cgroup_id", "key")
-        .agg(pl.col("bytes").sum().alias("traced_delta"))
+        .agg(
+            bytes_.filter(certain).sum().alias("sure"),
+            bytes_.filter(edge).clip(upper_bound=0).sum().alias("edge_down"),
+            bytes_.filter(edge).clip(lower_bound=0).sum().alias("edge_up"),
+        )
         .collect()
     )
+    # the traced delta is the value in [sure + edge_down, sure + edge_up] nearest memory.stat's
+    low, high = pl.col("sure") + pl.col("edge_down"), pl.col("sure") + pl.col("edge_up")
     rows = (
         windows.join(traced, on=["cgroup_id", "key"], how="left")
-        .with_columns(pl.col("traced_delta").fill_null(0))
+        .with_columns(pl.col("sure", "edge_down", "edge_up").fill_null(0))
+        .with_columns(
+            pl.col("stat_delta").clip(lower_bound=low, upper_bound=high).alias("traced_delta"),
+            (high - low).alias("edge_bytes"),
+        )
         .with_columns((pl.col("traced_delta") - pl.col("stat_delta")).alias("difference"))
         .sort("cgroup_id", "key")
     )
@@ -127,6 +141,8 @@ def memcg_rows(run: RunData) -> list[dict[str, Any]]:
                 "stat_delta": r["stat_delta"],
                 "traced_delta": r["traced_delta"],
                 "difference": r["difference"],
+                # charges in the buckets the two samples fell in: before or after them
+                "edge_bytes": r["edge_bytes"],
                 "in_total": r["stat_item"] in KIND_PARTS,
             }
         )
