@@ -75,7 +75,10 @@ def test_a_killed_recorder_leaves_the_command_running_to_completion(tmp_path: Pa
     assert r.returncode == 0, r.stderr
     recovered = open_recording(rec)
     assert recovered.metadata["recovered"] is True
-    assert events(rec).filter(events(rec)["event"] == "exec").height == 1
+    # the recorder's own exec row, written before the command ran (the exec tracepoint's row
+    # is there too when the probes were drained before the kill: a matter of timing)
+    df = events(rec)
+    assert df.filter((df["event"] == "exec") & df["comm"].is_null()).height == 1
     assert kept.is_dir()  # recover leaves the spool: it can be retried
     # Its report says so first, and does not trust it.
     report = uvmtrace("report", str(rec))
