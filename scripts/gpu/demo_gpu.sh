@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 mkdir -p "$WORK/ns/uvmtrace"
 for c in tracer probes shim analysis recording; do ln -s "$REPO/$c" "$WORK/ns/uvmtrace/$c"; done
 export PYTHONPATH="$WORK/ns${PYTHONPATH:+:$PYTHONPATH}"
-KV="$REPO/tracer/kvsizer.py"
+KV="$REPO/example/kvsizer.py"
 W="$WORK/weights.bin"
 
 {

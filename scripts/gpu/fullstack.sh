@@ -98,15 +98,15 @@ timeout 120 $PY "$REPO/scripts/gpu/fullstack_case.py" "$W/fullstack-plain.json";
 rec fullstack -- $PY "$REPO/scripts/gpu/fullstack_case.py" "$W/fullstack.json"
 rec fullstack-raw --raw -- $PY "$REPO/scripts/gpu/fullstack_case.py" "$W/fullstack-raw.json"
 rec jax -- $PY "$REPO/scripts/gpu/jax_case.py" "$W/jax.json"
-timeout 120 $PY "$REPO/tracer/kvsizer.py" --weights "$W/weights.bin" --weights-size 1G \
+timeout 120 $PY "$REPO/example/kvsizer.py" --weights "$W/weights.bin" --weights-size 1G \
   --device cpu --signal meminfo --max-kv 4M >/dev/null 2>&1  # creates the weights file
 # warm, then cold (the weights' page cache dropped): 1 GiB more host page cache charged in the
 # cold run, the same cuMemGetInfo free: the discrete GPU is the negative control
 cat "$W/weights.bin" >/dev/null
-rec sizer -- $PY "$REPO/tracer/kvsizer.py" --weights "$W/weights.bin" --signal cuda \
+rec sizer -- $PY "$REPO/example/kvsizer.py" --weights "$W/weights.bin" --signal cuda \
   --device cuda --fraction 0.9 --max-kv 200G --hold 1
 $PY -c 'import os,sys; fd=os.open(sys.argv[1],os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$W/weights.bin"
-rec sizer-cold -- $PY "$REPO/tracer/kvsizer.py" --weights "$W/weights.bin" --signal cuda \
+rec sizer-cold -- $PY "$REPO/example/kvsizer.py" --weights "$W/weights.bin" --signal cuda \
   --device cuda --fraction 0.9 --max-kv 200G --hold 1
 ls -la "$W"
 
