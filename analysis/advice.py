@@ -36,7 +36,7 @@ from uvmtrace.analysis.units import fmt_bytes
 
 RISK_ORDER = {"none": 0, "low": 1, "medium": 2, "high": 3}
 # The KV fraction each framework exposes, by a word of its command line. vLLM's and SGLang's
-# rules are not `fraction x free` (DESIGN.md): the value is the one that gives A's size under
+# rules are not `fraction x free` (docs/sizing.md): the value is the one that gives A's size under
 # B's signal with B's own rule, which for them is only an estimate and is said so.
 FRACTION_FLAGS = (
     ("kvsizer", "--fraction", True),
