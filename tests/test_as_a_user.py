@@ -1,5 +1,11 @@
-"""The headline usage, as a real user walks it: an unprivileged account runs `sudo uvmtrace
-record` (a real account from `useradd`, a real `sudo`), and `uvmtrace doctor` without sudo."""
+"""The headline usage, as a real user walks it: an unprivileged account (a real account from
+`useradd`, a real `sudo`) works in its own clone of the repository with the README's virtualenv:
+`sudo .venv/bin/uvmtrace record` and `report` with relative paths, `uvmtrace doctor` without sudo.
+
+The virtualenv is the one `sudo scripts/quickstart demo` makes: `python3 -m venv` with the
+`python3` on sudo's PATH (the system's, which every account can run; the test run's own interpreter
+may be pyenv's under root's 0700 home, as in CI) and `pip install .` of this checkout. It is built
+once per module (~25 s) in a directory every account can read, and linked into each clone."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +25,58 @@ import polars as pl
 import pytest
 
 from tests.conftest import _need
+from tests.test_packaging import REPO, source_files
 from uvmtrace.recording.reader import open_recording
+
+# Debian's sudo `secure_path`: where `sudo scripts/quickstart` finds the python3 it builds from.
+SUDO_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class Checkout:
+    files: Path  # what a fresh clone holds
+    venv: Path  # what `scripts/quickstart demo` installs into .venv
+
+
+def _run_or_fail(what: str, cmd: list, **kw) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    if r.returncode != 0:
+        pytest.fail(f"{what} failed (exit {r.returncode}): {r.stderr[-2000:]}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def checkout() -> Iterator[Checkout]:
+    _need(os.geteuid() == 0, "needs root to create an account", ci_must_have=True)
+    python = shutil.which("python3", path=SUDO_PATH)
+    usable = python is not None and (
+        subprocess.run([python, "-c", "import venv, ensurepip"], capture_output=True).returncode
+        == 0
+    )
+    _need(usable, f"needs a python3 with venv (python3-venv) on {SUDO_PATH}", ci_must_have=True)
+    top = Path(tempfile.mkdtemp(prefix="uvmtrace-as-a-user-", dir="/var/tmp"))
+    old_umask = os.umask(0o022)  # what the accounts read must be readable by them
+    try:
+        top.chmod(0o755)
+        files = top / "uvmtrace"
+        for path in source_files():
+            dest = files / path.relative_to(REPO)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        venv = top / "venv"
+        _run_or_fail("python3 -m venv", [python, "-m", "venv", venv])
+        _run_or_fail("pip install .", [venv / "bin/python", "-m", "pip", "install", "-q", "."],
+                     cwd=files)  # fmt: skip
+        for litter in ("build", "uvmtrace.egg-info"):  # the clones stay fresh
+            shutil.rmtree(files / litter, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(top)
+        raise
+    finally:
+        os.umask(old_umask)
+    try:
+        yield Checkout(files, venv)
+    finally:
+        shutil.rmtree(top)
 
 
 @dataclass
@@ -27,18 +85,22 @@ class Account:
     home: Path
     uid: int
 
+    @property
+    def clone(self) -> Path:
+        return self.home / "uvmtrace"
+
     def run(self, script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-        """`script` run by the account's own shell in its home, through `sudo -u` (args: $1...)."""
+        """`script` run by the account's own shell in its clone, through `sudo -u` (args: $1...)."""
         return subprocess.run(
-            ["sudo", "-u", self.name, "-H", "--", "/bin/sh", "-c", f"cd && {script}", "sh", *args],
+            ["sudo", "-u", self.name, "-H", "--", "/bin/sh", "-c", f"cd ~/uvmtrace && {script}",
+             "sh", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
-        )
+        )  # fmt: skip
 
 
-def _fresh_account(sudoer: bool) -> Iterator[Account]:
-    _need(os.geteuid() == 0, "needs root to create an account", ci_must_have=True)
+def _fresh_account(checkout: Checkout, sudoer: bool) -> Iterator[Account]:
     _need(shutil.which("sudo") is not None, "needs sudo (scripts/setup-host installs it)",
           ci_must_have=True)  # fmt: skip
     name = f"uvmt{uuid.uuid4().hex[:8]}"
@@ -49,6 +111,11 @@ def _fresh_account(sudoer: bool) -> Iterator[Account]:
             rule.write_text(f"{name} ALL=(root) NOPASSWD: ALL\n")
             rule.chmod(0o440)
         pw = pwd.getpwnam(name)
+        # The account's own clone, with the virtualenv `scripts/quickstart` would have made in it.
+        _run_or_fail("the account's clone",
+                     ["sudo", "-u", name, "-H", "--", "/bin/sh", "-c",
+                      'cd && cp -R "$1" uvmtrace && ln -s "$2" uvmtrace/.venv',
+                      "sh", checkout.files, checkout.venv])  # fmt: skip
         yield Account(name, Path(pw.pw_dir), pw.pw_uid)
     finally:
         rule.unlink(missing_ok=True)
@@ -56,13 +123,13 @@ def _fresh_account(sudoer: bool) -> Iterator[Account]:
 
 
 @pytest.fixture
-def sudoer() -> Iterator[Account]:
-    yield from _fresh_account(sudoer=True)
+def sudoer(checkout: Checkout) -> Iterator[Account]:
+    yield from _fresh_account(checkout, sudoer=True)
 
 
 @pytest.fixture
-def plain_user() -> Iterator[Account]:
-    yield from _fresh_account(sudoer=False)
+def plain_user(checkout: Checkout) -> Iterator[Account]:
+    yield from _fresh_account(checkout, sudoer=False)
 
 
 def give_driver(account: Account, driver: Path) -> Path:
@@ -74,7 +141,8 @@ def give_driver(account: Account, driver: Path) -> Path:
     return mine
 
 
-SUDO_RECORD = f'sudo -n {sys.executable} -m uvmtrace.cli record -q -o "$1" -- '
+# The README's commands, relative to the clone (sudo resets PATH).
+SUDO_RECORD = 'sudo -n .venv/bin/uvmtrace record -q -o "$1" -- '
 PROGRAM = 'env LD_LIBRARY_PATH="$HOME/drv" "$HOME/drv/driver_user" freeram'
 
 
@@ -87,7 +155,7 @@ def test_sudo_record_from_an_account_has_the_programs_own_sysinfo(
     assert r.returncode == 0, r.stderr
     assert "cannot be preloaded" not in r.stderr
     (freeram,) = (int(line.split()[1]) for line in r.stdout.splitlines() if "freeram" in line)
-    out = sudoer.home / "first run.parquet"
+    out = sudoer.clone / "first run.parquet"
     assert out.stat().st_uid == sudoer.uid  # the user's file, not root's
     rec = open_recording(out)
     assert rec.metadata["run_as"] == sudoer.name
@@ -99,6 +167,40 @@ def test_sudo_record_from_an_account_has_the_programs_own_sysinfo(
     assert rows.get_column("pid")[0] in set(
         rec.scan().filter(pl.col("event") == "exec").collect().get_column("pid").to_list()
     )
+
+
+# Writes 8 MiB next to the recording, then says who it ran as.
+WRITER = """
+import os
+with open("sub/data.bin", "wb") as f:
+    f.write(os.urandom(8 << 20))
+print(os.getpid(), os.getuid(), flush=True)
+"""
+
+
+@pytest.mark.usefixtures("need_bpf")
+def test_in_its_clone_the_account_records_and_reports_with_relative_paths(
+    sudoer: Account,
+) -> None:
+    r = sudoer.run('mkdir sub && sudo -n .venv/bin/uvmtrace record -q -o sub/run.parquet '
+                   '-- python3 -c "$1"', WRITER)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "ld.so" not in r.stderr
+    pid, uid = map(int, r.stdout.split())
+    assert uid == sudoer.uid  # the command ran as the account
+    out = sudoer.clone / "sub/run.parquet"
+    assert out.stat().st_uid == sudoer.uid
+    rec = open_recording(out)
+    assert pid in rec.scan().filter(pl.col("event") == "exec").collect().get_column("pid")
+    report = sudoer.run("sudo -n .venv/bin/uvmtrace report sub/run.parquet")
+    assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
+    assert "Most memory was charged to" in report.stdout
+    as_json = sudoer.run("sudo -n .venv/bin/uvmtrace report --json sub/run.parquet")
+    assert as_json.returncode == 0, as_json.stderr
+    files = {f["path"]: f for f in json.loads(as_json.stdout)["attribution"]["by_file"]}
+    # The page cache of what the program wrote, by its full path: all 8 MiB of it.
+    written = files.get(str(sudoer.clone / "sub/data.bin"))
+    assert written is not None and written["peak"] == 8 << 20, files
 
 
 @pytest.mark.usefixtures("need_bpf")
@@ -130,12 +232,9 @@ def test_when_the_shim_cannot_load_the_recording_and_report_say_why(
 def test_doctor_as_a_plain_user_checks_what_it_can_and_marks_the_rest(
     plain_user: Account,
 ) -> None:
-    if plain_user.run(f"{sys.executable} -c 'import uvmtrace.cli.main'").returncode != 0:
-        # e.g. a pyenv Python under root's 0700 home: the account cannot run this interpreter
-        pytest.skip(f"the new account cannot run {sys.executable} with uvmtrace importable")
-    r = plain_user.run(f"{sys.executable} -m uvmtrace.cli doctor --json")
+    r = plain_user.run(".venv/bin/uvmtrace doctor --json")
     assert "Traceback" not in r.stderr, r.stderr
-    assert r.returncode == 1  # documented: recording is not possible (not root)
+    assert r.returncode == 1, r.stderr  # documented: recording is not possible (not root)
     doc = json.loads(r.stdout)
     assert doc["can_record"] is False
     checks = {c["name"]: c for c in doc["checks"]}
@@ -145,6 +244,6 @@ def test_doctor_as_a_plain_user_checks_what_it_can_and_marks_the_rest(
     # What needs no root was still checked: the compiler and the cgroup layout.
     assert checks["C compiler"]["status"] == "ok"
     assert any(c["status"] == "ok" for c in doc["checks"] if c["name"].startswith("cgroup"))
-    table = plain_user.run(f"{sys.executable} -m uvmtrace.cli doctor")
+    table = plain_user.run(".venv/bin/uvmtrace doctor")
     assert "Traceback" not in table.stderr and table.returncode == 1
     assert "needs root" in table.stdout
