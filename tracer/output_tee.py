@@ -8,6 +8,13 @@ the command sees EPIPE/SIGPIPE as it would have without uvmtrace. The tee also d
 recorder's live status line on the terminal (one writer: output never lands inside it) and
 clears it when the recorder stops, or dies.
 
+Where uvmtrace's stdout or stderr is a terminal, the command's is one too: the slave side of a
+pseudo-terminal in raw mode, of the real terminal's size, owner and mode, whose master the tee
+reads; so `isatty()`, line buffering, colours, progress bars and `ls` columns are what they would
+be without uvmtrace, and the bytes reach the real terminal unchanged (its own line discipline
+turns "\\n" into "\\r\\n" once, as always). stdin, the controlling terminal and the process
+groups stay as they are: the pty is nobody's controlling terminal, Ctrl-C goes where it went.
+
 This file runs as `python -I -S output_tee.py FDS...`: standard library only, no uvmtrace import.
 """
 
@@ -22,6 +29,9 @@ import signal
 import struct
 import subprocess
 import sys
+import termios
+import time
+import tty
 from pathlib import Path
 
 CLEAR = b"\r\x1b[K"
@@ -29,17 +39,67 @@ COPY_PIPE_BYTES = 1 << 20  # the recorder may lag this much before copies are dr
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Bytes of the stdout and stderr copies the tee dropped: two u64 in a memfd both map.
 DROPS = struct.Struct("=QQ")
+# How often the tee copies the real terminal's size to a pty on its own (see `resize`).
+RESIZE_POLL_S = 0.25
+
+
+def copy_size(terminal: int, pty: int) -> None:
+    """Give the pty the real terminal's window size (a no-op for the kernel when unchanged)."""
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(pty, termios.TIOCSWINSZ, fcntl.ioctl(terminal, termios.TIOCGWINSZ, bytes(8)))
+
+
+def _same_terminal(a: int, b: int) -> bool:
+    return os.isatty(a) and os.isatty(b) and os.fstat(a).st_rdev == os.fstat(b).st_rdev
+
+
+def _pty_like(terminal: int) -> tuple[int, int]:
+    """A pseudo-terminal (master, slave) standing in for `terminal` as the command's output."""
+    master, slave = os.openpty()  # opened O_NOCTTY: it never becomes a controlling terminal
+    # Raw: no ONLCR, no echo; the real terminal applies its own settings to what the tee writes.
+    tty.setraw(slave)
+    copy_size(terminal, master)
+    # Whoever the real terminal belongs to may reopen /dev/stdout, as without uvmtrace.
+    st = os.fstat(terminal)
+    with contextlib.suppress(OSError):
+        os.fchown(slave, st.st_uid, st.st_gid)
+        os.fchmod(slave, st.st_mode & 0o7777)
+    return master, slave
 
 
 class OutputTee:
-    """Recorder side: pipes for the command's stdout/stderr, the tee process, the copies."""
+    """Recorder side: pipes (or ptys) for the command's stdout/stderr, the tee process, the
+    copies."""
 
     def __init__(self, sinks: tuple[int, int] = (1, 2)) -> None:
-        out_r, self.stdout_w = os.pipe()
-        err_r, self.stderr_w = os.pipe()
+        self.ptys: list[tuple[int, int]] = []  # (master, the real terminal it stands in for)
+        # What each copy holds, in order: its name, the read end it comes from, where it goes.
+        streams: list[tuple[str, int, int]] = []
+        if _same_terminal(*sinks):
+            # stdout and stderr on one terminal: one pty for both, so the terminal shows their
+            # bytes in exactly the order written (two ptys read by one select() can swap writes
+            # made microseconds apart) and fds 1 and 2 share one open file, as on a terminal.
+            # The cost: one merged copy for the log scanner, which then reads the lines the
+            # user sees (it already keeps only what follows a progress bar's last \r).
+            master, slave = _pty_like(sinks[0])
+            self.ptys.append((master, sinks[0]))
+            self.stdout_w = self.stderr_w = slave
+            streams.append(("stdout and stderr", master, sinks[0]))
+        else:
+            ends = []
+            for name, sink in zip(("stdout", "stderr"), sinks, strict=True):
+                if os.isatty(sink):
+                    read_end, write_end = _pty_like(sink)
+                    self.ptys.append((read_end, sink))
+                else:
+                    read_end, write_end = os.pipe()
+                streams.append((name, read_end, sink))
+                ends.append(write_end)
+            self.stdout_w, self.stderr_w = ends
+        self.names = [name for name, _, _ in streams]
         self.copies: list[int] = []
         copy_w = []
-        for _ in range(2):
+        for _ in streams:
             r, w = os.pipe2(os.O_CLOEXEC)
             # Else the default size: copies are dropped sooner when the recorder lags.
             with contextlib.suppress(OSError):
@@ -51,21 +111,38 @@ class OutputTee:
         drops = os.memfd_create("uvmtrace-tee-drops", os.MFD_CLOEXEC)
         os.ftruncate(drops, DROPS.size)
         self._drops = mmap.mmap(drops, DROPS.size)
-        fds = [out_r, err_r, *copy_w, status_r, drops]
+        # argv: status pipe, drop counters, status line's terminal, then per stream: from, to,
+        # copy.
+        args = [status_r, drops, sinks[1]]
+        for (_, read_end, sink), copy in zip(streams, copy_w, strict=True):
+            args += [read_end, sink, copy]
+        own = [status_r, drops, *copy_w, *(read_end for _, read_end, _ in streams)]
         # Its own session: terminal signals (Ctrl-C) are not for it; it ends when output does.
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(Path(__file__)), *map(str, [*fds, *sinks])],
+            [sys.executable, "-I", "-S", str(Path(__file__)), *map(str, args)],
             stdin=subprocess.DEVNULL,
-            pass_fds=[*fds, *sinks],
+            pass_fds=sorted(set(args)),
             start_new_session=True,
         )
-        for fd in fds:
-            os.close(fd)
+        kept = {master for master, _ in self.ptys}  # for `resize`
+        for fd in own:
+            if fd not in kept:
+                os.close(fd)
 
     def command_started(self) -> None:
         """The command holds the write ends now: ours would keep its output open forever."""
-        for fd in (self.stdout_w, self.stderr_w):
+        for fd in {self.stdout_w, self.stderr_w}:
             os.close(fd)
+
+    def resize(self) -> None:
+        """The real terminal was resized (SIGWINCH): give the command's ptys its new size.
+
+        A pty that is nobody's controlling terminal signals no one when resized, and the tee,
+        in its own session, gets no SIGWINCH; so the recorder, which does, copies the size and
+        then forwards the signal, in that order. The tee also copies it every RESIZE_POLL_S on
+        its own (cheap: two ioctls), which keeps the size right once the recorder is gone."""
+        for master, terminal in self.ptys:
+            copy_size(terminal, master)
 
     def status(self, text: str) -> None:
         """Show `text` as the status line ('' clears it); dropped if the tee is busy."""
@@ -78,10 +155,11 @@ class OutputTee:
         except OSError:
             self._close_status()
 
-    def dropped(self) -> tuple[int, int]:
-        """Bytes of the (stdout, stderr) copies dropped so far because the recorder lagged:
-        the command's output itself is whole, but log lines in them were not scanned."""
-        return DROPS.unpack_from(self._drops)
+    def dropped(self) -> dict[str, int]:
+        """Bytes of each copy ("stdout", "stderr", or "stdout and stderr" on one terminal)
+        dropped so far because the recorder lagged: the command's output itself is whole, but
+        log lines in them were not scanned."""
+        return dict(zip(self.names, DROPS.unpack_from(self._drops), strict=False))
 
     def _close_status(self) -> None:
         if self.status_w >= 0:
@@ -92,6 +170,9 @@ class OutputTee:
         """Stop the status line (the tee keeps forwarding output; the copies' reader closes
         them)."""
         self._close_status()
+        ptys, self.ptys = self.ptys, []  # a resize now finds none
+        for master, _ in ptys:
+            os.close(master)
 
 
 # ------------------------------------------------------------------------------ the process
@@ -123,28 +204,39 @@ def _copy(fd: int, data: bytes, drops: mmap.mmap, which: int) -> bool:
 
 
 def main(argv: list[str]) -> None:
-    out_r, err_r, copy_out, copy_err, status_r, drops_fd, sink_out, sink_err = map(int, argv)
+    status_r, drops_fd, status_sink, *triples = map(int, argv)
     drops = mmap.mmap(drops_fd, DROPS.size)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
-    for fd in (copy_out, copy_err):
-        os.set_blocking(fd, False)
-    streams = {out_r: [sink_out, copy_out], err_r: [sink_err, copy_err]}
+    # The command's output (a pipe, or a pty master) -> [its destination, the copy, drop slot].
+    streams: dict[int, list[int]] = {}
+    for which, i in enumerate(range(0, len(triples), 3)):
+        source, sink, copy = triples[i : i + 3]
+        os.set_blocking(copy, False)
+        streams[source] = [sink, copy, which]
+    ptys = [(source, sink) for source, (sink, _, _) in streams.items() if os.isatty(source)]
+    next_resize = time.monotonic() + RESIZE_POLL_S
     shown = False  # a status line is on the terminal
 
     def clear() -> None:
         nonlocal shown
         if shown:
-            _write_all(sink_err, CLEAR)
+            _write_all(status_sink, CLEAR)
             shown = False
 
     status_buf = b""
     while streams:
         watched = [*streams, status_r] if status_r >= 0 else list(streams)
+        timeout = max(0.0, next_resize - time.monotonic()) if ptys else None
         try:
-            readable, _, _ = select.select(watched, [], [])
+            readable, _, _ = select.select(watched, [], [], timeout)
         except InterruptedError:
             continue
+        if ptys and time.monotonic() >= next_resize:
+            for source, sink in ptys:
+                if source in streams:
+                    copy_size(sink, source)
+            next_resize = time.monotonic() + RESIZE_POLL_S
         for fd in readable:
             if fd == status_r:
                 data = os.read(fd, 65536)
@@ -157,22 +249,24 @@ def main(argv: list[str]) -> None:
                 if lines:
                     clear()
                     if lines[-1]:
-                        shown = _write_all(sink_err, CLEAR + lines[-1])
+                        shown = _write_all(status_sink, CLEAR + lines[-1])
                 continue
             try:
+                # A pty master answers EIO once the last slave is closed: the output's end.
                 chunk = os.read(fd, 65536)
             except OSError:
                 chunk = b""
-            sink, copy = streams[fd]
+            sink, copy, which = streams[fd]
             if chunk:
                 clear()
                 if _write_all(sink, chunk):
-                    if copy >= 0 and not _copy(copy, chunk, drops, int(fd == err_r)):
+                    if copy >= 0 and not _copy(copy, chunk, drops, which):
                         os.close(copy)
                         streams[fd][1] = -1
                     continue
             # End of the command's output, or its reader went away: the command now sees
-            # what it would have seen writing there itself (EPIPE / SIGPIPE).
+            # what it would have seen writing there itself (EPIPE / SIGPIPE; EIO on a pty, as
+            # on a terminal that hung up).
             os.close(fd)
             if copy >= 0:
                 os.close(copy)

@@ -337,6 +337,7 @@ class Session:
             writer.write(sampler.sample())  # the baseline before the command starts
             status.clear()
             tee = OutputTee()  # forked before the probes adopt our next child: the command
+            signal.signal(signal.SIGWINCH, lambda *_: self._resized(tee))
             if tracer is not None:
                 tracer.adopt_next_child()
             try:
@@ -402,7 +403,7 @@ class Session:
             ) from None
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            for sig in FORWARDED_SIGNALS[1:]:
+            for sig in (*FORWARDED_SIGNALS[1:], signal.SIGWINCH):
                 signal.signal(sig, signal.SIG_DFL)
             if run_cg is not None:
                 self._remove_run_cgroup(run_cg)
@@ -468,6 +469,14 @@ class Session:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child_pid, signum)
 
+    def _resized(self, tee: OutputTee) -> None:
+        """The terminal was resized: the command's pty first, then the command is told (it
+        would be, in the terminal's foreground group without us; its own group is not)."""
+        tee.resize()
+        if self.child_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child_pid, signal.SIGWINCH)
+
     def _follow(
         self,
         launched: Launched,
@@ -532,7 +541,7 @@ class Session:
         pump.finish()
         status.draw = None
         tee.close()
-        for name, lost in zip(("stdout", "stderr"), tee.dropped(), strict=True):
+        for name, lost in tee.dropped().items():
             if lost:  # the command's output is whole; only the recorder's copy lagged
                 self.not_traced.append(
                     {
