@@ -166,6 +166,22 @@ def test_two_terminals_get_two_ptys_one_terminal_gets_one(tmp_path: Path) -> Non
     both.closed_by_all()
 
 
+def test_without_ptys_a_terminal_gets_pipes_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_devpts() -> tuple[int, int]:
+        raise FileNotFoundError(2, "No such file or directory", "/dev/ptmx")
+
+    terminal = Terminal()
+    monkeypatch.setattr(os, "openpty", no_devpts)  # a container without /dev/pts, say
+    tee = OutputTee(sinks=(terminal.slave, terminal.slave))
+    assert not os.isatty(tee.stdout_w) and not os.isatty(tee.stderr_w)
+    os.write(tee.stdout_w, b"still shown\n")
+    tee.command_started()
+    assert tee.proc.wait(timeout=60) == 0
+    assert tee.dropped() == {"stdout": 0, "stderr": 0}
+    tee.close()
+    assert terminal.closed_by_all() == b"still shown\n"
+
+
 def test_the_pty_follows_the_terminal_size_even_without_the_recorder() -> None:
     terminal = Terminal(rows=24, cols=80)
     tee = OutputTee(sinks=(terminal.slave, terminal.slave))
@@ -284,12 +300,14 @@ def test_a_resized_terminal_resizes_the_commands_and_signals_it(tmp_path: Path) 
     terminal.resize(31, 101)  # no signal this time: the tee copies it within RESIZE_POLL_S
     assert proc.wait(timeout=60) == 4
     shown = terminal.closed_by_all()
-    # The tee drew the live status line and cleared it before each output and at the end.
-    assert b"\r\x1b[Kuvmtrace: " in shown and shown.endswith(b"\r\x1b[K")
-    output = re.sub(rb"\r\x1b\[K(uvmtrace: [^\r\n]*)?", b"", shown)
+    # The tee drew the live status line, and cleared it before each output: without its draws
+    # and clears, what is left is the recorder's notes and the command's output, whole.
+    assert b"\r\x1b[Kuvmtrace: " in shown
+    lines = re.sub(rb"\r\x1b\[K(uvmtrace: [^\r\n]*)?", b"", shown).splitlines(keepends=True)
+    assert lines[-1].startswith(b"uvmtrace: wrote ")
+    output = b"".join(line for line in lines if not line.startswith(b"uvmtrace: "))
     output = output.replace(b"winch (100, 30)\n", b"", 1)  # printed between two lines
-    assert output.startswith(b"started\n" + LINES)
-    assert output.endswith(b"size (101, 31)\n")
+    assert output == b"started\n" + LINES + b"size (101, 31)\n"
 
 
 @needs_bpf

@@ -53,11 +53,19 @@ def _same_terminal(a: int, b: int) -> bool:
     return os.isatty(a) and os.isatty(b) and os.fstat(a).st_rdev == os.fstat(b).st_rdev
 
 
-def _pty_like(terminal: int) -> tuple[int, int]:
-    """A pseudo-terminal (master, slave) standing in for `terminal` as the command's output."""
-    master, slave = os.openpty()  # opened O_NOCTTY: it never becomes a controlling terminal
-    # Raw: no ONLCR, no echo; the real terminal applies its own settings to what the tee writes.
-    tty.setraw(slave)
+def _pty_like(terminal: int) -> tuple[int, int] | None:
+    """A pseudo-terminal (master, slave) standing in for `terminal` as the command's output;
+    None where none can be had (no devpts, e.g. in some containers): a pipe then, as before."""
+    try:
+        master, slave = os.openpty()  # opened O_NOCTTY: it never becomes a controlling terminal
+    except OSError:
+        return None
+    try:
+        tty.setraw(slave)  # no ONLCR, no echo: the real terminal's own settings apply, once
+    except termios.error:
+        os.close(master)
+        os.close(slave)
+        return None
     copy_size(terminal, master)
     # Whoever the real terminal belongs to may reopen /dev/stdout, as without uvmtrace.
     st = os.fstat(terminal)
@@ -75,24 +83,24 @@ class OutputTee:
         self.ptys: list[tuple[int, int]] = []  # (master, the real terminal it stands in for)
         # What each copy holds, in order: its name, the read end it comes from, where it goes.
         streams: list[tuple[str, int, int]] = []
-        if _same_terminal(*sinks):
-            # stdout and stderr on one terminal: one pty for both, so the terminal shows their
-            # bytes in exactly the order written (two ptys read by one select() can swap writes
-            # made microseconds apart) and fds 1 and 2 share one open file, as on a terminal.
-            # The cost: one merged copy for the log scanner, which then reads the lines the
-            # user sees (it already keeps only what follows a progress bar's last \r).
-            master, slave = _pty_like(sinks[0])
+        # stdout and stderr on one terminal: one pty for both, so the terminal shows their
+        # bytes in exactly the order written (two ptys read by one select() can swap writes
+        # made microseconds apart) and fds 1 and 2 share one open file, as on a terminal.
+        # The cost: one merged copy for the log scanner, which then reads the lines the user
+        # sees (it already keeps only what follows a progress bar's last \r).
+        one = _pty_like(sinks[0]) if _same_terminal(*sinks) else None
+        if one is not None:
+            master, slave = one
             self.ptys.append((master, sinks[0]))
             self.stdout_w = self.stderr_w = slave
             streams.append(("stdout and stderr", master, sinks[0]))
         else:
             ends = []
             for name, sink in zip(("stdout", "stderr"), sinks, strict=True):
-                if os.isatty(sink):
-                    read_end, write_end = _pty_like(sink)
-                    self.ptys.append((read_end, sink))
-                else:
-                    read_end, write_end = os.pipe()
+                pty = _pty_like(sink) if os.isatty(sink) else None
+                if pty is not None:
+                    self.ptys.append((pty[0], sink))
+                read_end, write_end = pty or os.pipe()
                 streams.append((name, read_end, sink))
                 ends.append(write_end)
             self.stdout_w, self.stderr_w = ends
