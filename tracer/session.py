@@ -338,6 +338,7 @@ class Session:
             status.clear()
             tee = OutputTee()  # forked before the probes adopt our next child: the command
             signal.signal(signal.SIGWINCH, lambda *_: self._resized(tee))
+            signal.siginterrupt(signal.SIGWINCH, False)  # dragging a window fails no C call
             if tracer is not None:
                 tracer.adopt_next_child()
             try:
