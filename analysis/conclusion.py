@@ -10,11 +10,21 @@ from uvmtrace.analysis.sizing_rules import formula
 from uvmtrace.analysis.units import fmt_bytes, fmt_s
 
 
+def chance_text(chance: float) -> str:
+    """`41%`, `1.3%`, `0.0028%`, `< 0.001%`."""
+    if chance >= 0.1:
+        return f"{chance:.0%}"
+    return f"{chance * 100:.2g}%" if chance >= 1e-5 else "< 0.001%"
+
+
 def fit_text(fit: dict[str, Any]) -> str:
-    """`fraction_of_total 0.75 x cuMemGetInfo (residual 1.0 MiB)`."""
+    """`fraction_of_total 0.75 x cuMemGetInfo (residual 1.0 MiB, chance 0.0029%)`: the chance
+    that a size at random fits some rule as closely (sizing.py)."""
+    chance = fit.get("chance")
+    odds = "" if chance is None else f", chance {chance_text(chance)}"
     return (
         f"{fit['rule']} {fit['fraction']:g} x {fit['signal']} "
-        f"(residual {fmt_bytes(fit['residual_bytes'])})"
+        f"(residual {fmt_bytes(fit['residual_bytes'])}{odds})"
     )
 
 
@@ -34,6 +44,8 @@ def sizing_line(kv: dict[str, Any]) -> str:
         f"{fmt_s(kv['t_s'])}) was {verb} {kv['signal']}: {rule} at {fmt_s(kv['query_t_s'])} "
         f"(rule {kv['rule']}, residual {fmt_bytes(kv['residual_bytes'])}"
     )
+    if kv.get("chance") is not None:
+        line += f", chance {chance_text(kv['chance'])} that a size at random fits as closely"
     if kv.get("framework"):
         line += f"; {kv['framework']}'s rule" if what != "large allocation" else ""
     line += ")"
@@ -71,7 +83,8 @@ def report_conclusion(rep: dict[str, Any]) -> list[str]:
         line = (
             f"No memory query explains any of the {len(sizing['allocations'])} large "
             f"allocation(s) (>= {fmt_bytes(sizing['min_alloc_bytes'])}): no sizing rule gives "
-            "its size from an answer the process got before it (rule: unknown)"
+            "its size from an answer the process got before it more closely than a size at "
+            "random would (rule: unknown)"
         )
         unknown = sizing.get("unknown") or {}
         if unknown.get("nearest"):

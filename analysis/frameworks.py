@@ -21,6 +21,10 @@ FRAMEWORK_RULE: dict[str, tuple[str, str]] = {
     "sglang": ("free_minus_fraction_of_total", "KV cache"),
     "jax": ("fraction_of_total", "preallocated pool"),
 }
+# The fraction each one uses when the user sets none (docs/sizing.md): TensorRT-LLM's
+# free_gpu_memory_fraction, vLLM's gpu_memory_utilization, XLA_PYTHON_CLIENT_MEM_FRACTION.
+# SGLang derives mem_fraction_static from the GPU's memory and the parallelism: no one default.
+DEFAULT_FRACTION: dict[str, float] = {"tensorrt_llm": 0.9, "vllm": 0.9, "jax": 0.75}
 # How each one shows in a command line or a process name (comm: 15 characters).
 _NAMES = (
     ("tensorrt_llm", r"trtllm|tensorrt[_-]llm"),

@@ -22,18 +22,25 @@ simpler rule. The signals:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from uvmtrace.analysis.cuda_memory import NO_PID, cuda_allocations, process_device_peak_before
-from uvmtrace.analysis.frameworks import FRAMEWORK_RULE, framework_rule, identify_framework
+from uvmtrace.analysis.frameworks import (
+    DEFAULT_FRACTION,
+    FRAMEWORK_RULE,
+    framework_rule,
+    identify_framework,
+)
 from uvmtrace.analysis.items import (
     CUDA_ALLOC_EVENTS,
     CUDA_QUERY_SIGNAL,
     DEFAULT_MIN_ALLOC,
     DEFAULT_TOLERANCE,
     DEVICE_MEMORY_KINDS,
+    DEVICE_SIGNALS,
     KNOWN_FRACTIONS,
     NO_LIMIT,
     SIGNAL_HEADROOM,
@@ -51,6 +58,7 @@ from uvmtrace.analysis.sizing_rules import (
     UNKNOWN,
     base,
     implied_fraction,
+    predicted_bytes,
     reads_free,
 )
 from uvmtrace.analysis.sizing_rules import predicted as rule_predicted
@@ -78,6 +86,14 @@ GROUP_MIN_PART = 1 << 20  # smaller allocations (cuDNN's, XLA's pinned staging) 
 # Fits closer than this are a tie (allocators round each allocation up to 2 MiB)
 TIE_BYTES = 16 << 20
 NEAREST = 3  # candidates shown for an allocation no rule explains
+# A fit is the sizing only when a size drawn at random from the plausible range would fit some
+# rule x fraction x signal as closely with a small chance (docs/sizing.md, "Chance"): with 0.003
+# of ~140 GB around each of ~90 predictions, a lone allocation fits *some* rule ~40% of the time.
+CHANCE_MAX = 0.01
+# ... or a moderate one when the process allocated right after the query, nothing between (the
+# shape of every sizer: query, compute, allocate) -- corroboration, not proof
+CHANCE_CORROBORATED = 0.05
+PAGE = 4096  # the finest a size can be matched to: memory comes in pages
 
 _QUERY_SCHEMA = {
     "q_ts_ns": pl.Int64,
@@ -146,7 +162,8 @@ def large_allocations(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.Da
 
 def group_allocations(parts: pl.DataFrame, queries: pl.DataFrame) -> pl.DataFrame:
     """`parts` with a `group` id: same process, same memory (device/host), same last query
-    before them, each within GROUP_GAP_NS of the previous one."""
+    before them, each within GROUP_GAP_NS of the previous one; `epoch` (that query's ts_ns, -1
+    for none) and `lead` (the process's first part after that query: nothing came between)."""
     pkey = pl.col("pid").fill_null(NO_PID)
     epochs = (
         queries.select(pl.col("q_ts_ns").alias("epoch"), pkey.alias("pkey")).unique().sort("epoch")
@@ -167,9 +184,10 @@ def group_allocations(parts: pl.DataFrame, queries: pl.DataFrame) -> pl.DataFram
     changed = [pl.col(k) != pl.col(k).shift() for k in ("pkey", "memory", "epoch")]
     gap = (pl.col("ts_ns") - pl.col("ts_ns").shift()) > GROUP_GAP_NS
     new = pl.any_horizontal([*changed, gap]).fill_null(True)
+    lead = (pl.col("epoch") >= 0) & (pl.col("ts_ns") == pl.col("ts_ns").min().over("pkey", "epoch"))
     return (
-        p.with_columns(new.cum_sum().alias("group"))
-        .drop("pkey", "epoch")
+        p.with_columns(new.cum_sum().alias("group"), lead.alias("lead"))
+        .drop("pkey")
         .sort("ts_ns", maintain_order=True)
     )
 
@@ -306,8 +324,8 @@ def memory_queries(run: RunData) -> pl.DataFrame:
 
 def _candidates(parts: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
     """Single large allocations and groups of several whose sum is large: cand, kind
-    (single|group), group, ts_ns (the first allocation), pid, event, source, bytes,
-    allocations."""
+    (single|group), group, ts_ns (the first allocation), pid, event, source, memory, bytes,
+    allocations, epoch and lead (of the first allocation)."""
     singles = parts.filter(pl.col("bytes") >= min_bytes).select(
         pl.lit("single").alias("kind"),
         "group",
@@ -315,8 +333,11 @@ def _candidates(parts: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
         "pid",
         "event",
         "source",
+        "memory",
         "bytes",
         pl.lit(1, dtype=pl.UInt32).alias("allocations"),
+        "epoch",
+        "lead",
     )
     events = pl.col("event").unique(maintain_order=True).str.join("+")
     groups = (
@@ -326,8 +347,11 @@ def _candidates(parts: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
             pl.col("pid").first(),
             pl.format("{} x {}", pl.len(), events).alias("event"),
             pl.col("source").first(),
+            pl.col("memory").first(),
             pl.col("bytes").sum(),
             pl.len().alias("allocations"),
+            pl.col("epoch").first(),
+            pl.col("lead").first(),
         )
         .filter((pl.col("allocations") >= 2) & (pl.col("bytes") >= min_bytes))
         .select(pl.lit("group").alias("kind"), *singles.columns[1:])
@@ -362,6 +386,121 @@ def _fits(pairs: pl.DataFrame, tolerance: float) -> pl.DataFrame:
     )
 
 
+def _windows(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Every size a rule at a known fraction gives a candidate from one signal's answer: cand,
+    rule, fraction, predicted. A size within r of one of them fits with residual r."""
+    grid = pairs.join(pl.DataFrame({"fraction": list(KNOWN_FRACTIONS)}), how="cross")
+    return pl.concat(
+        [
+            grid.select(
+                "cand",
+                pl.lit(rule).alias("rule"),
+                "fraction",
+                predicted_bytes(rule).alias("predicted"),
+            )
+            for rule in RULES
+        ]
+    ).filter(pl.col("predicted").is_not_null())
+
+
+def _ranges(pairs: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
+    """cand, lo, hi: the sizes a large allocation of that memory could have had, from min_bytes
+    to the most that memory holds (the largest total -- else free -- a signal of the same memory
+    reported: device or host; any signal's where none did), and at least its own size."""
+    device = pl.col("signal").is_in(sorted(DEVICE_SIGNALS)) == (pl.col("memory") == "device")
+    held = pl.coalesce("total_bytes", "free_bytes")
+    return (
+        pairs.group_by("cand")
+        .agg(
+            held.filter(device).max().alias("same"),
+            held.max().alias("any"),
+            pl.col("bytes").first(),
+        )
+        .select(
+            "cand",
+            pl.lit(min_bytes, dtype=pl.Int64).alias("lo"),
+            pl.max_horizontal(pl.coalesce("same", "any"), "bytes", pl.lit(min_bytes + PAGE))
+            .cast(pl.Int64)
+            .alias("hi"),
+        )
+    )
+
+
+def _chance(
+    fits: pl.DataFrame,
+    windows: pl.DataFrame,
+    ranges: pl.DataFrame,
+    framework: dict[str, Any] | None,
+) -> pl.DataFrame:
+    """`fits` with `chance`: the share of the candidate's plausible sizes (`_ranges`, uniform)
+    within the fit's residual (at least a page) of some prediction (`_windows`): how often a
+    size drawn at random would fit some rule as closely (the look-elsewhere effect counted).
+    When the run's framework is known and the fit is that framework's rule (`own_rule`), only
+    that rule's predictions were open, and only its default fraction when the fit is at it
+    (`at_default`): the evidence named them before the size was looked at."""
+    name = framework["name"] if framework else None
+    fw_rule = framework_rule(framework)
+    default = DEFAULT_FRACTION.get(name) if name else None
+    own = pl.col("rule") == fw_rule if fw_rule else pl.lit(False)
+    at_default = own & (pl.col("fraction") == default) if default is not None else pl.lit(False)
+    fits = fits.with_row_index("fit").with_columns(
+        own.alias("own_rule"), at_default.alias("at_default")
+    )
+    half = pl.max_horizontal("residual_bytes", pl.lit(PAGE))
+    lo, hi = pl.col("lo"), pl.col("hi")
+    open_ = (~pl.col("own_rule") | (pl.col("rule") == pl.col("fit_rule"))) & (
+        ~pl.col("at_default") | (pl.col("fraction") == pl.col("fit_fraction"))
+    )
+    spans = (
+        fits.select(
+            "fit",
+            "cand",
+            "own_rule",
+            "at_default",
+            "residual_bytes",
+            pl.col("rule").alias("fit_rule"),
+            pl.col("fraction").alias("fit_fraction"),
+        )
+        .join(windows, on="cand")
+        .filter(open_)
+        .join(ranges, on="cand")
+        .select(
+            "fit",
+            "lo",
+            "hi",
+            (pl.col("predicted") - half).clip(lo, hi).alias("start"),
+            (pl.col("predicted") + half).clip(lo, hi).alias("end"),
+        )
+        .sort("fit", "start")
+    )
+    # the union of the windows: each adds what lies beyond the furthest end before it
+    reached = pl.col("end").cum_max().shift(1).over("fit")
+    covered = (pl.col("end") - pl.max_horizontal("start", reached)).clip(lower_bound=0)
+    chance = (
+        spans.with_columns(covered.alias("covered"))
+        .group_by("fit")
+        .agg((pl.col("covered").sum() / (hi - lo).first()).alias("chance"))
+    )
+    return fits.join(chance, on="fit", how="left").drop("fit")
+
+
+def _logged(log_kv: dict[str, Any] | None) -> pl.Expr:
+    """Whether the framework's own log line stated this size (1% or TIE_BYTES, as `_what`)."""
+    if not log_kv or not log_kv.get("bytes"):
+        return pl.lit(False)
+    close = pl.max_horizontal(pl.lit(TIE_BYTES), pl.col("bytes") // 100)
+    return (pl.col("bytes") - log_kv["bytes"]).abs() <= close
+
+
+def _judged(best: pl.DataFrame, log_kv: dict[str, Any] | None) -> pl.DataFrame:
+    """The best fits that are the sizing: stated by the framework's log, or unlikely by chance
+    (CHANCE_MAX; CHANCE_CORROBORATED for an allocation made right after its query)."""
+    limit = pl.when(pl.col("just_after")).then(CHANCE_CORROBORATED).otherwise(CHANCE_MAX)
+    return best.with_columns(_logged(log_kv).alias("logged")).filter(
+        pl.col("logged") | (pl.col("chance") <= limit)
+    )
+
+
 def _fit_structs(frame: pl.DataFrame) -> pl.Expr:
     return pl.struct(
         "rule",
@@ -369,33 +508,37 @@ def _fit_structs(frame: pl.DataFrame) -> pl.Expr:
         "signal",
         "residual_bytes",
         pl.col("implied").round(6).alias("implied_fraction"),
+        pl.col("chance").round_sig_figs(3),
     )
 
 
-def infer_sizing(
+@dataclass
+class _Fitted:
+    """The candidates and the fits judged to be their sizing (`best`: one row per candidate
+    sized, with chance and evidence flags); `pairs` and `nearest` for the report's detail."""
+
+    cands: pl.DataFrame
+    pairs: pl.DataFrame
+    best: pl.DataFrame
+    nearest: pl.DataFrame | None
+
+
+def _fit(
     run: RunData,
-    min_bytes: int = DEFAULT_MIN_ALLOC,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> dict[str, Any]:
-    parts, strangers = split_by_scope(run, allocation_parts(run, min_bytes))
-    outside = _outside(run, strangers.filter(pl.col("bytes") >= min_bytes))
+    parts: pl.DataFrame,
+    min_bytes: int,
+    tolerance: float,
+    framework: dict[str, Any] | None,
+    log_kv: dict[str, Any] | None,
+    *,
+    shown: bool,
+) -> _Fitted | None:
+    """Fit every candidate; `shown`: also every fit's chance, `also_fits` and `nearest` (the
+    report's), else only the best fit's (a summary's: the same judgement, less work)."""
     queries = memory_queries(run).sort("q_ts_ns")
-    framework = identify_framework(run)
-    fw_rule = framework_rule(framework)
-    result: dict[str, Any] = {
-        "allocations": [],
-        "kv": None,
-        "unknown": None,
-        "framework": framework,
-        "min_alloc_bytes": min_bytes,
-        "tolerance": tolerance,
-        "log_kv": log_kv(run),
-        "log_unparsed": log_unparsed(run),
-        "outside_command": outside,
-    }
     cands = _candidates(group_allocations(parts, queries), min_bytes)
     if cands.is_empty():
-        return result
+        return None
 
     # each candidate x each signal -> that signal's last query before it, same process; the
     # device memory the process had held at most up to that query (vLLM's "used")
@@ -428,13 +571,26 @@ def infer_sizing(
             check_sortedness=False,
         ).with_columns(pl.col("peak_so_far").fill_null(0).clip(lower_bound=0).alias("used_bytes"))
     pairs = pairs.select(
-        "cand", "signal", "q_ts_ns", "free_bytes", "total_bytes", "used_bytes", "bytes"
+        "cand",
+        "signal",
+        "q_ts_ns",
+        "free_bytes",
+        "total_bytes",
+        "used_bytes",
+        "bytes",
+        "memory",
+        # this query was the process's last before the allocation, which was its first after
+        (pl.col("lead") & (pl.col("q_ts_ns") == pl.col("epoch"))).alias("just_after"),
     )
     fits = _fits(pairs, tolerance)
+    windows, ranges = _windows(pairs), _ranges(pairs, min_bytes)
+    if shown:
+        fits = _chance(fits, windows, ranges, framework)
 
     # the best fit: smallest residual; within TIE_BYTES of it the framework's rule, then the
     # simpler rule, then the closest fit, the latest query, the signal order above
     tied = pl.col("residual_bytes") > pl.col("residual_bytes").min().over("cand") + TIE_BYTES
+    fw_rule = framework_rule(framework)
     foreign = pl.col("rule") != fw_rule if fw_rule else pl.lit(False)
     ranked = (
         fits.filter(pl.col("fits"))
@@ -451,15 +607,102 @@ def infer_sizing(
             descending=[False, False, False, False, True, False],
         )
     )
-    best = ranked.group_by("cand", maintain_order=True).agg(
-        pl.all().first(),
-        _fit_structs(ranked).slice(1).sort_by(pl.col("residual_bytes").slice(1)).alias("also_fits"),
+    if shown:
+        best = ranked.group_by("cand", maintain_order=True).agg(
+            pl.all().first(),
+            _fit_structs(ranked)
+            .slice(1)
+            .sort_by(pl.col("residual_bytes").slice(1))
+            .alias("also_fits"),
+        )
+        nearest = (
+            fits.sort("residual_bytes")
+            .group_by("cand", maintain_order=True)
+            .agg(_fit_structs(fits).head(NEAREST).alias("nearest"))
+        )
+    else:
+        best = _chance(
+            ranked.group_by("cand", maintain_order=True).first(), windows, ranges, framework
+        )
+        nearest = None
+    return _Fitted(cands, pairs, _judged(best, log_kv), nearest)
+
+
+def _evidence(a: dict[str, Any], framework: dict[str, Any] | None) -> list[str]:
+    """What, besides its chance, says a sized allocation's fit is no coincidence (the flags
+    the table carried, removed from the row)."""
+    flags = {f: a.pop(f) for f in ("logged", "own_rule", "at_default", "just_after")}
+    if not a["explained"]:
+        return []
+    name = framework["name"] if framework else None
+    said = [
+        "the framework's log states this size" if flags["logged"] else None,
+        f"{name} sizes by this rule ({framework['evidence']})"
+        if flags["own_rule"] and framework
+        else None,
+        f"{a['fraction']:g} is {name}'s default" if flags["at_default"] else None,
+        "allocated right after this query, nothing between" if flags["just_after"] else None,
+        "residual under a page" if a["residual_bytes"] < PAGE else None,
+    ]
+    return [s for s in said if s]
+
+
+def sized_allocation(
+    run: RunData,
+    min_bytes: int = DEFAULT_MIN_ALLOC,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any] | None:
+    """The allocation `infer_sizing` reports as `kv` (the same fit, judged the same way), with
+    only bytes, rule, fraction, signal, query_free_bytes, residual_bytes and chance: what a
+    summary row needs, without the report's context (headroom, signals, what-ifs)."""
+    parts, _ = split_by_scope(run, allocation_parts(run, min_bytes))
+    fitted = _fit(
+        run, parts, min_bytes, tolerance, identify_framework(run), log_kv(run), shown=False
     )
-    nearest = (
-        fits.sort("residual_bytes")
-        .group_by("cand", maintain_order=True)
-        .agg(_fit_structs(fits).head(NEAREST).alias("nearest"))
+    if fitted is None:
+        return None
+    table = fitted.cands.join(fitted.best, on="cand", how="left", suffix="_fit").select(
+        "cand",
+        "kind",
+        "group",
+        "ts_ns",
+        "bytes",
+        pl.col("rule").is_not_null().alias("explained"),
+        "rule",
+        "signal",
+        "fraction",
+        "residual_bytes",
+        pl.col("free_bytes").alias("query_free_bytes"),
+        "chance",
     )
+    explained = [a for a in _listed(table.sort("cand").to_dicts()) if a["explained"]]
+    return max(explained, key=lambda a: a["bytes"]) if explained else None
+
+
+def infer_sizing(
+    run: RunData,
+    min_bytes: int = DEFAULT_MIN_ALLOC,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
+    parts, strangers = split_by_scope(run, allocation_parts(run, min_bytes))
+    outside = _outside(run, strangers.filter(pl.col("bytes") >= min_bytes))
+    framework = identify_framework(run)
+    result: dict[str, Any] = {
+        "allocations": [],
+        "kv": None,
+        "unknown": None,
+        "framework": framework,
+        "min_alloc_bytes": min_bytes,
+        "tolerance": tolerance,
+        "log_kv": log_kv(run),
+        "log_unparsed": log_unparsed(run),
+        "outside_command": outside,
+    }
+    fitted = _fit(run, parts, min_bytes, tolerance, framework, result["log_kv"], shown=True)
+    if fitted is None:
+        return result
+    cands, pairs, best, nearest = fitted.cands, fitted.pairs, fitted.best, fitted.nearest
+    assert nearest is not None
 
     # what the process could really use at the allocation instant
     context = _with_cgroup(cands, run)
@@ -511,6 +754,9 @@ def infer_sizing(
             "fraction",
             pl.col("implied").round(6).alias("ratio"),
             "residual_bytes",
+            pl.col("chance").round_sig_figs(3),
+            *[pl.col(c).fill_null(False) for c in ("logged", "own_rule", "at_default")],
+            pl.col("just_after").fill_null(False),
             rel_s("q_ts_ns", run.t0_ns).alias("query_t_s"),
             pl.col("q_ts_ns").alias("query_ts_ns"),
             pl.col("free_bytes").alias("query_free_bytes"),
@@ -527,6 +773,7 @@ def infer_sizing(
     )
     rows = _listed(table.to_dicts())
     for a in rows:
+        a["evidence"] = _evidence(a, framework)
         a["cgroup"] = run.cgroup_name(a["cgroup_id"])
         a["what"] = _what(a, framework, result["log_kv"])
         a["framework"] = framework["name"] if framework else None

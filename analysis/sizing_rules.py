@@ -45,6 +45,24 @@ def implied_fraction(rule: str) -> pl.Expr:
     raise ValueError(rule)
 
 
+def predicted_bytes(rule: str) -> pl.Expr:
+    """The size the rule gives at the column `fraction`, from columns free_bytes, total_bytes,
+    used_bytes (the centre of the window a size must fall in to fit); null where the rule
+    cannot apply, as in `implied_fraction`."""
+    f, free, total, used = (
+        pl.col(c) for c in ("fraction", "free_bytes", "total_bytes", "used_bytes")
+    )
+    if rule == "fraction_of_free":
+        return f * free
+    if rule == "fraction_of_total":
+        return f * total
+    if rule == "fraction_of_total_minus_used":
+        return pl.when(used > 0).then(f * total - used)
+    if rule == "free_minus_fraction_of_total":
+        return free - (1 - f) * total
+    raise ValueError(rule)
+
+
 def base(rule: str) -> pl.Expr:
     """What the fraction multiplies: residual bytes = |implied - f| x base."""
     return pl.col("free_bytes" if rule == "fraction_of_free" else "total_bytes")
