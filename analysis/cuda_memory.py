@@ -38,7 +38,13 @@ NO_PID = -1  # join key for records whose host pid is unknown
 
 def cuda_allocations(run: RunData) -> pl.DataFrame:
     """Every successful CUDA allocation: ts_ns, pid, comm, call, kind, caller (module), addr,
-    bytes."""
+    bytes. Built once per run (sizing, the deltas below)."""
+    if "cuda_allocations" not in run.derived:
+        run.derived["cuda_allocations"] = _allocations(run)
+    return run.derived["cuda_allocations"]
+
+
+def _allocations(run: RunData) -> pl.DataFrame:
     ok = pl.col("result").is_null() | (pl.col("result") == 0)
     host_vmm = (pl.col("call") == "cuMemCreate") & ~pl.col("item").fill_null(
         VMM_DEVICE_LOCATION
@@ -65,7 +71,13 @@ def cuda_allocations(run: RunData) -> pl.DataFrame:
 
 def cuda_deltas(run: RunData) -> pl.DataFrame:
     """ts_ns, pid, comm, kind, caller, bytes: + at each allocation, - at its release, in time
-    order."""
+    order. Built once per run: cuda_memory, sizing's "used" and reconcile read it."""
+    if "cuda_deltas" not in run.derived:
+        run.derived["cuda_deltas"] = _deltas(run)
+    return run.derived["cuda_deltas"]
+
+
+def _deltas(run: RunData) -> pl.DataFrame:
     ok = pl.col("result").is_null() | (pl.col("result") == 0)
     allocs = cuda_allocations(run).with_columns(pl.col("pid").fill_null(NO_PID).alias("pkey"))
     releases = run.calls.filter(

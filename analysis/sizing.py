@@ -290,8 +290,10 @@ def memory_queries(run: RunData) -> pl.DataFrame:
     meminfo_reads = opens.filter(pl.col("path") == "/proc/meminfo")
     parts = [direct]
     for item, signal in (("MemFree", SIGNAL_MEMFREE), ("MemAvailable", SIGNAL_MEMAVAILABLE)):
+        if meminfo_reads.is_empty():
+            break  # no read of /proc/meminfo: no series to build
         series = meminfo_series(run, item)
-        if meminfo_reads.is_empty() or series.is_empty():
+        if series.is_empty():
             continue
         parts.append(
             _at(meminfo_reads, series, "q_ts_ns").select(
@@ -306,8 +308,8 @@ def memory_queries(run: RunData) -> pl.DataFrame:
         pl.col("path").str.starts_with("/sys/fs/cgroup")
         & pl.col("path").str.contains(r"/memory\.[^/]*$")
     )
-    headroom = headroom_series(run)
-    if not cgroup_reads.is_empty() and not headroom.is_empty():
+    headroom = headroom_series(run) if not cgroup_reads.is_empty() else None
+    if headroom is not None and not headroom.is_empty():
         parts.append(
             _at(_with_cgroup(cgroup_reads, run), headroom, "q_ts_ns", by="cgroup_id").select(
                 "q_ts_ns",

@@ -8,7 +8,10 @@ given (written by `uvmtrace sweep`) supplies the variants' order (the first is t
 the variants the sweep skipped, with the reason.
 
 Each recording is read once (load.py's one pass) and reduced to its row before the next is read,
-so hundreds of recordings take the memory of one. Two more diffs per variant read the median runs.
+so hundreds of recordings take the memory of one. A row computes only what it shows: the sizing
+fit without the report's context (`sizing.sized_allocation`), the charged levels by kind and the
+top file (not every cgroup, item and process), CUDA peaks by kind (not by library or over time).
+Two more diffs per variant read the median runs.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from typing import Any
 
 import polars as pl
 
-from uvmtrace.analysis.attribution import attribute
-from uvmtrace.analysis.cuda_memory import cuda_memory
-from uvmtrace.analysis.items import CUDA_MEMORY_KINDS, KIND_LABEL, KINDS
-from uvmtrace.analysis.load import load_run
+from uvmtrace.analysis.attribution import file_deltas, kind_charges, net_charges
+from uvmtrace.analysis.cuda_memory import cuda_deltas
+from uvmtrace.analysis.items import CUDA_MEMORY_KINDS, DEVICE_MEMORY_KINDS, KIND_LABEL, KINDS
+from uvmtrace.analysis.levels import peak_end_plan
+from uvmtrace.analysis.load import RunData, load_run
 from uvmtrace.analysis.reconcile import reconcile
 from uvmtrace.analysis.report import REPORT_VERSION, build_diff
-from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE, infer_sizing
+from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE, sized_allocation
 from uvmtrace.analysis.stats import compare, describe
 from uvmtrace.analysis.units import fmt_bytes
 from uvmtrace.recording.errors import RecordingError, UserError
@@ -100,17 +104,57 @@ def variant_and_run(path: Path) -> tuple[str, int]:
 # ---- one row per recording ------------------------------------------------------------------
 
 
-def _cuda(run: Any) -> dict[str, int | None]:
-    """Peak CUDA memory in all (device kinds) and by kind (cuda_memory.py), None without a CUDA
-    stream."""
-    cm = cuda_memory(run)
-    if not cm or not cm.get("traced", True):
+def _cuda(run: RunData) -> dict[str, int | None]:
+    """Peak CUDA memory in all (device kinds) and by kind, as cuda_memory.py counts them; None
+    without a CUDA stream."""
+    if "cuda" not in run.streams:
         return {"cuda_device_peak_bytes": None} | {
             f"cuda_{k}_peak_bytes": None for k in CUDA_MEMORY_KINDS
         }
-    by_kind = {r["kind"]: r["peak_bytes"] for r in cm["by_kind"]}
-    return {"cuda_device_peak_bytes": cm["device_bytes_peak"]} | {
+    deltas = cuda_deltas(run).lazy()
+    device = deltas.filter(pl.col("kind").is_in(sorted(DEVICE_MEMORY_KINDS)))
+    total, kinds = pl.collect_all([peak_end_plan(device, []), peak_end_plan(deltas, ["kind"])])
+    by_kind = dict(kinds.select("kind", "peak").iter_rows())
+    return {"cuda_device_peak_bytes": int(total["peak"][0]) if total.height else 0} | {
         f"cuda_{k}_peak_bytes": by_kind.get(k, 0) for k in CUDA_MEMORY_KINDS
+    }
+
+
+def _charged(run: RunData) -> dict[str, Any]:
+    """Peak and end charged memory in all and by kind, and the file whose page cache peaked
+    highest (ties: higher end, then path), as attribution.py counts them: three plans of its
+    frames collected together."""
+    files = file_deltas(run).lazy()
+    top_file = (
+        peak_end_plan(files, ["path"])
+        .filter(pl.col("peak") > 0)
+        .sort(["peak", "end", "path"], descending=[True, True, False], nulls_last=True)
+        .head(1)
+        .join(
+            files.filter(pl.col("bytes") > 0)
+            .group_by("path")
+            .agg(pl.col("cgroup_id").mode().first()),
+            on="path",
+            how="left",
+        )
+    )
+    total, by_kind, top = pl.collect_all(
+        [
+            peak_end_plan(net_charges(run).lazy(), []),
+            peak_end_plan(kind_charges(run).lazy(), ["kind"]),
+            top_file,
+        ]
+    )
+    kinds = {r["kind"]: r for r in by_kind.iter_rows(named=True)}
+    first = top.row(0, named=True) if top.height else None
+    return {
+        "peak_bytes": total["peak"][0] if total.height else None,
+        "end_bytes": total["end"][0] if total.height else None,
+        **{f"peak_{k}_bytes": (kinds.get(k) or {}).get("peak") for k in KINDS},
+        **{f"end_{k}_bytes": (kinds.get(k) or {}).get("end") for k in KINDS},
+        "top_file": first["path"] if first else None,
+        "top_file_bytes": first["peak"] if first else None,
+        "top_file_cgroup": run.cgroup_name(first["cgroup_id"]) if first else None,
     }
 
 
@@ -123,15 +167,8 @@ def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any
         row["error"] = str(exc)
         return row
     meta = run.meta
-    sizing = infer_sizing(run, min_alloc, tolerance)
-    kv = sizing["kv"]
-    att = attribute(run)
+    kv = sized_allocation(run, min_alloc, tolerance)
     trust = reconcile(run)["summary"]
-    total = att.get("total") or {}
-    by_kind = {r["kind"]: r for r in att["by_kind"]}
-    files = [f for f in att["by_file"] if f.get("peak")]
-    top = files[0] if files else None
-
     row.update(
         {
             "command": meta.command_line,
@@ -142,13 +179,7 @@ def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any
             "kv_bytes": kv["bytes"] if kv else None,
             "kv_fraction": kv["fraction"] if kv else None,
             "rule": _rule(kv),
-            "peak_bytes": total.get("peak"),
-            "end_bytes": total.get("end"),
-            **{f"peak_{k}_bytes": (by_kind.get(k) or {}).get("peak") for k in KINDS},
-            **{f"end_{k}_bytes": (by_kind.get(k) or {}).get("end") for k in KINDS},
-            "top_file": top["path"] if top else None,
-            "top_file_bytes": top["peak"] if top else None,
-            "top_file_cgroup": top.get("cgroup") if top else None,
+            **_charged(run),
             **_cuda(run),
             "trust": trust.get("trust"),
             "trust_line": trust.get("line"),
