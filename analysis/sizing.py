@@ -94,6 +94,9 @@ CHANCE_MAX = 0.01
 # shape of every sizer: query, compute, allocate) -- corroboration, not proof
 CHANCE_CORROBORATED = 0.05
 PAGE = 4096  # the finest a size can be matched to: memory comes in pages
+# recordings fitted together by sized_allocations: the fixed cost of its ~50 operations shared,
+# its memory (a few hundred KiB per recording) bounded
+FIT_BATCH = 64
 
 _QUERY_SCHEMA = {
     "q_ts_ns": pl.Int64,
@@ -102,6 +105,7 @@ _QUERY_SCHEMA = {
     "free_bytes": pl.Int64,
     "total_bytes": pl.Int64,
 }
+_PEAK_SCHEMA = {"pid": pl.Int32, "ts_ns": pl.Int64, "peak_so_far": pl.Int64}
 _PART_SCHEMA = {
     "ts_ns": pl.Int64,
     "pid": pl.Int32,
@@ -163,10 +167,17 @@ def large_allocations(run: RunData, min_bytes: int = DEFAULT_MIN_ALLOC) -> pl.Da
 def group_allocations(parts: pl.DataFrame, queries: pl.DataFrame) -> pl.DataFrame:
     """`parts` with a `group` id: same process, same memory (device/host), same last query
     before them, each within GROUP_GAP_NS of the previous one; `epoch` (that query's ts_ns, -1
-    for none) and `lead` (the process's first part after that query: nothing came between)."""
+    for none) and `lead` (the process's first part after that query: nothing came between).
+    With a `file` column in both, the recordings of many files are grouped in one pass."""
+    one = "file" not in parts.columns
+    if one:
+        parts = parts.with_columns(pl.lit(0, dtype=pl.UInt32).alias("file"))
+        queries = queries.with_columns(pl.lit(0, dtype=pl.UInt32).alias("file"))
     pkey = pl.col("pid").fill_null(NO_PID)
     epochs = (
-        queries.select(pl.col("q_ts_ns").alias("epoch"), pkey.alias("pkey")).unique().sort("epoch")
+        queries.select("file", pl.col("q_ts_ns").alias("epoch"), pkey.alias("pkey"))
+        .unique()
+        .sort("epoch")
     )
     p = parts.with_columns(pkey.alias("pkey")).sort("ts_ns")
     if epochs.is_empty():
@@ -176,20 +187,23 @@ def group_allocations(parts: pl.DataFrame, queries: pl.DataFrame) -> pl.DataFram
             epochs,
             left_on="ts_ns",
             right_on="epoch",
-            by="pkey",
+            by=["file", "pkey"],
             strategy="backward",
             check_sortedness=False,
         )
-    p = p.with_columns(pl.col("epoch").fill_null(-1)).sort(["pkey", "memory", "ts_ns"])
-    changed = [pl.col(k) != pl.col(k).shift() for k in ("pkey", "memory", "epoch")]
+    p = p.with_columns(pl.col("epoch").fill_null(-1)).sort(["file", "pkey", "memory", "ts_ns"])
+    changed = [pl.col(k) != pl.col(k).shift() for k in ("file", "pkey", "memory", "epoch")]
     gap = (pl.col("ts_ns") - pl.col("ts_ns").shift()) > GROUP_GAP_NS
     new = pl.any_horizontal([*changed, gap]).fill_null(True)
-    lead = (pl.col("epoch") >= 0) & (pl.col("ts_ns") == pl.col("ts_ns").min().over("pkey", "epoch"))
-    return (
+    lead = (pl.col("epoch") >= 0) & (
+        pl.col("ts_ns") == pl.col("ts_ns").min().over("file", "pkey", "epoch")
+    )
+    grouped = (
         p.with_columns(new.cum_sum().alias("group"), lead.alias("lead"))
         .drop("pkey")
-        .sort("ts_ns", maintain_order=True)
+        .sort("file", "ts_ns", maintain_order=True)
     )
+    return grouped.drop("file") if one else grouped
 
 
 def split_by_scope(run: RunData, allocs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -330,6 +344,7 @@ def _candidates(parts: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
     allocations, epoch and lead (of the first allocation)."""
     singles = parts.filter(pl.col("bytes") >= min_bytes).select(
         pl.lit("single").alias("kind"),
+        "file",
         "group",
         "ts_ns",
         "pid",
@@ -345,6 +360,7 @@ def _candidates(parts: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
     groups = (
         parts.group_by("group")
         .agg(
+            pl.col("file").first(),
             pl.col("ts_ns").first(),
             pl.col("pid").first(),
             pl.format("{} x {}", pl.len(), events).alias("event"),
@@ -358,15 +374,19 @@ def _candidates(parts: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
         .filter((pl.col("allocations") >= 2) & (pl.col("bytes") >= min_bytes))
         .select(pl.lit("group").alias("kind"), *singles.columns[1:])
     )
-    return pl.concat([singles, groups]).sort("ts_ns", "kind").with_row_index("cand")
+    return pl.concat([singles, groups]).sort("file", "ts_ns", "kind").with_row_index("cand")
 
 
 def _fits(pairs: pl.DataFrame, tolerance: float) -> pl.DataFrame:
-    """Each candidate x signal x rule at its nearest known fraction: implied, fraction, miss,
-    residual_bytes, fits."""
+    """Each candidate x signal x rule at its nearest known fraction: the pair's columns and
+    rule, implied, base, fraction, miss, residual_bytes, fits."""
+    # the cross join with the fractions on the few columns it needs: x23 rows of all the
+    # pairs' columns took ~100 MB over 200 recordings
     per_rule = pl.concat(
         [
-            pairs.with_columns(
+            pairs.select(
+                "cand",
+                "signal",
                 pl.lit(rule).alias("rule"),
                 implied_fraction(rule).alias("implied"),
                 base(rule).alias("base"),
@@ -385,13 +405,16 @@ def _fits(pairs: pl.DataFrame, tolerance: float) -> pl.DataFrame:
             (pl.col("miss") * pl.col("base")).round().cast(pl.Int64).alias("residual_bytes"),
             (pl.col("miss") <= tolerance).alias("fits"),
         )
+        .join(pairs, on=["cand", "signal"], how="left", maintain_order="left")
     )
 
 
 def _windows(pairs: pl.DataFrame) -> pl.DataFrame:
     """Every size a rule at a known fraction gives a candidate from one signal's answer: cand,
     rule, fraction, predicted. A size within r of one of them fits with residual r."""
-    grid = pairs.join(pl.DataFrame({"fraction": list(KNOWN_FRACTIONS)}), how="cross")
+    grid = pairs.select("cand", "free_bytes", "total_bytes", "used_bytes").join(
+        pl.DataFrame({"fraction": list(KNOWN_FRACTIONS)}), how="cross"
+    )
     return pl.concat(
         [
             grid.select(
@@ -428,23 +451,16 @@ def _ranges(pairs: pl.DataFrame, min_bytes: int) -> pl.DataFrame:
     )
 
 
-def _chance(
-    fits: pl.DataFrame,
-    windows: pl.DataFrame,
-    ranges: pl.DataFrame,
-    framework: dict[str, Any] | None,
-) -> pl.DataFrame:
+def _chance(fits: pl.DataFrame, windows: pl.DataFrame, ranges: pl.DataFrame) -> pl.DataFrame:
     """`fits` with `chance`: the share of the candidate's plausible sizes (`_ranges`, uniform)
     within the fit's residual (at least a page) of some prediction (`_windows`): how often a
     size drawn at random would fit some rule as closely (the look-elsewhere effect counted).
     When the run's framework is known and the fit is that framework's rule (`own_rule`), only
     that rule's predictions were open, and only its default fraction when the fit is at it
-    (`at_default`): the evidence named them before the size was looked at."""
-    name = framework["name"] if framework else None
-    fw_rule = framework_rule(framework)
-    default = DEFAULT_FRACTION.get(name) if name else None
-    own = pl.col("rule") == fw_rule if fw_rule else pl.lit(False)
-    at_default = own & (pl.col("fraction") == default) if default is not None else pl.lit(False)
+    (`at_default`): the evidence named them before the size was looked at. The run's
+    framework is in the columns fw_rule and fw_default (null: none known)."""
+    own = (pl.col("rule") == pl.col("fw_rule")).fill_null(False)
+    at_default = own & (pl.col("fraction") == pl.col("fw_default")).fill_null(False)
     fits = fits.with_row_index("fit").with_columns(
         own.alias("own_rule"), at_default.alias("at_default")
     )
@@ -486,19 +502,14 @@ def _chance(
     return fits.join(chance, on="fit", how="left").drop("fit")
 
 
-def _logged(log_kv: dict[str, Any] | None) -> pl.Expr:
-    """Whether the framework's own log line stated this size (1% or TIE_BYTES, as `_what`)."""
-    if not log_kv or not log_kv.get("bytes"):
-        return pl.lit(False)
+def _judged(best: pl.DataFrame) -> pl.DataFrame:
+    """The best fits that are the sizing: stated by the framework's log (its size in column
+    log_bytes, within 1% or TIE_BYTES, as `_what`), or unlikely by chance (CHANCE_MAX;
+    CHANCE_CORROBORATED for an allocation made right after its query)."""
     close = pl.max_horizontal(pl.lit(TIE_BYTES), pl.col("bytes") // 100)
-    return (pl.col("bytes") - log_kv["bytes"]).abs() <= close
-
-
-def _judged(best: pl.DataFrame, log_kv: dict[str, Any] | None) -> pl.DataFrame:
-    """The best fits that are the sizing: stated by the framework's log, or unlikely by chance
-    (CHANCE_MAX; CHANCE_CORROBORATED for an allocation made right after its query)."""
+    logged = ((pl.col("bytes") - pl.col("log_bytes")).abs() <= close).fill_null(False)
     limit = pl.when(pl.col("just_after")).then(CHANCE_CORROBORATED).otherwise(CHANCE_MAX)
-    return best.with_columns(_logged(log_kv).alias("logged")).filter(
+    return best.with_columns(logged.alias("logged")).filter(
         pl.col("logged") | (pl.col("chance") <= limit)
     )
 
@@ -515,9 +526,46 @@ def _fit_structs(frame: pl.DataFrame) -> pl.Expr:
 
 
 @dataclass
+class SizingInputs:
+    """What one recording contributes to a fit (`fit_many` fits many recordings in one pass):
+    its allocation parts in scope, its memory queries, each process's device-memory peak so
+    far, the framework it is and its log's KV statement."""
+
+    parts: pl.DataFrame
+    queries: pl.DataFrame
+    peaks: pl.DataFrame
+    framework: dict[str, Any] | None
+    log_kv: dict[str, Any] | None
+
+
+def sizing_inputs(
+    run: RunData,
+    min_bytes: int = DEFAULT_MIN_ALLOC,
+    parts: pl.DataFrame | None = None,
+    framework: dict[str, Any] | None = None,
+    log: dict[str, Any] | None = None,
+) -> SizingInputs | None:
+    """One recording's inputs, or None when it made no allocation that could be a candidate
+    (`parts`, `framework`, `log` when the caller has them already)."""
+    if parts is None:
+        parts, _ = split_by_scope(run, allocation_parts(run, min_bytes))
+        framework, log = identify_framework(run), log_kv(run)
+    if parts.is_empty():
+        return None
+    return SizingInputs(
+        parts,
+        memory_queries(run),
+        process_device_peak_before(run),
+        framework,
+        log,
+    )
+
+
+@dataclass
 class _Fitted:
     """The candidates and the fits judged to be their sizing (`best`: one row per candidate
-    sized, with chance and evidence flags); `pairs` and `nearest` for the report's detail."""
+    sized, with chance and evidence flags); `pairs` and `nearest` for the report's detail. With
+    a `file` column: the index of the recording in `fit_many`'s list."""
 
     cands: pl.DataFrame
     pairs: pl.DataFrame
@@ -525,34 +573,55 @@ class _Fitted:
     nearest: pl.DataFrame | None
 
 
-def _fit(
-    run: RunData,
-    parts: pl.DataFrame,
-    min_bytes: int,
-    tolerance: float,
-    framework: dict[str, Any] | None,
-    log_kv: dict[str, Any] | None,
-    *,
-    shown: bool,
+def _tagged(frames: list[tuple[int, pl.DataFrame]], schema: dict[str, Any]) -> pl.DataFrame:
+    """The frames of many recordings as one, each row tagged with its recording's `file`."""
+    return pl.concat(
+        [f.cast(schema).with_columns(pl.lit(i, dtype=pl.UInt32).alias("file")) for i, f in frames]
+    )
+
+
+def _fit_many(
+    inputs: list[SizingInputs | None], min_bytes: int, tolerance: float, *, shown: bool
 ) -> _Fitted | None:
-    """Fit every candidate; `shown`: also every fit's chance, `also_fits` and `nearest` (the
-    report's), else only the best fit's (a summary's: the same judgement, less work)."""
-    queries = memory_queries(run).sort("q_ts_ns")
+    """Fit every candidate of every recording in one pass (each step is one polars operation
+    for all of them: per recording, its fixed cost dominated). `shown`: also every fit's
+    chance, `also_fits` and `nearest` (the report's), else only the best fit's (a summary's:
+    the same judgement, less work)."""
+    given = [(i, x) for i, x in enumerate(inputs) if x is not None]
+    if not given:
+        return None
+    parts = _tagged([(i, x.parts) for i, x in given], _PART_SCHEMA)
+    queries = _tagged([(i, x.queries) for i, x in given], _QUERY_SCHEMA).sort("q_ts_ns")
+    peaks = _tagged([(i, x.peaks) for i, x in given], _PEAK_SCHEMA)
+    known = pl.DataFrame(
+        {
+            "file": [i for i, _ in given],
+            "fw_rule": [framework_rule(x.framework) for _, x in given],
+            "fw_default": [
+                DEFAULT_FRACTION.get(x.framework["name"]) if x.framework else None
+                for _, x in given
+            ],
+            "log_bytes": [(x.log_kv or {}).get("bytes") or None for _, x in given],
+        },
+        schema={"file": pl.UInt32, "fw_rule": pl.String, "fw_default": pl.Float64,
+                "log_bytes": pl.Int64},
+    )  # fmt: skip
     cands = _candidates(group_allocations(parts, queries), min_bytes)
     if cands.is_empty():
         return None
 
-    # each candidate x each signal -> that signal's last query before it, same process; the
-    # device memory the process had held at most up to that query (vLLM's "used")
-    signals = queries.select("signal").unique()
+    # each candidate x each signal of its recording -> that signal's last query before it,
+    # same process; the device memory the process had held at most up to that query (vLLM's
+    # "used")
+    signals = queries.select("file", "signal").unique()
     pairs = (
-        cands.join(signals, how="cross")
+        cands.join(signals, on="file")
         .sort("ts_ns")
         .join_asof(
             queries,
             left_on="ts_ns",
             right_on="q_ts_ns",
-            by=["pid", "signal"],
+            by=["file", "pid", "signal"],
             strategy="backward",
             check_sortedness=False,
         )
@@ -560,7 +629,7 @@ def _fit(
         .with_columns(pl.col("pid").fill_null(NO_PID).alias("pkey"))
         .sort("q_ts_ns")
     )
-    peaks = process_device_peak_before(run).rename({"pid": "pkey", "ts_ns": "p_ts_ns"})
+    peaks = peaks.rename({"pid": "pkey", "ts_ns": "p_ts_ns"})
     if peaks.is_empty():
         pairs = pairs.with_columns(pl.lit(0, dtype=pl.Int64).alias("used_bytes"))
     else:
@@ -568,11 +637,12 @@ def _fit(
             peaks.sort("p_ts_ns"),
             left_on="q_ts_ns",
             right_on="p_ts_ns",
-            by="pkey",
+            by=["file", "pkey"],
             strategy="backward",
             check_sortedness=False,
         ).with_columns(pl.col("peak_so_far").fill_null(0).clip(lower_bound=0).alias("used_bytes"))
-    pairs = pairs.select(
+    pairs = pairs.join(known, on="file", how="left").select(
+        "file",
         "cand",
         "signal",
         "q_ts_ns",
@@ -583,17 +653,19 @@ def _fit(
         "memory",
         # this query was the process's last before the allocation, which was its first after
         (pl.col("lead") & (pl.col("q_ts_ns") == pl.col("epoch"))).alias("just_after"),
+        "fw_rule",
+        "fw_default",
+        "log_bytes",
     )
     fits = _fits(pairs, tolerance)
     windows, ranges = _windows(pairs), _ranges(pairs, min_bytes)
     if shown:
-        fits = _chance(fits, windows, ranges, framework)
+        fits = _chance(fits, windows, ranges)
 
     # the best fit: smallest residual; within TIE_BYTES of it the framework's rule, then the
     # simpler rule, then the closest fit, the latest query, the signal order above
     tied = pl.col("residual_bytes") > pl.col("residual_bytes").min().over("cand") + TIE_BYTES
-    fw_rule = framework_rule(framework)
-    foreign = pl.col("rule") != fw_rule if fw_rule else pl.lit(False)
+    foreign = (pl.col("rule") != pl.col("fw_rule")).fill_null(False)
     ranked = (
         fits.filter(pl.col("fits"))
         .with_columns(
@@ -623,11 +695,9 @@ def _fit(
             .agg(_fit_structs(fits).head(NEAREST).alias("nearest"))
         )
     else:
-        best = _chance(
-            ranked.group_by("cand", maintain_order=True).first(), windows, ranges, framework
-        )
+        best = _chance(ranked.group_by("cand", maintain_order=True).first(), windows, ranges)
         nearest = None
-    return _Fitted(cands, pairs, _judged(best, log_kv), nearest)
+    return _Fitted(cands, pairs, _judged(best), nearest)
 
 
 def _evidence(a: dict[str, Any], framework: dict[str, Any] | None) -> list[str]:
@@ -649,21 +719,32 @@ def _evidence(a: dict[str, Any], framework: dict[str, Any] | None) -> list[str]:
     return [s for s in said if s]
 
 
-def sized_allocation(
-    run: RunData,
+def sized_allocations(
+    inputs: list[SizingInputs | None],
     min_bytes: int = DEFAULT_MIN_ALLOC,
     tolerance: float = DEFAULT_TOLERANCE,
-) -> dict[str, Any] | None:
-    """The allocation `infer_sizing` reports as `kv` (the same fit, judged the same way), with
-    only bytes, rule, fraction, signal, query_free_bytes, residual_bytes and chance: what a
-    summary row needs, without the report's context (headroom, signals, what-ifs)."""
-    parts, _ = split_by_scope(run, allocation_parts(run, min_bytes))
-    fitted = _fit(
-        run, parts, min_bytes, tolerance, identify_framework(run), log_kv(run), shown=False
-    )
+) -> list[dict[str, Any] | None]:
+    """For each recording's inputs (`sizing_inputs`), the allocation `infer_sizing` reports as
+    `kv` (the same fit, judged the same way), with only bytes, rule, fraction, signal,
+    query_free_bytes, residual_bytes and chance: what a summary row needs, without the report's
+    context (headroom, signals, what-ifs). All recordings are fitted in one pass."""
+    out: list[dict[str, Any] | None] = []
+    for start in range(0, len(inputs), FIT_BATCH):
+        out += _sized(inputs[start : start + FIT_BATCH], min_bytes, tolerance)
+    return out
+
+
+def _sized(
+    inputs: list[SizingInputs | None], min_bytes: int, tolerance: float
+) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = [None] * len(inputs)
+    fitted = _fit_many(inputs, min_bytes, tolerance, shown=False)
     if fitted is None:
-        return None
-    table = fitted.cands.join(fitted.best, on="cand", how="left", suffix="_fit").select(
+        return out
+    table = fitted.cands.join(
+        fitted.best.drop("file"), on="cand", how="left", suffix="_fit"
+    ).select(
+        "file",
         "cand",
         "kind",
         "group",
@@ -677,8 +758,19 @@ def sized_allocation(
         pl.col("free_bytes").alias("query_free_bytes"),
         "chance",
     )
-    explained = [a for a in _listed(table.sort("cand").to_dicts()) if a["explained"]]
-    return max(explained, key=lambda a: a["bytes"]) if explained else None
+    for (file,), rows in table.sort("cand").partition_by("file", as_dict=True).items():
+        explained = [a for a in _listed(rows.drop("file").to_dicts()) if a["explained"]]
+        out[int(file)] = max(explained, key=lambda a: a["bytes"]) if explained else None
+    return out
+
+
+def sized_allocation(
+    run: RunData,
+    min_bytes: int = DEFAULT_MIN_ALLOC,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any] | None:
+    """`sized_allocations` of one recording."""
+    return sized_allocations([sizing_inputs(run, min_bytes)], min_bytes, tolerance)[0]
 
 
 def infer_sizing(
@@ -700,7 +792,8 @@ def infer_sizing(
         "log_unparsed": log_unparsed(run),
         "outside_command": outside,
     }
-    fitted = _fit(run, parts, min_bytes, tolerance, framework, result["log_kv"], shown=True)
+    inputs = sizing_inputs(run, min_bytes, parts, framework, result["log_kv"])
+    fitted = _fit_many([inputs], min_bytes, tolerance, shown=True)
     if fitted is None:
         return result
     cands, pairs, best, nearest = fitted.cands, fitted.pairs, fitted.best, fitted.nearest

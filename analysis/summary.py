@@ -8,10 +8,12 @@ given (written by `uvmtrace sweep`) supplies the variants' order (the first is t
 the variants the sweep skipped, with the reason.
 
 Each recording is read once (load.py's one pass) and reduced to its row before the next is read,
-so hundreds of recordings take the memory of one. A row computes only what it shows: the sizing
-fit without the report's context (`sizing.sized_allocation`), the charged levels by kind and the
-top file (not every cgroup, item and process), CUDA peaks by kind (not by library or over time).
-Two more diffs per variant read the median runs.
+so hundreds of recordings take the memory of one (each keeps only its sizing inputs: its large
+allocations and memory queries, a few KiB). A row computes only what it shows: the charged levels
+by kind and the top file (not every cgroup, item and process), CUDA peaks by kind (not by library
+or over time), and the sizing fit without the report's context -- fitted for all recordings in
+one pass (`sizing.sized_allocations`): per recording, the fit's cost was the fixed cost of its
+~50 polars operations. Two more diffs per variant read the median runs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from uvmtrace.analysis.levels import peak_end_plan
 from uvmtrace.analysis.load import RunData, load_run
 from uvmtrace.analysis.reconcile import reconcile
 from uvmtrace.analysis.report import REPORT_VERSION, build_diff
-from uvmtrace.analysis.sizing import DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE, sized_allocation
+from uvmtrace.analysis.sizing import (
+    DEFAULT_MIN_ALLOC,
+    DEFAULT_TOLERANCE,
+    SizingInputs,
+    sized_allocations,
+    sizing_inputs,
+)
 from uvmtrace.analysis.stats import compare, describe
 from uvmtrace.analysis.units import fmt_bytes
 from uvmtrace.recording.errors import RecordingError, UserError
@@ -158,27 +166,22 @@ def _charged(run: RunData) -> dict[str, Any]:
     }
 
 
-def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any]:
+def _row(path: Path, min_alloc: int) -> tuple[dict[str, Any], SizingInputs | None]:
+    """A recording's row but its sizing, and what its sizing needs."""
     variant, run_no = variant_and_run(path)
     row: dict[str, Any] = {"path": str(path), "variant": variant, "run": run_no, "error": None}
     try:
         run = load_run(path)
     except (RecordingError, UserError) as exc:
         row["error"] = str(exc)
-        return row
+        return row, None
     meta = run.meta
-    kv = sized_allocation(run, min_alloc, tolerance)
     trust = reconcile(run)["summary"]
     row.update(
         {
             "command": meta.command_line,
             "exit_code": meta.exit_code,
             "duration_s": round((run.t_end_ns - run.t0_ns) / 1e9, 6),
-            "signal": kv["signal"] if kv else None,
-            "signal_free_bytes": kv["query_free_bytes"] if kv else None,
-            "kv_bytes": kv["bytes"] if kv else None,
-            "kv_fraction": kv["fraction"] if kv else None,
-            "rule": _rule(kv),
             **_charged(run),
             **_cuda(run),
             "trust": trust.get("trust"),
@@ -186,7 +189,29 @@ def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any
             "lost_events": trust.get("lost_events"),
         }
     )
-    return row
+    return row, sizing_inputs(run, min_alloc)
+
+
+def recording_rows(paths: list[Path], min_alloc: int, tolerance: float) -> list[dict[str, Any]]:
+    """One row per recording (an unreadable one: its error); the sizing of all fitted at once."""
+    done = [_row(p, min_alloc) for p in paths]
+    sized = sized_allocations([inputs for _, inputs in done], min_alloc, tolerance)
+    for (row, _), kv in zip(done, sized, strict=True):
+        if row["error"] is None:
+            row.update(
+                {
+                    "signal": kv["signal"] if kv else None,
+                    "signal_free_bytes": kv["query_free_bytes"] if kv else None,
+                    "kv_bytes": kv["bytes"] if kv else None,
+                    "kv_fraction": kv["fraction"] if kv else None,
+                    "rule": _rule(kv),
+                }
+            )
+    return [row for row, _ in done]
+
+
+def recording_row(path: Path, min_alloc: int, tolerance: float) -> dict[str, Any]:
+    return recording_rows([path], min_alloc, tolerance)[0]
 
 
 def _rule(kv: dict[str, Any] | None) -> str | None:
@@ -322,7 +347,7 @@ def summarize(
 ) -> tuple[dict[str, Any], pl.DataFrame]:
     """The summary document (JSON-ready, kind "summary") and the per-recording frame."""
     paths, state = find_recordings(inputs)
-    frame = recordings_frame([recording_row(p, min_alloc, tolerance) for p in paths])
+    frame = recordings_frame(recording_rows(paths, min_alloc, tolerance))
     good = frame.filter(pl.col("error").is_null())
     if good.is_empty():
         raise UserError(f"none of the {frame.height} recordings could be read")

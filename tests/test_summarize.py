@@ -158,3 +158,27 @@ def test_an_unreadable_recording_is_listed_and_the_rest_summarized(sweep_dir) ->
     assert "1 recording(s) could not be read (see the table)." in doc["conclusion"]
     schema = jsonschema.Draft202012Validator(load_schema("summary_schema.json"))
     schema.validate(json.loads(to_json(doc)))
+
+
+def test_each_row_s_sizing_is_its_report_s_however_many_are_fitted_together(
+    sweep_dir, monkeypatch
+) -> None:
+    # summarize fits the recordings' allocations together (sizing.FIT_BATCH at a time); each
+    # row must say what `uvmtrace report` of that recording alone says
+    from uvmtrace.analysis import sizing
+    from uvmtrace.analysis.report import build_report
+    from uvmtrace.analysis.summary import recording_rows
+
+    out, _ = sweep_dir
+    paths = sorted(out.glob("variant=*/run=*/recording.parquet"))
+    data = Path(__file__).parent / "data"
+    paths += sorted((data / "sizing").glob("*.parquet")) + sorted(data.glob("h200_*.parquet"))
+    together = recording_rows(paths, sizing.DEFAULT_MIN_ALLOC, sizing.DEFAULT_TOLERANCE)
+    monkeypatch.setattr(sizing, "FIT_BATCH", 2)
+    in_twos = recording_rows(paths, sizing.DEFAULT_MIN_ALLOC, sizing.DEFAULT_TOLERANCE)
+    assert in_twos == together
+    for path, row in zip(paths, together, strict=True):
+        kv = build_report(path)["sizing"]["kv"]
+        assert row["kv_bytes"] == (kv["bytes"] if kv else None), path
+        assert row["signal_free_bytes"] == (kv["query_free_bytes"] if kv else None), path
+        assert row["kv_fraction"] == (kv["fraction"] if kv else None), path
