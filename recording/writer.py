@@ -23,6 +23,10 @@ from uvmtrace.recording.spool import Spool
 
 ROW_GROUP_ROWS = 65_536
 ROW_GROUP_BYTES = 32 << 20  # or fewer rows: the pending row group is the writer's memory
+# Drains give small batches (~26 rows, 40 a second in the default aggregated mode), each with
+# its own buffers and dictionaries: ~29 KB of heap per batch, 5x what its rows need, so a row
+# group pending 65 s held ~75 MB. Every this many batches, the small ones are merged into one.
+MERGE_BATCHES = 64
 
 
 class RecordingWriter:
@@ -41,6 +45,7 @@ class RecordingWriter:
         self.rows = 0
         self._row_group_rows = row_group_rows
         self._pending: list[pa.RecordBatch] = []
+        self._small = 0  # batches at the end of _pending not merged yet
         self._pending_rows = 0
         self._pending_bytes = 0
         self.failure: str | None = None  # why writing stopped, once it did
@@ -70,6 +75,7 @@ class RecordingWriter:
             if self.spool:
                 self.spool.append(batch)
             self._pending.append(batch)
+            self._small += 1
             self._pending_rows += batch.num_rows
             self._pending_bytes += batch.nbytes
             self.rows += batch.num_rows
@@ -77,6 +83,8 @@ class RecordingWriter:
                 self._pending_bytes >= ROW_GROUP_BYTES
             ):
                 self._flush()
+            elif self._small >= MERGE_BATCHES:
+                self._merge_small()
         except OSError as exc:
             self._fail(exc, batch.num_rows)
 
@@ -93,6 +101,7 @@ class RecordingWriter:
         self.failure = f"cannot write {exc.filename or self.path}: {exc.strerror or exc}"
         self.rows_not_written += rows
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        self._small = 0
         self._drop_partial()
 
     def _drop_partial(self) -> None:
@@ -102,11 +111,26 @@ class RecordingWriter:
             self._sink.close()
         self._tmp.unlink(missing_ok=True)
 
+    def _merge_small(self) -> None:
+        """The small batches at the end of the pending row group become one (copied into new
+        buffers, one dictionary per column); the batches merged before stay as they are."""
+        small = self._pending[-self._small :]
+        merged = (
+            pa.Table.from_batches(small, schema=SCHEMA)
+            .unify_dictionaries()
+            .combine_chunks()
+            .to_batches()
+        )
+        self._pending[-self._small :] = merged
+        self._pending_bytes += sum(b.nbytes for b in merged) - sum(b.nbytes for b in small)
+        self._small = 0
+
     def _flush(self) -> None:
         if not self._pending:
             return
         table = pa.Table.from_batches(self._pending, schema=SCHEMA).unify_dictionaries()
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        self._small = 0
         self._parquet.write_table(table, row_group_size=max(table.num_rows, 1))
 
     def close(self) -> Path | None:

@@ -73,7 +73,7 @@ class Options:
     quiet: bool = False
     own_cgroup: bool = True
     watch_cgroups: bool = False  # follow every cgroup created while recording (not only docker's)
-    ringbuf_pages: int | None = None  # per ring buffer; None: 256, or 4096 with --raw
+    ringbuf_pages: int | None = None  # per ring buffer; None: 256, or 2048 with --raw
     memory_limit: int | None = None  # bytes: the limit of the command's own memory cgroup
     force: bool = False  # overwrite an existing recording
     reclaim_before_sizing: bool = False  # drop the workload's clean page cache before it sizes
@@ -223,7 +223,7 @@ class Session:
         except ImportError as exc:
             self.not_traced.append({"what": "kernel events", "why": f"probes: {exc}"})
             return None
-        pages = self.opts.ringbuf_pages or (4096 if self.opts.raw else 256)
+        pages = self.opts.ringbuf_pages or (2048 if self.opts.raw else 256)
         tracer = KernelTracer(raw=self.opts.raw, ringbuf_pages=pages)
         try:
             tracer.start()

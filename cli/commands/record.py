@@ -42,7 +42,7 @@ Examples:
     "--ring-pages",
     type=click.IntRange(1, 1 << 20),
     default=None,
-    help="Pages per BPF ring buffer (a power of two; default 256, 4096 with --raw).",
+    help="Pages per BPF ring buffer (a power of two; default 256, 2048 with --raw).",
 )
 @click.option("--no-shim", is_flag=True, help="Do not preload the CUDA/NVML/libc shim.")
 @click.option(
@@ -114,6 +114,9 @@ def command(
     command: tuple[str, ...],
 ) -> int:
     # Imported here: `uvmtrace --help` lists this command without loading pyarrow and BCC's side.
+    from uvmtrace.tracer import heap
+
+    heap.release_freed_memory()  # first: before pyarrow loads
     from uvmtrace.recording.schema import split_lost
     from uvmtrace.tracer.attach import AttachRequest, record_running
     from uvmtrace.tracer.session import Options, record
