@@ -387,6 +387,10 @@ class KernelTracer:
         keys, vals = self._slot_entries(agg)
         return agg.decode(self._decode_context(), keys, vals) if keys.size else []
 
+    def search_files_under(self, *roots: str) -> None:
+        """Where the page cache of files whose processes have gone is looked for by inode."""
+        self._paths.search_roots = [os.path.abspath(r) for r in roots]
+
     def host_path(self, path: str) -> str | None:
         """The host's path of a file a container process sees at `path` (its overlay layer)."""
         return self._paths.host_paths.get(path)
@@ -398,6 +402,7 @@ class KernelTracer:
         self._loaded.detach()
         for state in self.states.values():
             state.links.clear()
+        self._paths.allow_search()
         batches = self._drain(final=True)
         self._lost_final = {**self._read_lost(), **self._recursion_misses(misses)}
         for _, reader in self._rings.values():

@@ -1,5 +1,7 @@
 """Files behind mappings and page-cache pages, resolved in user space from /proc/PID/maps and
-/proc/PID/fd while the process still has them (best effort: a closed, unmapped file stays null).
+/proc/PID/fd while the process still has them. A file whose process closed it and exited before
+a drain (a short script writing its output) is looked for by inode under `search_roots` (the
+command's working directory and the output's), at most once a second; else it stays null.
 
 Overlayfs (a container reading a file of its image): the page cache belongs to the real inode
 of the upper or lower layer, so the filemap tracepoint names that file's filesystem and inode,
@@ -12,12 +14,15 @@ kept on the side (`host_paths`)."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
 from uvmtrace.host.procfs import open_fds
 
 MAP_ANONYMOUS = 0x20
+SEARCH_ENTRIES = 20_000  # directory entries one search reads at most (~20 ms here)
+SEARCH_EVERY_S = 1.0
 
 
 def overlay_layers(pid: int) -> dict[int, list[str]]:
@@ -52,6 +57,8 @@ class PathResolver:
         # per pid: inode -> (path in the process's view, overlay st_dev), for overlay files
         self._overlay: dict[int, dict[int, tuple[str, int]]] = {}
         self.host_paths: dict[str, str] = {}  # path as the process sees it -> layer file
+        self.search_roots: list[str] = []  # where files of processes gone are looked for
+        self._searched_at = -SEARCH_EVERY_S
 
     def forget_maps(self) -> None:
         """Mappings and open files change; read them again on the next drain."""
@@ -108,19 +115,60 @@ class PathResolver:
         return None
 
     def files(self, pids: np.ndarray, devs: np.ndarray, inos: np.ndarray) -> list[str | None]:
+        keys = list(zip(devs.tolist(), inos.tolist(), strict=True))
         out: list[str | None] = []
-        for pid, dev, ino in zip(pids.tolist(), devs.tolist(), inos.tolist(), strict=True):
-            key = (dev, ino)
+        for pid, key in zip(pids.tolist(), keys, strict=True):
             if key not in self._files:
                 self._read_maps(pid)
                 if key not in self._files:
                     self._scan_fds(pid)
                 if key not in self._files:
-                    path = self._from_overlay(pid, dev, ino)
+                    path = self._from_overlay(pid, *key)
                     if path is not None:
                         self._files[key] = path
             out.append(self._files.get(key))
+        missing = {key for key, path in zip(keys, out, strict=True) if path is None}
+        if missing and self._search(missing):
+            out = [self._files.get(key) for key in keys]
         return out
+
+    def allow_search(self) -> None:
+        """The next miss searches at once (the last drain: no later one would resolve it)."""
+        self._searched_at = -SEARCH_EVERY_S
+
+    def _search(self, missing: set[tuple[int, int]]) -> bool:
+        """Walk `search_roots` (no symlinks followed, only the missing files' filesystems, at
+        most SEARCH_ENTRIES entries) for regular files with a missing (dev, inode)."""
+        now = time.monotonic()
+        if not self.search_roots or now - self._searched_at < SEARCH_EVERY_S:
+            return False
+        self._searched_at = now
+        devs = {dev for dev, _ in missing}
+        found = False
+        budget = SEARCH_ENTRIES
+        stack = list(dict.fromkeys(self.search_roots))
+        while stack and budget > 0:
+            try:
+                entries = os.scandir(stack.pop())
+            except OSError:
+                continue
+            with entries:
+                for entry in entries:
+                    budget -= 1
+                    if budget <= 0:
+                        break
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if st.st_dev not in devs:
+                        continue  # another filesystem (a mount below the root)
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif (st.st_dev, st.st_ino) in missing:
+                        self._files[(st.st_dev, st.st_ino)] = entry.path
+                        found = True
+        return found
 
     def _mapped_at(self, pid: int, addr: int) -> str | None:
         for lo, hi, _dev, _ino, path in self._read_maps(pid):

@@ -233,6 +233,10 @@ class Session:
         # A container is not a child of `docker run`: follow the cgroups created while recording.
         # Otherwise the command's own cgroup is exact, and other cgroups on the host are noise.
         tracer.watch_new_cgroups(self.container is not None or self.opts.watch_cgroups)
+        # A native command works where it was started (its cwd is ours) and often writes next to
+        # the output: files it wrote and closed before a drain are found there by inode.
+        if self.container is None:
+            tracer.search_files_under(os.getcwd(), str(self.opts.output.parent))
         return tracer
 
     # ---- the run ------------------------------------------------------------------------
