@@ -108,7 +108,7 @@ def test_only_the_synced_file_counts_as_reclaimable(filled_cgroup: Filled) -> No
     assert cache.mapped >= MAPPED
     assert cache.dirty <= DIRTY + SLACK
     assert cache.anon >= ANON  # filled, never counted
-    assert cache.total >= CLEAN + MAPPED + cache.dirty
+    assert cache.total >= CLEAN - SLACK / 4 + MAPPED + cache.dirty  # the shortfall above
 
 
 def test_figures_agree_with_the_kernels_memory_stat(filled_cgroup: Filled) -> None:

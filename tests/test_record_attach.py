@@ -75,11 +75,14 @@ def snapshot_rows(df: pl.DataFrame, event: str, pid: int | None = None) -> pl.Da
 
 def assert_snapshot_matches(df: pl.DataFrame, pid: int, truth: dict[str, int]) -> None:
     """The snapshot's smaps_rollup is the one the test read at the plateau (the workload does
-    not change between the two readings but for a few interpreter pages)."""
+    not change between the two readings but for a few interpreter pages). Pss_File is the
+    target's share of file pages other processes map too: it halves when one more process maps
+    the same libraries between the two readings (seen in CI), so it is only bounded."""
     got = dict(snapshot_rows(df, "smaps_rollup", pid).select("item", "bytes").iter_rows())
     assert got["Anonymous"] >= 64 * MiB
-    for key in ("Rss", "Anonymous", "Pss_Anon", "Pss_File", "Pss_Shmem"):
+    for key in ("Rss", "Anonymous", "Pss_Anon", "Pss_Shmem"):
         assert abs(got[key] - truth[key]) <= max(0.02 * truth[key], 1 * MiB), key
+    assert 0 < got["Pss_File"] <= got["Rss"] - got["Anonymous"] + 1 * MiB
 
 
 def assert_file_resident(df: pl.DataFrame, name: str, size: int) -> None:
