@@ -1,5 +1,6 @@
 """Starting the traced command: held at a gate until the probes know its pid, placed in its own
-memory cgroup, run as the user who invoked sudo, its output given to the output tee."""
+memory cgroup, run as the user who invoked sudo, its output given to the output tee, and, when
+uvmtrace runs in the foreground of a terminal, given that terminal's foreground as a shell would."""
 
 from __future__ import annotations
 
@@ -49,6 +50,28 @@ def resolve_command(argv: list[str], env: dict[str, str]) -> str:
     return found
 
 
+def foreground_terminal() -> int | None:
+    """fd 0 when stdin is a terminal whose foreground process group is ours (we run in the
+    foreground, as the command would without us); else None: nothing to hand over."""
+    try:
+        return 0 if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp() else None
+    except OSError:  # not our controlling terminal
+        return None
+
+
+def set_foreground(fd: int, pgid: int) -> bool:
+    """Make `pgid` the terminal's foreground group. Called from the background, where the kernel
+    would stop the caller with SIGTTOU: ignored meanwhile. False if the terminal is gone."""
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, pgid)
+        return True
+    except OSError:
+        return False
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
 @dataclass
 class Launched:
     pid: int
@@ -68,8 +91,11 @@ def launch(
     run_as: RunAs | None,
     cgroup_procs: Path | None,
     output: tuple[int, int] | None = None,
+    terminal: int | None = None,
 ) -> Launched:
-    """Fork the command, stopped before exec until `release()`; exec errors raise UserError."""
+    """Fork the command, stopped before exec until `release()`; exec errors raise UserError.
+    `terminal` (from `foreground_terminal`): the command's group becomes its foreground group
+    before exec, so it reads the terminal and sets its modes, and ^C/^Z reach it, as in a shell."""
     exe = resolve_command(argv, env)
     gate_r, gate_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -80,12 +106,14 @@ def launch(
         try:
             os.close(gate_w)
             os.close(err_r)
-            os.setpgid(0, 0)  # own process group: our Ctrl-C handling decides what it gets
+            os.setpgid(0, 0)  # own process group, as a shell's job: see `terminal`
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             os.read(gate_r, 1)
             os.close(gate_r)
+            if terminal is not None:  # here, not in the parent: no exec before it is foreground
+                set_foreground(terminal, os.getpid())
             if cgroup_procs is not None:
                 with open(cgroup_procs, "w") as f:
                     f.write("0")

@@ -8,11 +8,13 @@ sources produce goes through one writer (spooled), so a crash or Ctrl-C loses no
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +33,11 @@ from uvmtrace.tracer.launch import (
     RunAs,
     exec_error,
     exit_code,
+    foreground_terminal,
     invoking_user,
     launch,
     resolve_command,
+    set_foreground,
 )
 from uvmtrace.tracer.leftovers import clear_stale_cgroups, prepare_output
 from uvmtrace.tracer.logs import LogScanner
@@ -49,6 +53,9 @@ if TYPE_CHECKING:  # imported lazily at run time: a host without BCC still recor
     from uvmtrace.shim.reclaim_requests import ReclaimRequests
     from uvmtrace.tracer.reclaim import Reclaimer
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Stops that come from the terminal (^Z, reading or setting it from the background): a shell
+# regains the terminal then; a plain SIGSTOP (kill -STOP) pauses the command and we record on.
+TERMINAL_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 SHIM_POLL_S = 0.25  # how often the shim's record files are read
 STATUS_EVERY_S = 0.5  # how often the status line is redrawn
 
@@ -122,6 +129,8 @@ class Session:
         self.meta: dict[str, Any] = {}
         self.signals_seen: list[int] = []
         self.child_pid: int | None = None
+        self.terminal: int | None = None  # the terminal whose foreground the command holds
+        self.terminal_sizes: list[bytes] = []  # its output terminals' sizes, last seen
         self.container: containers.ContainerRun | None = None
         self.waiter: subprocess.Popen[str] | None = None  # `docker wait` of a detached container
         self.announcements: PidAnnouncements | None = None  # with a shim
@@ -345,6 +354,7 @@ class Session:
             signal.siginterrupt(signal.SIGWINCH, False)  # dragging a window fails no C call
             if tracer is not None:
                 tracer.adopt_next_child()
+            self.terminal = foreground_terminal()
             try:
                 launched = launch(
                     self.command,
@@ -352,6 +362,7 @@ class Session:
                     run_as=self.run_as,
                     cgroup_procs=(run_cg / "cgroup.procs") if run_cg else None,
                     output=(tee.stdout_w, tee.stderr_w),
+                    terminal=self.terminal,
                 )
             finally:
                 tee.command_started()  # or never will: either way the tee ends with the output
@@ -407,6 +418,7 @@ class Session:
                 exit_code=code,
             ) from None
         finally:
+            self._take_terminal()  # on every path: the report lines are ours to print
             signal.signal(signal.SIGINT, signal.default_int_handler)
             for sig in (*FORWARDED_SIGNALS[1:], signal.SIGWINCH):
                 signal.signal(sig, signal.SIG_DFL)
@@ -474,6 +486,42 @@ class Session:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child_pid, signum)
 
+    def _take_terminal(self) -> None:
+        """The command ended or stopped: the terminal's foreground is ours again (a shell's
+        step too). Typed ^C reached the command directly meanwhile, never us: one SIGINT."""
+        if self.terminal is not None:
+            set_foreground(self.terminal, os.getpgrp())
+            self.terminal = None
+
+    def _stopped(self, pid: int, signum: int, status: StatusLine) -> None:
+        """The command was stopped from the terminal (^Z): stop too, so the user's shell gets
+        the terminal back and reports the job stopped, as without us; once continued (`fg` or
+        `bg`), continue the command, with the terminal if we have it again (`fg`)."""
+        if signum not in TERMINAL_STOPS:
+            return
+        self._take_terminal()
+        status.clear()
+        os.kill(os.getpid(), signal.SIGTSTP)  # returns when the shell continues us
+        self.terminal = foreground_terminal()
+        if self.terminal is not None:
+            set_foreground(self.terminal, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGCONT)
+
+    def _poll_size(self, tee: OutputTee) -> None:
+        """While the command holds the terminal, the kernel sends SIGWINCH to it, not to us, so
+        its pty is not resized yet when the signal lands: resize it, then signal it again."""
+        if self.terminal is None or not tee.ptys:
+            return
+        sizes = []
+        for _, terminal in tee.ptys:
+            with contextlib.suppress(OSError):
+                sizes.append(fcntl.ioctl(terminal, termios.TIOCGWINSZ, bytes(8)))
+        if sizes != self.terminal_sizes:
+            if self.terminal_sizes:
+                self._resized(tee)
+            self.terminal_sizes = sizes
+
     def _resized(self, tee: OutputTee) -> None:
         """The terminal was resized: the command's pty first, then the command is told (it
         would be, in the terminal's foreground group without us; its own group is not)."""
@@ -532,6 +580,7 @@ class Session:
             if self.announcements is not None:
                 self.announcements.accept_all()  # before the shims' backlog fills
             ticker.tick(now)
+            self._poll_size(tee)
             if self._command_done(pid, status):
                 break
         # The command has exited but is not reaped: its /proc/PID/stat still holds its counters.
@@ -571,10 +620,17 @@ class Session:
     def _command_done(self, pid: int, status: StatusLine) -> bool:
         """The command has exited; after `docker run -d`, the container it started too."""
         try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                return False
-        except ChildProcessError:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already
+            self._take_terminal()
             return True
+        if info is None:
+            return False
+        if info.si_code == os.CLD_STOPPED:
+            os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOHANG)  # seen: reported once per stop
+            self._stopped(pid, info.si_status, status)
+            return False
+        self._take_terminal()  # as soon as it exits: a detached container's ^C is ours
         run = self.container
         if run is None or not run.detached:
             return True
