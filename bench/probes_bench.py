@@ -21,7 +21,7 @@ from bench.common import UVMTRACE, Figure, median, parse_kv
 from uvmtrace.host import cgroupfs, tracefs
 from uvmtrace.probes.registry import PROBES
 
-RECORD = [*UVMTRACE, "record", "-q", "--no-shim"]
+RECORD = [*UVMTRACE, "record", "-q", "--no-shim", "--force"]  # each repetition rewrites -o
 # The tracepoints aggregated recording keeps busy on these workloads (count_memcg_events is
 # only attached with --raw): the peers count exactly these.
 HOT = (

@@ -13,8 +13,8 @@ from uvmtrace.recording.reader import open_recording
 
 
 def _record(faulter: Path, out: Path, rate: float, seconds: float, raw: bool) -> dict[str, float]:
-    cmd = [*UVMTRACE, "record", "-q", "--no-shim", *(["--raw"] if raw else []), "-o", str(out),
-           "--", str(faulter), "churn", str(seconds), str(rate)]  # fmt: skip
+    cmd = [*UVMTRACE, "record", "-q", "--no-shim", "--force", *(["--raw"] if raw else []),
+           "-o", str(out), "--", str(faulter), "churn", str(seconds), str(rate)]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     work = parse_kv(r.stdout)
     rec = open_recording(out)
