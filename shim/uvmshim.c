@@ -397,18 +397,42 @@ static void announce(const char *dir, uint64_t pid_ns)
  * clean page cache charged to our cgroup, and wait for its answer at most that long: the real call
  * then reports memory that is really free. Nothing is changed in what the call returns. One
  * connection per query, so threads need no lock; any failure means "go on without". */
-static void reclaim_before_query(const char *func)
+/* Copies (the program may change its environment later), set once with g_reclaim_state. */
+static char g_reclaim_names[256], g_reclaim_dir[PATH_MAX];
+static int g_reclaim_timeout_ms;
+static int g_reclaim_state; /* 0: environment not read yet, 1: off, 2: on */
+
+static void read_reclaim_env(void)
 {
+    /* Once per process: two getenv() scans of the environment per query were ~35 ns of the
+     * shim's cost. Threads racing here compute the same values. */
     const char *spec = getenv("UVMTRACE_RECLAIM");
     const char *dir = getenv("UVMTRACE_SHIM_DIR");
-    if (!spec || !dir || !*dir)
-        return;
     int timeout_ms = 0;
-    const char *c = spec;
+    const char *c = spec ? spec : "";
     for (; *c >= '0' && *c <= '9'; c++)
         timeout_ms = timeout_ms * 10 + (*c - '0');
-    if (*c != ':' || timeout_ms <= 0 || !strstr(c, func))
+    int on = spec && dir && *dir && *c == ':' && timeout_ms > 0 &&
+             strlen(c) < sizeof g_reclaim_names && strlen(dir) < sizeof g_reclaim_dir;
+    if (on) {
+        memcpy(g_reclaim_names, c, strlen(c) + 1);
+        memcpy(g_reclaim_dir, dir, strlen(dir) + 1);
+        g_reclaim_timeout_ms = timeout_ms;
+    }
+    __atomic_store_n(&g_reclaim_state, on ? 2 : 1, __ATOMIC_RELEASE);
+}
+
+static void reclaim_before_query(const char *func)
+{
+    int state = __atomic_load_n(&g_reclaim_state, __ATOMIC_ACQUIRE);
+    if (!state) {
+        read_reclaim_env();
+        state = __atomic_load_n(&g_reclaim_state, __ATOMIC_ACQUIRE);
+    }
+    if (state != 2 || !strstr(g_reclaim_names, func))
         return;
+    const char *dir = g_reclaim_dir;
+    int timeout_ms = g_reclaim_timeout_ms;
     int saved_errno = errno;
     int fd = connect_in_dir(dir, UVMSHIM_RECLAIM, 0);
     if (fd >= 0) {
