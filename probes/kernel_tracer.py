@@ -385,7 +385,13 @@ class KernelTracer:
             return []
         agg = self._aggs["filemap"][0]
         keys, vals = self._slot_entries(agg)
-        return agg.decode(self._decode_context(), keys, vals) if keys.size else []
+        if not keys.size:
+            return []
+        roots, self._paths.search_roots = self._paths.search_roots, []  # the program waits
+        try:
+            return agg.decode(self._decode_context(), keys, vals)
+        finally:
+            self._paths.search_roots = roots
 
     def search_files_under(self, *roots: str) -> None:
         """Where the page cache of files whose processes have gone is looked for by inode."""

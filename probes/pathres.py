@@ -13,6 +13,7 @@ kept on the side (`host_paths`)."""
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 
@@ -21,7 +22,7 @@ import numpy as np
 from uvmtrace.host.procfs import open_fds
 
 MAP_ANONYMOUS = 0x20
-SEARCH_ENTRIES = 20_000  # directory entries one search reads at most (~20 ms here)
+SEARCH_ENTRIES = 10_000  # directory entries one search reads at most (~10-30 ms here)
 SEARCH_EVERY_S = 1.0
 
 
@@ -137,8 +138,9 @@ class PathResolver:
         self._searched_at = -SEARCH_EVERY_S
 
     def _search(self, missing: set[tuple[int, int]]) -> bool:
-        """Walk `search_roots` (no symlinks followed, only the missing files' filesystems, at
-        most SEARCH_ENTRIES entries) for regular files with a missing (dev, inode)."""
+        """Walk `search_roots` breadth first (shallow files first; no symlinks followed, only the
+        missing files' filesystems, at most SEARCH_ENTRIES entries) for regular files with a
+        missing (dev, inode)."""
         now = time.monotonic()
         if not self.search_roots or now - self._searched_at < SEARCH_EVERY_S:
             return False
@@ -146,10 +148,10 @@ class PathResolver:
         devs = {dev for dev, _ in missing}
         found = False
         budget = SEARCH_ENTRIES
-        stack = list(dict.fromkeys(self.search_roots))
-        while stack and budget > 0:
+        queue = collections.deque(dict.fromkeys(self.search_roots))
+        while queue and budget > 0:
             try:
-                entries = os.scandir(stack.pop())
+                entries = os.scandir(queue.popleft())
             except OSError:
                 continue
             with entries:
@@ -164,7 +166,7 @@ class PathResolver:
                     if st.st_dev not in devs:
                         continue  # another filesystem (a mount below the root)
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
+                        queue.append(entry.path)
                     elif (st.st_dev, st.st_ino) in missing:
                         self._files[(st.st_dev, st.st_ino)] = entry.path
                         found = True
