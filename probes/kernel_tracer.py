@@ -73,7 +73,7 @@ class KernelTracer:
         self,
         *,
         raw: bool = False,
-        ringbuf_pages: int = 256,
+        ringbuf_pages: int = bpfsource.RING_PAGES,
         bucket_ns: int = 100_000_000,
         probes: set[str] | None = None,
         memcg_events: bool | None = None,

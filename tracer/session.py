@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uvmtrace.host import cgroupfs
+from uvmtrace.probes import bpfsource
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.safefs import check_writable_target, make_private_dir
 from uvmtrace.recording.schema import make_batch
@@ -80,7 +81,7 @@ class Options:
     quiet: bool = False
     own_cgroup: bool = True
     watch_cgroups: bool = False  # follow every cgroup created while recording (not only docker's)
-    ringbuf_pages: int | None = None  # per ring buffer; None: 256, or 2048 with --raw
+    ringbuf_pages: int | None = None  # per ring buffer; None: bpfsource's defaults
     memory_limit: int | None = None  # bytes: the limit of the command's own memory cgroup
     force: bool = False  # overwrite an existing recording
     reclaim_before_sizing: bool = False  # drop the workload's clean page cache before it sizes
@@ -104,9 +105,8 @@ def record(opts: Options) -> Outcome:
         raise UserError(
             "uvmtrace record needs root for eBPF; run it with sudo (the command still runs as you)"
         )
-    pages = opts.ringbuf_pages
-    if pages is not None and pages & (pages - 1):
-        raise UserError(f"--ring-pages must be a power of two (BPF ring buffers), not {pages}")
+    if opts.ringbuf_pages:  # checked before the command starts, as the probes will
+        bpfsource.check_ring_pages(opts.ringbuf_pages)
     if opts.reclaim_before_sizing and not opts.shim:
         raise UserError("--reclaim-before-sizing needs the shim (it waits in the sizing query)")
     check_writable_target(opts.output)
@@ -232,7 +232,8 @@ class Session:
         except ImportError as exc:
             self.not_traced.append({"what": "kernel events", "why": f"probes: {exc}"})
             return None
-        pages = self.opts.ringbuf_pages or (2048 if self.opts.raw else 256)
+        default = bpfsource.RAW_RING_PAGES if self.opts.raw else bpfsource.RING_PAGES
+        pages = self.opts.ringbuf_pages or default
         tracer = KernelTracer(raw=self.opts.raw, ringbuf_pages=pages)
         try:
             tracer.start()

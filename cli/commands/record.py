@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from uvmtrace.probes.bpfsource import RAW_RING_PAGES, RING_PAGES
 from uvmtrace.recording.errors import UserError
 
 HELP = """Run CMD while tracing its memory; write one Parquet recording.
@@ -42,7 +43,8 @@ Examples:
     "--ring-pages",
     type=click.IntRange(1, 1 << 20),
     default=None,
-    help="Pages per BPF ring buffer (a power of two; default 256, 2048 with --raw).",
+    help=f"Pages per BPF ring buffer (a power of two; default {RING_PAGES}, {RAW_RING_PAGES} "
+    "with --raw).",
 )
 @click.option("--no-shim", is_flag=True, help="Do not preload the CUDA/NVML/libc shim.")
 @click.option(
