@@ -376,11 +376,8 @@ class Session:
             if tracer is not None:
                 tracer.add_pid(pid)
             self.child_pid = pid
-            launched.release()
-            why = exec_error(launched)
-            if why is not None:
-                os.waitpid(pid, 0)
-                raise UserError(f"cannot run {self.command[0]}: {why}", exit_code=127)
+            # Spooled before the command runs, so a recorder killed at any later moment leaves
+            # it (if exec fails, the recording is discarded below).
             writer.write(
                 make_batch(
                     {
@@ -392,6 +389,11 @@ class Session:
                     }  # fmt: skip
                 )
             )
+            launched.release()
+            why = exec_error(launched)
+            if why is not None:
+                os.waitpid(pid, 0)
+                raise UserError(f"cannot run {self.command[0]}: {why}", exit_code=127)
             code = self._follow(launched, tee, writer, tracer, shim, sampler, status, targets)
         except Interrupted as stop:
             code = stop.code
