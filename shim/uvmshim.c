@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/syscall.h>
@@ -85,6 +86,7 @@ static pthread_mutex_t g_open_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t g_grow_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_fd = -1;
 static int g_syms_fd = -1;
+static uint64_t g_syms_bytes; /* written to the .syms sidecar so far (may_grow_to) */
 static struct uvmshim_header *g_hdr;
 static char *g_chunks[UVMSHIM_MAX_CHUNKS];
 #define CHUNK_FAILED ((char *)1)
@@ -305,6 +307,15 @@ static void *real_dlopen_noload(const char *soname)
 
 /* ------------------------------------------------------------ the file */
 
+/* Whether a file may grow to `end` bytes: past RLIMIT_FSIZE the kernel raises SIGXFSZ, which
+ * kills the program (`ulimit -f`); the shim stops recording instead. */
+static int may_grow_to(uint64_t end)
+{
+    struct rlimit rl;
+    return getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+           end <= (uint64_t)rl.rlim_cur;
+}
+
 static int write_all(int fd, const char *buf, size_t len)
 {
     while (len) {
@@ -484,7 +495,7 @@ static int open_file(void)
         return -1;
     }
     /* Reserve blocks now: a sparse file on a full disk would SIGBUS the host program. */
-    int rc = posix_fallocate(fd, 0, UVMSHIM_HEADER_SIZE);
+    int rc = may_grow_to(UVMSHIM_HEADER_SIZE) ? posix_fallocate(fd, 0, UVMSHIM_HEADER_SIZE) : EFBIG;
     void *hdr = rc ? MAP_FAILED
                    : mmap(NULL, UVMSHIM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (hdr == MAP_FAILED) {
@@ -537,6 +548,29 @@ static int ensure_open(void)
     return st == ST_OPEN;
 }
 
+/* Make [off, off + len) of the record file ready for stores through a shared mapping; 0 or an
+ * errno. posix_fallocate reserves the blocks (a mapped page with no block behind it would SIGBUS
+ * the program on a full disk); writing zeros over them then puts the pages in the page cache,
+ * dirty, in large folios. Without the zeros every page is faulted in alone: on ext4 a fault on
+ * allocated-but-unwritten blocks reads and zeroes its page, ~1 us, a quarter of the shim's cost
+ * per record (docs/performance.md). */
+static int provision(int fd, off_t off, size_t len)
+{
+    static char zeros[65536]; /* never written: .bss, backed by the shared zero page */
+    if (!may_grow_to((uint64_t)off + len))
+        return EFBIG;
+    int rc = posix_fallocate(fd, off, (off_t)len);
+    for (size_t done = 0; !rc && done < len;) {
+        size_t n = len - done < sizeof zeros ? len - done : sizeof zeros;
+        ssize_t w = pwrite(fd, zeros, n, off + (off_t)done);
+        if (w > 0)
+            done += (size_t)w;
+        else if (w == 0 || errno != EINTR)
+            rc = w == 0 ? ENOSPC : errno;
+    }
+    return rc;
+}
+
 static char *chunk(uint64_t index)
 {
     if (index >= UVMSHIM_MAX_CHUNKS)
@@ -548,17 +582,20 @@ static char *chunk(uint64_t index)
     c = g_chunks[index];
     if (!c) {
         off_t off = (off_t)UVMSHIM_HEADER_SIZE + (off_t)(index * CHUNK_BYTES);
-        int rc = posix_fallocate(g_fd, off, (off_t)CHUNK_BYTES);
+        int rc = provision(g_fd, off, CHUNK_BYTES);
         void *m = rc ? MAP_FAILED
                      : mmap(NULL, CHUNK_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, g_fd, off);
-        /* Fault every page in writable now: a shared file mapping populated for reading
-         * (MAP_POPULATE) still takes a write fault per page on a record's first store (the
-         * filesystem tracks dirtying). Before Linux 5.14 (EINVAL) pages fault on first use. */
+        /* Map every page writable now rather than at a record's first store (a shared file
+         * mapping populated for reading, MAP_POPULATE, would still fault per page on the first
+         * store: the filesystem tracks dirtying). Before Linux 5.14 (EINVAL) pages fault on
+         * first use. */
         if (m != MAP_FAILED)
             (void)madvise(m, CHUNK_BYTES, MADV_POPULATE_WRITE);
         if (m == MAP_FAILED) {
-            say_once(4, rc ? "the shim file cannot grow (disk full?); later calls not recorded"
-                           : "cannot map more of the shim file; later calls not recorded");
+            say_once(4, rc == EFBIG ? "the shim file would pass the file size limit (ulimit -f); "
+                                      "later calls not recorded"
+                        : rc ? "the shim file cannot grow (disk full?); later calls not recorded"
+                             : "cannot map more of the shim file; later calls not recorded");
             c = CHUNK_FAILED;
         } else {
             c = m;
@@ -599,7 +636,8 @@ static void describe_caller(uint64_t ra)
                      info.dli_sname ? info.dli_sname : "",
                      (unsigned long long)(uintptr_t)info.dli_saddr);
     /* O_APPEND + one write per line keeps lines whole across threads. */
-    if (n > 0 && (size_t)n < sizeof line)
+    if (n > 0 && (size_t)n < sizeof line &&
+        may_grow_to(__atomic_add_fetch(&g_syms_bytes, (uint64_t)n, __ATOMIC_RELAXED)))
         (void)write_all(g_syms_fd, line, (size_t)n);
 }
 
@@ -1033,6 +1071,7 @@ static void after_fork_child(void)
     if (g_syms_fd >= 0)
         close(g_syms_fd);
     g_fd = g_syms_fd = -1;
+    g_syms_bytes = 0;
     memset(g_seen, 0, sizeof g_seen);
     pthread_mutex_init(&g_open_lock, NULL);
     pthread_mutex_init(&g_grow_lock, NULL);
@@ -1060,7 +1099,7 @@ static void leave_note(const char *ext, const char *why)
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return;
-    if (len > 0)
+    if (len > 0 && may_grow_to((uint64_t)len))
         (void)write_all(fd, note, (size_t)len < sizeof note ? (size_t)len : sizeof note - 1);
     close(fd);
 }

@@ -192,6 +192,59 @@ def test_sigkill_mid_run_leaves_every_record_up_to_the_kill(driver, shim, tmp_pa
     assert (ts[1:] >= ts[:-1]).all()  # one thread: slots are in time order
 
 
+def test_a_file_size_limit_stops_the_recording_not_the_program(driver, shim, tmp_path):
+    # Past RLIMIT_FSIZE (`ulimit -f`) the kernel kills a process that grows a file (SIGXFSZ):
+    # the shim must stop short of the limit. Room for the header and the first chunk only.
+    import resource
+
+    from uvmtrace.shim import file_layout as layout
+
+    chunk = layout.CHUNK_RECORDS * layout.RECORD_SIZE
+    limit = layout.HEADER_SIZE + chunk + 65536
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = shim_env(tmp_path, lib=shim)
+    env["LD_LIBRARY_PATH"] = str(driver)
+    calls = 3 * layout.CHUNK_RECORDS
+    out = subprocess.run(
+        [str(driver / "driver_user"), "threads", "1", str(calls)],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=limited,
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"done {calls}\n", "")
+    table, stats = decode(tmp_path)
+    assert table.num_rows == layout.CHUNK_RECORDS
+    assert stats["dropped"] == calls - layout.CHUNK_RECORDS and stats["torn"] == 0
+    assert any("file size limit" in n["why"] for n in stats["notes"])
+    assert all(p.stat().st_size <= limit for p in tmp_path.iterdir())
+
+
+def test_a_full_disk_stops_the_recording_not_the_program(driver, shim, tmp_path, need_root):
+    # A mapped page with no block behind it would SIGBUS the program: the shim reserves and
+    # writes each chunk before mapping it, and on ENOSPC stops recording.
+    from uvmtrace.shim import file_layout as layout
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    chunk = layout.CHUNK_RECORDS * layout.RECORD_SIZE
+    size = layout.HEADER_SIZE + chunk + 128 * 1024
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+    try:
+        calls = 3 * layout.CHUNK_RECORDS
+        out = run_shimmed(driver, shim, disk, "threads", "1", str(calls))
+        assert (out.returncode, out.stdout, out.stderr) == (0, f"done {calls}\n", "")
+        table, stats = decode(disk)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert table.num_rows == layout.CHUNK_RECORDS
+    assert stats["dropped"] == calls - layout.CHUNK_RECORDS and stats["torn"] == 0
+    assert any("disk full" in n["why"] for n in stats["notes"])
+
+
 @pytest.mark.parametrize("kind", ["absent", "a regular file"])
 def test_unusable_run_dir_passes_through_silently(driver, shim, tmp_path, kind):
     # The program's output is its own: where the shim cannot record, it says nothing there.
