@@ -192,6 +192,32 @@ def test_sigkill_mid_run_leaves_every_record_up_to_the_kill(driver, shim, tmp_pa
     assert (ts[1:] >= ts[:-1]).all()  # one thread: slots are in time order
 
 
+def test_record_times_are_the_monotonic_clock_of_the_call(driver, shim, tmp_path):
+    # The shim extrapolates CLOCK_MONOTONIC from the CPU's counter between real readings: each
+    # record must still lie within the program's own clock reads around the call, with threads,
+    # and across sleeps longer than the extrapolation window.
+    threads, calls = 3, 6000
+    out = run_shimmed(driver, shim, tmp_path, "clocked", str(threads), str(calls))
+    assert out.returncode == 0, out.stderr
+    brackets: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    for line in out.stdout.splitlines():
+        tid, call, before, after = line.split()
+        brackets.setdefault((int(tid), call), []).append((int(before), int(after)))
+    table, _ = decode(tmp_path)
+    recs: dict[tuple[int, str], list[tuple[int, int]]] = {}
+    for r in rows(table.sort_by("ts_ns")):
+        if r["event"] in ("cuMemGetInfo", "cuMemAlloc"):
+            recs.setdefault((r["tid"], r["event"]), []).append((r["ts_ns"], r["dur_ns"]))
+    assert recs.keys() == brackets.keys() and len(recs) == 2 * threads
+    slack = 1000  # ns: the rate's error over 1 ms, and the pairing of the counter with the clock
+    worst = 0
+    for key, calls_seen in recs.items():
+        assert len(calls_seen) == calls
+        for (ts, dur), (before, after) in zip(calls_seen, brackets[key], strict=True):
+            worst = max(worst, before - ts, ts + dur - after)
+    assert worst <= slack, f"a record lies {worst} ns outside its call"
+
+
 def test_a_file_size_limit_stops_the_recording_not_the_program(driver, shim, tmp_path):
     # Past RLIMIT_FSIZE (`ulimit -f`) the kernel kills a process that grows a file (SIGXFSZ):
     # the shim must stop short of the limit. Room for the header and the first chunk only.

@@ -6,7 +6,10 @@
  *   forkexec      fork (child records, then execs `direct`), fork without exec, parent records
  *   loop          cuMemAlloc_v2 + cuMemFree_v2 forever, printing the pairs done every 1000
  *   dlsym_next    dlsym(RTLD_NEXT, "sysinfo") must resolve relative to this program
- *   freeram       one sysinfo() call; prints the free bytes it returned (freeram x mem_unit) */
+ *   freeram       one sysinfo() call; prints the free bytes it returned (freeram x mem_unit)
+ *   clocked N M   N threads x M (cuMemGetInfo_v2, cuMemAlloc_v2) each between two
+ *                 CLOCK_MONOTONIC reads, a 1.5 ms sleep every 1000; prints
+ *                 "<tid> <call> <before ns> <after ns>" per call */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -15,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysinfo.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef int CUresult;
@@ -191,6 +196,53 @@ static int loop(void)
     return 0;
 }
 
+static unsigned long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *clocked_thread(void *arg)
+{
+    (void)arg;
+    int m = per_thread, tid = (int)syscall(SYS_gettid);
+    unsigned long long *at = malloc(sizeof *at * 4 * m);
+    size_t f, t;
+    CUdeviceptr p;
+    for (int i = 0; i < m; i++) {
+        if (i % 1000 == 999)
+            usleep(1500);
+        at[4 * i] = mono_ns();
+        cuMemGetInfo_v2(&f, &t);
+        at[4 * i + 1] = mono_ns();
+        cuMemAlloc_v2(&p, 1 << 20);
+        at[4 * i + 2] = mono_ns();
+        cuMemFree_v2(p);
+        at[4 * i + 3] = mono_ns();
+    }
+    pthread_mutex_lock(&print_lock);
+    for (int i = 0; i < m; i++) {
+        printf("%d cuMemGetInfo %llu %llu\n", tid, at[4 * i], at[4 * i + 1]);
+        printf("%d cuMemAlloc %llu %llu\n", tid, at[4 * i + 1], at[4 * i + 2]);
+    }
+    pthread_mutex_unlock(&print_lock);
+    free(at);
+    return NULL;
+}
+
+static int clocked(int n, int m)
+{
+    pthread_t th[256];
+    per_thread = m;
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, clocked_thread, NULL);
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -201,6 +253,8 @@ int main(int argc, char **argv)
         return procaddr();
     if (!strcmp(mode, "threads") && argc > 3)
         return threads(atoi(argv[2]), atoi(argv[3]));
+    if (!strcmp(mode, "clocked") && argc > 3)
+        return clocked(atoi(argv[2]), atoi(argv[3]));
     if (!strcmp(mode, "forkexec"))
         return forkexec("/proc/self/exe");
     if (!strcmp(mode, "loop"))
