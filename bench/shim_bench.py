@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -141,6 +142,20 @@ def run_once(exe: Path, counts: list[str], shim: Path | None, run_dir: Path) -> 
     return json.loads(out.stdout)
 
 
+def alternate(exe: Path, counts: list[str], shim: Path, reps: int, work: Path) -> dict:
+    """`reps` runs without and with the shim, alternately so drift (clocks, other load) hits both
+    sides alike. Each run's record files go right after it: left to pile up (~20 MB a run), their
+    dirty page cache is written back while later runs are timed."""
+    runs: dict[str, list[dict]] = {"without": [], "with": []}
+    for i in range(reps):
+        runs["without"].append(run_once(exe, counts, None, work))
+        run_dir = work / f"run{i}"
+        run_dir.mkdir(mode=0o700)
+        runs["with"].append(run_once(exe, counts, shim, run_dir))
+        shutil.rmtree(run_dir)
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shim", help="libuvmshim.so (default: build it)")
@@ -152,15 +167,9 @@ def main() -> None:
     args = ap.parse_args()
     shim = find_shim(args.shim)
     counts = [str(args.info), str(args.alloc), str(args.launch)]
-    runs: dict[str, list[dict]] = {"without": [], "with": []}
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_bench(Path(tmp))
-        for i in range(args.repeats):
-            # Alternate so drift (clocks, other load) hits both sides alike.
-            runs["without"].append(run_once(exe, counts, None, Path(tmp)))
-            run_dir = Path(tmp) / f"run{i}"
-            run_dir.mkdir(mode=0o700)
-            runs["with"].append(run_once(exe, counts, shim, run_dir))
+        runs = alternate(exe, counts, shim, args.repeats, Path(tmp))
     result: dict = {"repeats": args.repeats, "counts": counts, "runs": runs, "median": {}}
     print(f"{'metric':26} {'without':>12} {'with':>12} {'added':>10} {'ratio':>7}")
     for m in METRICS:
@@ -197,12 +206,7 @@ def figures(reps: int, gpu: bool) -> list:
         exe = build_bench(work)
         shim = find_shim(None)
         counts = ["200000", "5000", "100000" if gpu else "0"]
-        runs: dict[str, list[dict]] = {"without": [], "with": []}
-        for i in range(reps):
-            runs["without"].append(run_once(exe, counts, None, work))
-            run_dir = work / f"run{i}"
-            run_dir.mkdir(mode=0o700)
-            runs["with"].append(run_once(exe, counts, shim, run_dir))
+        runs = alternate(exe, counts, shim, reps, work)
     out = []
     # goal: < 100 ns added per recorded call (a pair records two)
     pairs = (("cuMemGetInfo_ns", "cuMemGetInfo", 1),
