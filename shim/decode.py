@@ -2,9 +2,9 @@
 
 The recorder calls `poll()` while the command runs and `close()` after it ended. Each call reads
 only what was appended since the last one: records are fixed-size, so new slots are one pread and
-one numpy view. A record counts once its commit word is set; a slot claimed but not committed
-yet is re-checked on the next poll, and one still open at `close()` is counted as torn (its
-thread was killed mid-write).
+one numpy view. A record counts once its last word (`call`) is set; a slot claimed but not
+complete yet is re-checked on the next poll, and one still open at `close()` is counted as torn
+(its thread was killed mid-write).
 """
 
 from __future__ import annotations
@@ -190,14 +190,14 @@ class ShimDecoder:
         parts = []
         if len(f.pending):
             again = self._read_slots(f, f.pending)
-            done = again["commit"] == layout.COMMITTED
+            done = again["call"] != 0
             parts.append(again[done])
             f.pending = f.pending[~done]
         while f.cursor < claimed:
             count = min(claimed - f.cursor, READ_SLOTS)
             raw = os.pread(f.fd, count * layout.RECORD_SIZE, self._offset(f.cursor))
             recs = np.frombuffer(raw, dtype=layout.RECORD_DTYPE)
-            done = recs["commit"] == layout.COMMITTED
+            done = recs["call"] != 0
             parts.append(recs if done.all() else recs[done])
             if not done.all():
                 f.pending = np.concatenate([f.pending, f.cursor + np.flatnonzero(~done)])
@@ -225,7 +225,7 @@ class ShimDecoder:
     # ---------------------------------------------------------- columns
     def _batch(self, f: _ShimFile, header: np.void, recs: np.ndarray) -> pa.RecordBatch:
         n = len(recs)
-        func = recs["func"]
+        func = layout.func(recs)
         result = recs["result"].astype(np.int64)
         ok = result == 0
         is_query = np.isin(func, QUERIES)
@@ -244,24 +244,23 @@ class ShimDecoder:
                 "pid": pa.nulls(n, pa.int32()) if host is None else np.full(n, host, np.int32),
                 "tid": tid_col,
                 "comm": _dictionary(pa.array(np.zeros(n, np.int32)), [comm]),
-                "item": self._items(recs),
+                "item": self._items(recs, func),
                 "bytes": pa.array(recs["bytes"].astype(np.int64), mask=~np.isin(func, WITH_BYTES)),
                 "addr": pa.array(recs["addr"], mask=is_query),
-                "free_bytes": pa.array(recs["free"].astype(np.int64), mask=~(is_query & ok)),
-                "total_bytes": pa.array(recs["total"].astype(np.int64), mask=~(is_query & ok)),
+                "free_bytes": pa.array(recs["addr"].astype(np.int64), mask=~(is_query & ok)),
+                "total_bytes": pa.array(recs["flags"].astype(np.int64), mask=~(is_query & ok)),
                 "result": result,
-                "result_name": self._result_names(func, result, recs["err"]),
+                "result_name": self._result_names(func, result, layout.errno(recs)),
                 "flags": pa.array(recs["flags"].astype(np.int64), mask=~np.isin(func, WITH_FLAGS)),
                 "caller": self._callers(f, recs["caller"]),
-                "dur_ns": recs["dur_ns"].astype(np.int64),
+                "dur_ns": layout.dur_ns(recs),
                 "ns_pid": pa.array(np.full(n, ns_pid, dtype=np.int32)),
                 "pid_ns": pa.array(np.full(n, pid_ns, dtype=np.uint64)),
             },
             num_rows=n,
         )
 
-    def _items(self, recs: np.ndarray) -> pa.Array:
-        func = recs["func"]
+    def _items(self, recs: np.ndarray, func: np.ndarray) -> pa.Array:
         words: list[str | None] = [None]
         index = np.zeros(len(recs), dtype=np.int32)
         for fid in np.flatnonzero(np.bincount(func, minlength=1)):

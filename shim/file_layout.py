@@ -8,11 +8,11 @@ import numpy as np
 from uvmtrace.recording.cuda_functions import RECORDED
 
 MAGIC = 0x314D4853564D5655
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 65536
-RECORD_SIZE = 96
-CHUNK_RECORDS = 8192
-COMMITTED = 0x314D5655
+RECORD_SIZE = 64
+CHUNK_RECORDS = 12288
+DUR_US = 0x80000000
 
 HEADER_DTYPE = np.dtype(
     [
@@ -37,23 +37,32 @@ HEADER_DTYPE = np.dtype(
 RECORD_DTYPE = np.dtype(
     [
         ("ts_ns", "<u8"),
-        ("dur_ns", "<u8"),
-        ("bytes", "<u8"),
-        ("addr", "<u8"),
-        ("aux", "<u8"),
-        ("free", "<u8"),
-        ("total", "<u8"),
-        ("flags", "<u8"),
         ("caller", "<u8"),
+        ("bytes", "<u8"),
+        ("addr", "<u8"),  # memory queries: free
+        ("aux", "<u8"),
+        ("flags", "<u8"),  # memory queries: total
+        ("dur", "<u4"),  # ns below DUR_US, else DUR_US | microseconds
         ("tid", "<i4"),
         ("result", "<i4"),
-        ("func", "<u2"),
-        ("variant", "<u2"),
-        ("err", "<u4"),
-        ("reserved", "<u4"),
-        ("commit", "<u4"),
+        ("call", "<u4"),  # func | variant << 16 | errno << 24; 0 until the record is whole
     ]
 )
+
+
+def func(recs: np.ndarray) -> np.ndarray:
+    return recs["call"] & 0xFFFF
+
+
+def errno(recs: np.ndarray) -> np.ndarray:
+    return recs["call"] >> 24
+
+
+def dur_ns(recs: np.ndarray) -> np.ndarray:
+    dur = recs["dur"].astype(np.int64)
+    long = dur >= DUR_US
+    return np.where(long, (dur & (DUR_US - 1)) * 1000, dur)
+
 
 # Function ids (the record's `func`, shim/functions.h): the event name of a record.
 FUNCTIONS: dict[int, str] = {f.id: f.name for f in RECORDED}

@@ -776,7 +776,7 @@ struct rec {
 
 static void emit(const struct rec *r)
 {
-    /* One clock read per query (dur_ns 0); calls that allocate are timed: the kernel charges
+    /* One clock read per query (dur 0); calls that allocate are timed: the kernel charges
      * they cause are matched to the call's [ts, ts + dur] window. */
     uint64_t t1 = r->untimed ? r->t0 : record_ns();
     if (t_busy || !ensure_open())
@@ -792,20 +792,18 @@ static void emit(const struct rec *r)
     struct uvmshim_record *out =
         (struct uvmshim_record *)(base + (slot % UVMSHIM_CHUNK_RECORDS) * UVMSHIM_RECORD_SIZE);
     out->ts_ns = r->t0;
-    out->dur_ns = t1 - r->t0;
-    out->bytes = r->bytes;
-    out->addr = r->addr;
-    out->aux = r->aux;
-    out->free = r->free;
-    out->total = r->total;
-    out->flags = r->flags;
     out->caller = r->caller;
+    out->bytes = r->bytes;
+    /* A query has no pointer or flags: its answer takes their words. */
+    out->addr = r->untimed ? r->free : r->addr;
+    out->aux = r->aux;
+    out->flags = r->untimed ? r->total : r->flags;
+    out->dur = uvmshim_dur(t1 - r->t0);
     out->tid = my_tid();
     out->result = r->result;
-    out->func = r->func;
-    out->variant = r->variant;
-    out->err = r->err;
-    __atomic_store_n(&out->commit, UVMSHIM_COMMITTED, __ATOMIC_RELEASE);
+    uint32_t err = r->err < 255 ? r->err : 255;
+    __atomic_store_n(&out->call, (uint32_t)r->func | (uint32_t)r->variant << 16 | err << 24,
+                     __ATOMIC_RELEASE);
     describe_caller(r->caller);
     t_busy = 0;
 }
