@@ -7,6 +7,7 @@ without and with the shim, `--repeats` times each; medians, differences and rati
 and written as JSON.
 
     python bench/shim_bench.py --json shim_bench.json [--shim libuvmshim.so] [--repeats 7]
+    python bench/shim_bench.py --stand-in --shim old/libuvmshim.so --shim new/libuvmshim.so
 """
 
 from __future__ import annotations
@@ -142,48 +143,60 @@ def run_once(exe: Path, counts: list[str], shim: Path | None, run_dir: Path) -> 
     return json.loads(out.stdout)
 
 
-def alternate(exe: Path, counts: list[str], shim: Path, reps: int, work: Path) -> dict:
-    """`reps` runs without and with the shim, alternately so drift (clocks, other load) hits both
-    sides alike. Each run's record files go right after it: left to pile up (~20 MB a run), their
-    dirty page cache is written back while later runs are timed."""
-    runs: dict[str, list[dict]] = {"without": [], "with": []}
+def alternate(exe: Path, counts: list[str], shims: dict[str, Path], reps: int, work: Path) -> dict:
+    """`reps` rounds of one run without a shim, then one with each of `shims`: interleaved so
+    drift (clocks, other load) hits every side alike. Each run's record files go right after it:
+    left to pile up (~20 MB a run), their dirty page cache is written back while later runs are
+    timed."""
+    runs: dict[str, list[dict]] = {"without": [], **{name: [] for name in shims}}
     for i in range(reps):
         runs["without"].append(run_once(exe, counts, None, work))
-        run_dir = work / f"run{i}"
-        run_dir.mkdir(mode=0o700)
-        runs["with"].append(run_once(exe, counts, shim, run_dir))
-        shutil.rmtree(run_dir)
+        for name, shim in shims.items():
+            run_dir = work / f"run{i}"
+            run_dir.mkdir(mode=0o700)
+            runs[name].append(run_once(exe, counts, shim, run_dir))
+            shutil.rmtree(run_dir)
     return runs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shim", help="libuvmshim.so (default: build it)")
+    ap.add_argument(
+        "--shim",
+        action="append",
+        help="libuvmshim.so (default: build it); repeat to compare builds in one run",
+    )
+    ap.add_argument(
+        "--stand-in", action="store_true", help="against the tests' CPU stand-in driver"
+    )
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--info", type=int, default=200000, help="cuMemGetInfo calls per run")
     ap.add_argument("--alloc", type=int, default=5000, help="cuMemAlloc+cuMemFree pairs per run")
     ap.add_argument("--launch", type=int, default=100000, help="kernel launches per run")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
-    shim = find_shim(args.shim)
-    counts = [str(args.info), str(args.alloc), str(args.launch)]
+    given = args.shim or [None]
+    shims = {str(g or "with"): find_shim(g) for g in given}
+    counts = [str(args.info), str(args.alloc), "0" if args.stand_in else str(args.launch)]
     with tempfile.TemporaryDirectory() as tmp:
+        if args.stand_in:
+            os.environ["LD_LIBRARY_PATH"] = str(_stand_in_driver(Path(tmp)))
         exe = build_bench(Path(tmp))
-        runs = alternate(exe, counts, shim, args.repeats, Path(tmp))
+        runs = alternate(exe, counts, shims, args.repeats, Path(tmp))
     result: dict = {"repeats": args.repeats, "counts": counts, "runs": runs, "median": {}}
-    print(f"{'metric':26} {'without':>12} {'with':>12} {'added':>10} {'ratio':>7}")
+    print(f"{'metric':26} {'shim':24} {'without':>10} {'with':>10} {'added':>9} {'ratio':>7}")
     for m in METRICS:
         a = statistics.median(r[m] for r in runs["without"])
-        b = statistics.median(r[m] for r in runs["with"])
-        ratio = b / a if a > 0 else None
-        result["median"][m] = {"without": a, "with": b, "added_ns": b - a, "ratio": ratio}
-        print(f"{m:26} {a:12.1f} {b:12.1f} {b - a:10.1f} {ratio or float('nan'):7.3f}")
+        result["median"][m] = {"without": a}
+        for name in shims:
+            b = statistics.median(r[m] for r in runs[name])
+            ratio = b / a if a > 0 else None
+            result["median"][m][name] = {"with": b, "added_ns": b - a, "ratio": ratio}
+            label = name if len(name) <= 24 else "..." + name[-21:]
+            shown = ratio or float("nan")
+            print(f"{m:26} {label:24} {a:10.1f} {b:10.1f} {b - a:9.1f} {shown:7.3f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()
 
 
 def _stand_in_driver(workdir: Path) -> Path:
@@ -206,7 +219,7 @@ def figures(reps: int, gpu: bool) -> list:
         exe = build_bench(work)
         shim = find_shim(None)
         counts = ["200000", "5000", "100000" if gpu else "0"]
-        runs = alternate(exe, counts, shim, reps, work)
+        runs = alternate(exe, counts, {"with": shim}, reps, work)
     out = []
     # goal: < 100 ns added per recorded call (a pair records two)
     pairs = (("cuMemGetInfo_ns", "cuMemGetInfo", 1),
@@ -224,3 +237,7 @@ def figures(reps: int, gpu: bool) -> list:
         out.append(Figure("shim: ns per kernel launch (not intercepted)", a, b, "ns",
                           goal="< 1.01x", met=b / a < 1.01))  # fmt: skip
     return out
+
+
+if __name__ == "__main__":
+    main()
