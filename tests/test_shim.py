@@ -389,3 +389,24 @@ def test_bench_reaches_an_rtld_local_driver_under_the_shim(driver, shim, tmp_pat
 
     median = json.loads(out.read_text())["median"]
     assert median["cuMemGetInfo_ns"]["with"] > 0 and median["launch_ns"]["with"] == -1
+
+
+def test_real_driver_records_match_what_the_programs_saw(tmp_path):
+    # Record files the shim wrote on the H200 under PyTorch, cuda-python and cudart
+    # (tests/data/shim_h200), decoded here: each program's own numbers (torch.cuda.mem_get_info,
+    # memory_reserved, pinned data_ptr, cudaMemGetInfo, ...) must come out of the records.
+    import importlib.util
+    import tarfile
+
+    root = Path(__file__).resolve().parent.parent
+    with tarfile.open(root / "tests" / "data" / "shim_h200" / "shim_runs.tar.gz") as tar:
+        # extraction filters exist from Python 3.11.4 on; the file is ours either way
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(tmp_path, **safe)
+    spec = importlib.util.spec_from_file_location(
+        "verify_shim_gpu", root / "scripts" / "gpu" / "verify_shim_gpu.py"
+    )
+    verify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verify)
+    checks = verify.check(tmp_path / "runs")
+    assert len(checks) == 12 and all(checks.values()), [k for k, ok in checks.items() if not ok]
