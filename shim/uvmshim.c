@@ -330,6 +330,29 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
+/* Make [off, off + len) of the record file ready for stores through a shared mapping; 0 or an
+ * errno. posix_fallocate reserves the blocks (a mapped page with no block behind it would SIGBUS
+ * the program on a full disk); writing zeros over them then puts the pages in the page cache,
+ * dirty, in large folios. Without the zeros every page is faulted in alone: on ext4 a fault on
+ * allocated-but-unwritten blocks reads and zeroes its page, ~1 us, a quarter of the shim's cost
+ * per record (docs/performance.md). */
+static int provision(int fd, off_t off, size_t len)
+{
+    static char zeros[65536]; /* never written: .bss, backed by the shared zero page */
+    if (!may_grow_to((uint64_t)off + len))
+        return EFBIG;
+    int rc = posix_fallocate(fd, off, (off_t)len);
+    for (size_t done = 0; !rc && done < len;) {
+        size_t n = len - done < sizeof zeros ? len - done : sizeof zeros;
+        ssize_t w = pwrite(fd, zeros, n, off + (off_t)done);
+        if (w > 0)
+            done += (size_t)w;
+        else if (w == 0 || errno != EINTR)
+            rc = w == 0 ? ENOSPC : errno;
+    }
+    return rc;
+}
+
 static void read_small(const char *path, char *out, size_t size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -494,8 +517,8 @@ static int open_file(void)
         say_once(2, msg);
         return -1;
     }
-    /* Reserve blocks now: a sparse file on a full disk would SIGBUS the host program. */
-    int rc = may_grow_to(UVMSHIM_HEADER_SIZE) ? posix_fallocate(fd, 0, UVMSHIM_HEADER_SIZE) : EFBIG;
+    /* Blocks reserved and written now: a sparse file on a full disk would SIGBUS the program. */
+    int rc = provision(fd, 0, UVMSHIM_HEADER_SIZE);
     void *hdr = rc ? MAP_FAILED
                    : mmap(NULL, UVMSHIM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (hdr == MAP_FAILED) {
@@ -546,29 +569,6 @@ static int ensure_open(void)
     }
     pthread_mutex_unlock(&g_open_lock);
     return st == ST_OPEN;
-}
-
-/* Make [off, off + len) of the record file ready for stores through a shared mapping; 0 or an
- * errno. posix_fallocate reserves the blocks (a mapped page with no block behind it would SIGBUS
- * the program on a full disk); writing zeros over them then puts the pages in the page cache,
- * dirty, in large folios. Without the zeros every page is faulted in alone: on ext4 a fault on
- * allocated-but-unwritten blocks reads and zeroes its page, ~1 us, a quarter of the shim's cost
- * per record (docs/performance.md). */
-static int provision(int fd, off_t off, size_t len)
-{
-    static char zeros[65536]; /* never written: .bss, backed by the shared zero page */
-    if (!may_grow_to((uint64_t)off + len))
-        return EFBIG;
-    int rc = posix_fallocate(fd, off, (off_t)len);
-    for (size_t done = 0; !rc && done < len;) {
-        size_t n = len - done < sizeof zeros ? len - done : sizeof zeros;
-        ssize_t w = pwrite(fd, zeros, n, off + (off_t)done);
-        if (w > 0)
-            done += (size_t)w;
-        else if (w == 0 || errno != EINTR)
-            rc = w == 0 ? ENOSPC : errno;
-    }
-    return rc;
 }
 
 static char *chunk(uint64_t index)
@@ -695,18 +695,26 @@ static int ticks_usable(void)
 {
     int state = __atomic_load_n(&g_ticks_state, __ATOMIC_RELAXED);
     if (!state) {
-        char src[64];
-        read_small("/sys/devices/system/clocksource/clocksource0/current_clocksource", src,
-                   sizeof src);
+        char src[64] = "";
+        if (HAVE_TICKS)
+            read_small("/sys/devices/system/clocksource/clocksource0/current_clocksource", src,
+                       sizeof src);
         state = HAVE_TICKS && strcmp(src, TICKS_CLOCKSOURCE) == 0 ? 1 : 2;
         __atomic_store_n(&g_ticks_state, state, __ATOMIC_RELAXED);
     }
     return state == 1;
 }
 
-/* A real reading, bracketed by two counter reads. Only a tight bracket (not interrupted: within
- * twice the tightest seen, plus 64 ticks) pairs the clock with a counter value precisely enough
- * to become this thread's point to extrapolate from, and to refine the rate. */
+/* Whether a real reading's bracket (counter reads around it) shows it was not interrupted:
+ * within twice the tightest seen, plus 64 ticks. */
+static int tight(uint64_t bracket, uint64_t best)
+{
+    return bracket <= 2 * best + 64;
+}
+
+/* A real reading, bracketed by two counter reads. Only a tight one pairs the clock with a
+ * counter value precisely enough to become this thread's point to extrapolate from, and to
+ * refine the rate. */
 static uint64_t calibrate(void)
 {
     uint64_t before = ticks(), ns = now_ns(), after = ticks();
@@ -716,7 +724,7 @@ static uint64_t calibrate(void)
     uint64_t best = __atomic_load_n(&g_min_bracket, __ATOMIC_RELAXED);
     if (bracket < best)
         __atomic_store_n(&g_min_bracket, best = bracket, __ATOMIC_RELAXED);
-    if (bracket > 2 * best + 64)
+    if (!tight(bracket, best))
         return ns;
     uint64_t t = before + bracket / 2;
     t_cal_ticks = t;
@@ -730,7 +738,7 @@ static uint64_t calibrate(void)
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     if (__atomic_load_n(&g_anchor_seq, __ATOMIC_RELAXED) != seq)
         return ns;
-    if (seq == 0 || a_bracket > 2 * best + 64) {
+    if (seq == 0 || !tight(a_bracket, best)) {
         /* No anchor yet, or tighter readings show it was interrupted: this reading is. The rate
          * waits for a new baseline. */
         if (__atomic_compare_exchange_n(&g_anchor_seq, &seq, seq + 1, 0, __ATOMIC_ACQUIRE,
@@ -755,7 +763,7 @@ static uint64_t calibrate(void)
 static uint64_t record_ns(void)
 {
     uint64_t ns, rate = __atomic_load_n(&g_ns_per_tick, __ATOMIC_RELAXED);
-    uint64_t d = HAVE_TICKS ? ticks() - t_cal_ticks : 0;
+    uint64_t d = ticks() - t_cal_ticks;
     if (rate && d < __atomic_load_n(&g_extrapolate_ticks, __ATOMIC_RELAXED))
         ns = t_cal_ns + ((d * rate) >> 32);
     else
