@@ -187,16 +187,16 @@ def main() -> None:
     print(f"{'metric':26} {'shim':24} {'without':>10} {'with':>10} {'added':>9} {'ratio':>7}")
     for m in METRICS:
         a = statistics.median(r[m] for r in runs["without"])
-        result["median"][m] = {"without": a}
+        per: dict[str, dict] = {}
         for name in shims:
             b = statistics.median(r[m] for r in runs[name])
             ratio = b / a if a > 0 else None
-            result["median"][m][name] = {"with": b, "added_ns": b - a, "ratio": ratio}
+            per[name] = {"with": b, "added_ns": b - a, "ratio": ratio}
             label = name if len(name) <= 24 else "..." + name[-21:]
             shown = ratio or float("nan")
             print(f"{m:26} {label:24} {a:10.1f} {b:10.1f} {b - a:9.1f} {shown:7.3f}")
-        if list(shims) == ["with"]:  # one library: {"without", "with", "added_ns", "ratio"}
-            result["median"][m] = {"without": a, **result["median"][m]["with"]}
+        # one library: the flat {without, with, added_ns, ratio}; several: keyed by path
+        result["median"][m] = {"without": a, **per.get("with", per)}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

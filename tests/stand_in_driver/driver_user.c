@@ -145,14 +145,20 @@ static void *hammer(void *arg)
     return NULL;
 }
 
-static int threads(int n, int m)
+/* n threads, each running `body` (which reads per_thread = m), joined. */
+static void run_threads(int n, int m, void *(*body)(void *))
 {
     pthread_t th[256];
     per_thread = m;
     for (int i = 0; i < n; i++)
-        pthread_create(&th[i], NULL, hammer, NULL);
+        pthread_create(&th[i], NULL, body, NULL);
     for (int i = 0; i < n; i++)
         pthread_join(th[i], NULL);
+}
+
+static int threads(int n, int m)
+{
+    run_threads(n, m, hammer);
     printf("done %d\n", n * m);
     return 0;
 }
@@ -232,17 +238,6 @@ static void *clocked_thread(void *arg)
     return NULL;
 }
 
-static int clocked(int n, int m)
-{
-    pthread_t th[256];
-    per_thread = m;
-    for (int i = 0; i < n; i++)
-        pthread_create(&th[i], NULL, clocked_thread, NULL);
-    for (int i = 0; i < n; i++)
-        pthread_join(th[i], NULL);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -253,8 +248,10 @@ int main(int argc, char **argv)
         return procaddr();
     if (!strcmp(mode, "threads") && argc > 3)
         return threads(atoi(argv[2]), atoi(argv[3]));
-    if (!strcmp(mode, "clocked") && argc > 3)
-        return clocked(atoi(argv[2]), atoi(argv[3]));
+    if (!strcmp(mode, "clocked") && argc > 3) {
+        run_threads(atoi(argv[2]), atoi(argv[3]), clocked_thread);
+        return 0;
+    }
     if (!strcmp(mode, "forkexec"))
         return forkexec("/proc/self/exe");
     if (!strcmp(mode, "loop"))
