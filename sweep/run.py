@@ -31,7 +31,7 @@ from typing import Any
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.safefs import give_to
 from uvmtrace.sweep.plan import Plan, Variant, load_plan, run_argv, why_unavailable
-from uvmtrace.tracer.launch import invoking_user
+from uvmtrace.tracer.launch import invoking_owner
 
 STATE = "sweep.json"
 RUN_DONE = "run.json"
@@ -54,12 +54,6 @@ def run_dir(out: Path, variant: str, run: int) -> Path:
     return out / f"variant={variant}" / f"run={run}"
 
 
-def owner() -> tuple[int, int] | None:
-    """The user behind sudo: the sweep's directories and files are theirs, as recordings are."""
-    who = invoking_user()
-    return (who.uid, who.gid) if who else None
-
-
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with contextlib.suppress(FileNotFoundError):
@@ -67,7 +61,7 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f, indent=1)
-    give_to(tmp, owner())
+    give_to(tmp, invoking_owner())
     os.replace(tmp, path)  # a reader never sees half a file
 
 
@@ -75,7 +69,7 @@ def _real_dir(path: Path) -> None:
     if path.is_symlink():
         raise UserError(f"refusing to use {path}: it is a symlink")
     path.mkdir(mode=0o755, parents=True, exist_ok=True)
-    give_to(path, owner())
+    give_to(path, invoking_owner())
 
 
 def _prepare_out(out: Path, plan: Plan, plan_path: Path, resume: bool) -> dict[str, Any]:
@@ -104,7 +98,7 @@ def _prepare_out(out: Path, plan: Plan, plan_path: Path, resume: bool) -> dict[s
         "started_wall": time.time(),
     }
     shutil.copyfile(plan_path, out / "plan.toml")
-    give_to(out / "plan.toml", owner())
+    give_to(out / "plan.toml", invoking_owner())
     _write_json(state_path, state)
     return state
 
@@ -177,12 +171,12 @@ class Sweep:
             shutil.rmtree(where)  # an unfinished run from an interrupted sweep
         where.mkdir(mode=0o755, parents=True)
         for d in (where.parent, where):
-            give_to(d, owner())
+            give_to(d, invoking_owner())
         record_opts, command, env = run_argv(v, run)
         argv = [sys.executable, "-m", "uvmtrace.cli", "record", "-q", *self.plan.record,
                 *record_opts, "-o", str(where / RECORDING), "--", *command]  # fmt: skip
         log = open(where / "output.log", "wb")  # noqa: SIM115 - closed below, after the child
-        give_to(where / "output.log", owner())
+        give_to(where / "output.log", invoking_owner())
         t = time.monotonic()
         try:
             self.child = subprocess.Popen(

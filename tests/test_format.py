@@ -156,3 +156,21 @@ def test_recover_cli_prints_one_line_for_a_non_spool(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0
     assert "not a uvmtrace spool" in r.stderr
     assert os.path.exists(tmp_path)
+
+
+def test_recover_under_sudo_gives_the_recording_to_the_user(tmp_path: Path, need_root) -> None:
+    # `record` under sudo hands its file to the user behind sudo; the recording a spool becomes
+    # is theirs too (root-owned 0600, they could not even read it).
+    out = tmp_path / "run.parquet"
+    assert subprocess.run([sys.executable, "-c", KILLED_WRITER, str(out)]).returncode == -9
+    env = dict(os.environ, SUDO_UID="65534", SUDO_GID="65534")
+    spool = RecordingWriter.spool_path(out)
+    r = subprocess.run(
+        [sys.executable, "-m", "uvmtrace.cli", "recover", str(spool), "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    st = out.stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534)

@@ -35,6 +35,12 @@ def invoking_user() -> RunAs | None:
     return RunAs(pw.pw_uid, pw.pw_gid, pw.pw_name, pw.pw_dir)
 
 
+def invoking_owner() -> tuple[int, int] | None:
+    """(uid, gid) of the user behind sudo: what we write as root is given to them."""
+    who = invoking_user()
+    return (who.uid, who.gid) if who else None
+
+
 def resolve_command(argv: list[str], env: dict[str, str]) -> str:
     """The executable, or a one-line error with exit code 127 (as a shell would)."""
     exe = argv[0]

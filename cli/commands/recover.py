@@ -18,12 +18,13 @@ from uvmtrace.recording.errors import UserError
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Recording to write.")
 def command(spool: Path, output: Path | None) -> None:
     from uvmtrace.recording.recover import recover  # pyarrow: only when a spool is recovered
+    from uvmtrace.tracer.launch import invoking_owner
 
     if output is None:
         if not spool.name.endswith(".spool"):
             raise UserError("give the output file with -o")
         output = spool.with_name(spool.name[: -len(".spool")])
-    rows, torn = recover(spool, output)
+    rows, torn = recover(spool, output, owner=invoking_owner())
     msg = f"recovered {rows} events into {output}"
     if torn:
         msg += f" ({torn} bytes of a batch cut off mid-write were dropped)"

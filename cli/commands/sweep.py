@@ -8,7 +8,8 @@ import click
 
 from uvmtrace.recording.errors import UserError
 from uvmtrace.recording.safefs import give_to
-from uvmtrace.sweep.run import owner, run_sweep
+from uvmtrace.sweep.run import run_sweep
+from uvmtrace.tracer.launch import invoking_owner
 
 HELP = """Run an experiment: each variant of PLAN (native, docker/podman run, chroot, a memory
 limit, an environment) `repeats` times, interleaved, each run recorded with `uvmtrace record`
@@ -49,7 +50,7 @@ def command(plan: Path, out: Path, resume: bool, no_summary: bool) -> int:
         return 0 if not outcome.failed else 1
     summarize_to([str(out)], None, out / "summary.parquet", None, out / "summary.html",
                  str(out / "summary.json"), DEFAULT_MIN_ALLOC, DEFAULT_TOLERANCE)  # fmt: skip
-    who = owner()
+    who = invoking_owner()
     for name in ("summary.parquet", "summary.html", "summary.json"):
         give_to(out / name, who)
     click.echo(f"\nsummary: {out / 'summary.html'}, {out / 'summary.json'}, "
