@@ -9,6 +9,7 @@ once per module (~25 s) in a directory every account can read, and linked into e
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -25,6 +26,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import _need
+from tests.dockerimg import busybox_image
 from tests.test_packaging import REPO, source_files
 from uvmtrace.recording.reader import open_recording
 
@@ -167,6 +169,26 @@ def test_sudo_record_from_an_account_has_the_programs_own_sysinfo(
     assert rows.get_column("pid")[0] in set(
         rec.scan().filter(pl.col("event") == "exec").collect().get_column("pid").to_list()
     )
+
+
+@pytest.mark.usefixtures("need_bpf", "need_docker")
+def test_sudo_record_of_docker_run_from_an_account_of_the_docker_group(sudoer: Account) -> None:
+    # The docker CLI runs as the account: it must be able to write the --cidfile uvmtrace adds
+    # (the work dir is root's), and the container must run as it would without uvmtrace.
+    sock_gid = os.stat("/var/run/docker.sock").st_gid
+    _need(sock_gid != 0, "needs a Docker socket owned by its own group (docker)",
+          ci_must_have=False)  # fmt: skip
+    subprocess.run(["usermod", "-aG", grp.getgrgid(sock_gid).gr_name, sudoer.name], check=True)
+    run = f"docker run --rm {busybox_image()} sh -c 'echo hello; exit 3'"
+    plain = sudoer.run(run)
+    assert (plain.returncode, plain.stdout) == (3, "hello\n"), plain.stderr
+    r = sudoer.run(SUDO_RECORD + run, "box.parquet")
+    assert (r.returncode, r.stdout) == (3, "hello\n"), r.stderr
+    out = sudoer.clone / "box.parquet"
+    assert out.stat().st_uid == sudoer.uid
+    rec = open_recording(out)
+    assert rec.metadata["run_as"] == sudoer.name and rec.metadata["exit_code"] == 3
+    assert len(rec.metadata["container"]["id"]) == 64
 
 
 # Writes 8 MiB next to the recording, then says who it ran as.

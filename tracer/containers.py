@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -133,14 +134,24 @@ def rewrite(
     return new, ContainerRun(runtime, idx, cidfile, bool(given), detached=detached(argv, idx))
 
 
+def read_cidfile(path: Path) -> str | None:
+    """The id the runtime wrote there, once it is whole. The file lies in a directory of the
+    command's user (or where they chose): read as root, never through a symlink, and only what
+    has the form of an id (64 hex digits, Docker and Podman alike)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        text = f.read(256).decode(errors="replace").strip()
+    return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+
+
 def resolve(run: ContainerRun) -> bool:
     """Fill id, name and the container's init pid once the runtime has written the cidfile."""
     if run.container_id is None:
-        try:
-            cid = run.cidfile.read_text().strip()
-        except OSError:
-            return False
-        if not cid:
+        cid = read_cidfile(run.cidfile)
+        if cid is None:
             return False
         run.container_id = cid
     if run.host_pid:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from uvmtrace.host import cgroupfs
 from uvmtrace.probes import bpfsource
 from uvmtrace.recording.errors import UserError
-from uvmtrace.recording.safefs import check_writable_target, make_private_dir
+from uvmtrace.recording.safefs import check_writable_target, give_to, make_private_dir
 from uvmtrace.recording.schema import make_batch
 from uvmtrace.recording.writer import RecordingWriter
 from uvmtrace.tracer import containers, heap
@@ -153,6 +153,15 @@ class Session:
         if self._other_uids_write():
             os.chmod(work, 0o711)  # traversable, not listable: the shim's run dir lies inside
         return work
+
+    def _cidfile_dir(self, work: Path) -> Path:
+        """Where a container runtime writes the --cidfile we add. Its CLI runs as the command's
+        user: under sudo that is a directory of theirs inside the work dir (root's)."""
+        if self.run_as is None or containers.detect(self.command) is None:
+            return work
+        path = make_private_dir(work / "cid")
+        give_to(path, self.owner)
+        return path
 
     def _other_uids_write(self) -> bool:
         """Whether processes of another uid (sudo's user, a container's user) write shim files."""
@@ -298,7 +307,7 @@ class Session:
             inject = opts.inject if opts.inject is not None else True
             rewritten = containers.rewrite(
                 self.command,
-                work,
+                self._cidfile_dir(work),
                 shim_lib=lib if inject else None,
                 shim_run_dir=shim_dir if inject else None,
                 shim_env=self.env,
