@@ -301,9 +301,12 @@ def test_a_resized_terminal_resizes_the_commands_and_signals_it(tmp_path: Path) 
     assert proc.wait(timeout=60) == 4
     shown = terminal.closed_by_all()
     # The tee drew the live status line, and cleared it before each output: without its draws
-    # and clears, what is left is the recorder's notes and the command's output, whole.
+    # and clears, what is left is the recorder's notes and the command's output, whole. A draw is
+    # never ended by a newline (the next clear or the end follows it); a note right after a clear
+    # is a line of its own.
     assert b"\r\x1b[Kuvmtrace: " in shown
-    lines = re.sub(rb"\r\x1b\[K(uvmtrace: [^\r\n]*)?", b"", shown).splitlines(keepends=True)
+    draws = rb"\r\x1b\[K(uvmtrace: [^\r\n]*(?=\r|\Z))?"
+    lines = re.sub(draws, b"", shown).splitlines(keepends=True)
     assert lines[-1].startswith(b"uvmtrace: wrote ")
     output = b"".join(line for line in lines if not line.startswith(b"uvmtrace: "))
     output = output.replace(b"winch (100, 30)\n", b"", 1)  # printed between two lines
